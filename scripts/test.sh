@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: native set-up when missing, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bootstrap.sh
+cargo test --workspace --all-targets --locked
+# Doctests (crate-level examples) are not part of --all-targets.
+cargo test --workspace --doc --locked
