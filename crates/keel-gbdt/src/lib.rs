@@ -183,7 +183,7 @@ impl GbdtModel {
 
     /// Parses XGBoost's JSON format.
     pub fn from_xgboost_json(bytes: &[u8]) -> Result<Self> {
-        let doc: serde_json::Value = serde_json::from_slice(bytes)?;
+        let doc: serde_json::Value = serde_json::from_slice(&xgboost::sanitize_json(bytes))?;
         xgboost::load_value(&doc).map(Into::into)
     }
 

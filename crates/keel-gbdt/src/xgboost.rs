@@ -14,9 +14,42 @@ fn field<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value> {
     Ok(cur)
 }
 
-/// A number written as a JSON number or as a string (XGBoost writes parameters as strings).
+/// XGBoost 2.x writes bare `NaN` (not JSON) as the split condition of categorical nodes.
+/// Rewrites every `NaN` token outside strings to `null`; borrows when there is none.
+pub(crate) fn sanitize_json(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !bytes.windows(3).any(|w| w == b"NaN") {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let (mut in_str, mut escaped, mut i) = (false, false, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if b == b'"' {
+            in_str = true;
+        } else if bytes[i..].starts_with(b"NaN") {
+            out.extend_from_slice(b"null");
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A number written as a JSON number or as a string (XGBoost writes parameters as strings);
+/// `null` (a sanitised `NaN`) reads as NaN.
 fn num(v: &Value) -> Option<f64> {
     match v {
+        Value::Null => Some(f64::NAN),
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         Value::Bool(b) => Some(f64::from(u8::from(*b))),
