@@ -51,6 +51,8 @@ pub const MAX_NODES: usize = 1 << 28;
 pub const MAX_OUTPUTS: usize = 1 << 16;
 /// Most 32-bit words in one categorical bitset (2^20 categories).
 pub const MAX_BITSET_WORDS: usize = 1 << 15;
+/// Most 32-bit bitset words in one model (64 MiB).
+pub const MAX_TOTAL_BITSET_WORDS: usize = 1 << 24;
 
 /// One node; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -406,6 +408,9 @@ impl Builder {
                             }
                             flags |= CATEGORICAL;
                             let off = self.model.cat_bits.len();
+                            if off + bits.len() > MAX_TOTAL_BITSET_WORDS {
+                                return Err(invalid(fmt, "categorical bitsets exceed 64 MiB"));
+                            }
                             self.model.cat_bits.extend_from_slice(bits);
                             f64::from_bits(((off as u64) << 32) | bits.len() as u64)
                         }

@@ -1,0 +1,143 @@
+//! Shared fixtures for keel's benchmarks: deterministic synthetic data and the reference GBDT
+//! models (A: 100 trees x 31 leaves, 10 features; B: 1000 trees x 31 leaves, 15 features of
+//! which 2 categorical), trained through `lightgbm3` and cached on disk.
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+
+/// A small deterministic generator (SplitMix64), so data never depends on a crate's version.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// A reference model's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Name used in reports and cache files.
+    pub name: &'static str,
+    /// Boosting rounds.
+    pub trees: usize,
+    /// `num_leaves`.
+    pub leaves: usize,
+    /// Features.
+    pub features: usize,
+    /// How many of the last features are categorical.
+    pub categorical: usize,
+}
+
+/// Model A: 100 trees x 31 leaves, 10 numeric features.
+pub const MODEL_A: Spec = Spec {
+    name: "A",
+    trees: 100,
+    leaves: 31,
+    features: 10,
+    categorical: 0,
+};
+/// Model B: 1000 trees x 31 leaves, 15 features (2 categorical).
+pub const MODEL_B: Spec = Spec {
+    name: "B",
+    trees: 1000,
+    leaves: 31,
+    features: 15,
+    categorical: 2,
+};
+
+/// `n` rows of synthetic data for `spec`, row-major, with 5% missing values; categorical
+/// features take integer codes 0..30.
+pub fn rows(spec: &Spec, n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(n * spec.features);
+    for _ in 0..n {
+        for f in 0..spec.features {
+            let v = if f >= spec.features - spec.categorical {
+                (rng.uniform() * 30.0).floor()
+            } else {
+                rng.normal()
+            };
+            out.push(if rng.uniform() < 0.05 { f64::NAN } else { v });
+        }
+    }
+    out
+}
+
+/// A label with interactions, for `rows`.
+pub fn labels(spec: &Spec, x: &[f64]) -> Vec<f32> {
+    x.chunks(spec.features)
+        .map(|r| {
+            let g = |i: usize| if r[i].is_nan() { 0.0 } else { r[i] };
+            let mut y = g(0) * 1.5 + (g(1) * 2.0).sin() + g(2) * g(3) - 0.5 * g(4).abs();
+            if spec.categorical > 0 {
+                let c = g(spec.features - 1) as i64;
+                y += if c % 3 == 0 { 1.0 } else { -0.3 };
+            }
+            y as f32
+        })
+        .collect()
+}
+
+/// LightGBM parameters for `spec` (deterministic, one thread).
+pub fn params(spec: &Spec) -> serde_json::Value {
+    let mut p = serde_json::json!({
+        "objective": "regression",
+        "num_iterations": spec.trees,
+        "num_leaves": spec.leaves,
+        "min_data_in_leaf": 5,
+        "learning_rate": 0.05,
+        "seed": 7,
+        "deterministic": true,
+        "num_threads": 1,
+        "verbose": -1,
+    });
+    if spec.categorical > 0 {
+        let cats: Vec<String> = (spec.features - spec.categorical..spec.features)
+            .map(|i| i.to_string())
+            .collect();
+        p["categorical_feature"] = serde_json::Value::String(cats.join(","));
+    }
+    p
+}
+
+/// The model's LightGBM text, trained on 20k rows through lightgbm3 and cached under the
+/// target directory (delete the file to retrain).
+pub fn model_text(spec: &Spec) -> String {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("keel-bench-models");
+    let path = dir.join(format!("model_{}.txt", spec.name));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text;
+    }
+    let x = rows(spec, 20_000, 1);
+    let y = labels(spec, &x);
+    let data = lightgbm3::Dataset::from_slice(&x, &y, spec.features as i32, true).expect("dataset");
+    let booster = lightgbm3::Booster::train(data, &params(spec)).expect("train");
+    let text = booster.save_string().expect("save");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(&path, &text);
+    text
+}

@@ -1,0 +1,201 @@
+//! `keel`: the command-line face of keel.
+//!
+//! ```text
+//! keel gbdt predict --model PATH --input CSV --output CSV [--raw] [--contrib] [--leaf]
+//!                   [--start-iteration N] [--num-iteration N] [--threads N]
+//! keel gbdt inspect PATH
+//! ```
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use keel_core::Frame;
+use keel_gbdt::{GbdtModel, Output, PredictOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "keel: production ML in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gradient-boosted trees: score and inspect LightGBM / XGBoost / keel models.
+    #[command(subcommand)]
+    Gbdt(Gbdt),
+}
+
+#[derive(Subcommand)]
+enum Gbdt {
+    /// Score a CSV with a model (format detected from the file).
+    Predict(PredictArgs),
+    /// Print a model's objective, classes, trees, leaves, depth and features.
+    Inspect {
+        /// Model file (LightGBM text, XGBoost JSON/UBJSON, or keel binary).
+        path: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Model file (LightGBM text, XGBoost JSON/UBJSON, or keel binary).
+    #[arg(long)]
+    model: PathBuf,
+    /// Input CSV with a header. Columns are matched by name when every model feature name is a
+    /// header, otherwise by position. An empty field, `NaN` or `nan` is missing.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output CSV (header + one row per input row).
+    #[arg(long)]
+    output: PathBuf,
+    /// Raw margins instead of transformed predictions.
+    #[arg(long, conflicts_with_all = ["contrib", "leaf"])]
+    raw: bool,
+    /// TreeSHAP contributions (per class: one column per feature, then the bias).
+    #[arg(long, conflicts_with = "leaf")]
+    contrib: bool,
+    /// Leaf index reached in each tree.
+    #[arg(long)]
+    leaf: bool,
+    /// First iteration to use.
+    #[arg(long, default_value_t = 0)]
+    start_iteration: usize,
+    /// Number of iterations to use (default: all).
+    #[arg(long)]
+    num_iteration: Option<usize>,
+    /// Worker threads for the batch.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Gbdt(Gbdt::Inspect { path }) => inspect(&path),
+        Command::Gbdt(Gbdt::Predict(args)) => predict(&args),
+    }
+}
+
+fn inspect(path: &PathBuf) -> Result<()> {
+    let model =
+        GbdtModel::from_path(path).with_context(|| format!("loading {}", path.display()))?;
+    let i = model.info();
+    println!("source:       {:?}", i.source);
+    println!("objective:    {} ({:?})", i.objective, i.transform);
+    println!("outputs:      {}", i.num_outputs);
+    println!("iterations:   {}", i.num_iterations);
+    println!("trees:        {}", i.num_trees);
+    println!("leaves:       {}", i.num_leaves);
+    println!("max depth:    {}", i.max_depth);
+    println!("features:     {}", i.num_features);
+    println!("names:        {}", i.feature_names.join(" "));
+    if !i.categorical_features.is_empty() {
+        let names: Vec<&str> = i
+            .categorical_features
+            .iter()
+            .map(|&f| i.feature_names[f].as_str())
+            .collect();
+        println!("categorical:  {}", names.join(" "));
+    }
+    if i.linear_leaves {
+        println!("linear leaves: yes");
+    }
+    Ok(())
+}
+
+fn fmt(x: f64) -> String {
+    if x.is_nan() {
+        String::new()
+    } else {
+        x.to_string()
+    }
+}
+
+fn predict(a: &PredictArgs) -> Result<()> {
+    let model =
+        GbdtModel::from_path(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let frame = Frame::from_csv_path(&a.input, None)
+        .with_context(|| format!("reading {}", a.input.display()))?;
+    let x = model.frame_matrix(&frame)?;
+    let opts = PredictOptions {
+        output: if a.raw {
+            Output::Raw
+        } else {
+            Output::Transformed
+        },
+        start_iteration: a.start_iteration,
+        num_iteration: a.num_iteration,
+        threads: a.threads.max(1),
+    };
+    let file = std::fs::File::create(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let k = model.num_outputs();
+    let class = |c: usize| {
+        if k == 1 {
+            String::new()
+        } else {
+            format!("class_{c}_")
+        }
+    };
+    if a.leaf {
+        let leaves = model.predict_leaf(&x, &opts)?;
+        let n = frame.nrows();
+        let trees = if n == 0 { 0 } else { leaves.len() / n };
+        let header: Vec<String> = (0..trees).map(|t| format!("tree_{t}")).collect();
+        writeln!(w, "{}", header.join(","))?;
+        for row in leaves.chunks(trees.max(1)).take(n) {
+            let cells: Vec<String> = row.iter().map(u32::to_string).collect();
+            writeln!(w, "{}", cells.join(","))?;
+        }
+    } else if a.contrib {
+        let c = model.predict_contrib(&x, &opts)?;
+        let mut header = Vec::new();
+        for cl in 0..k {
+            for name in model.feature_names() {
+                header.push(format!("{}{name}", class(cl)));
+            }
+            header.push(format!("{}bias", class(cl)));
+        }
+        writeln!(w, "{}", header.join(","))?;
+        for row in c.chunks(header.len()) {
+            writeln!(
+                w,
+                "{}",
+                row.iter().map(|&v| fmt(v)).collect::<Vec<_>>().join(",")
+            )?;
+        }
+    } else {
+        let p = model.predict(&x, &opts)?;
+        let width = model.output_width(opts.output);
+        let header: Vec<String> = if width == 1 {
+            vec![if k > 1 {
+                "class".into()
+            } else {
+                "prediction".into()
+            }]
+        } else {
+            (0..width).map(|c| format!("class_{c}")).collect()
+        };
+        writeln!(w, "{}", header.join(","))?;
+        for row in p.chunks(width) {
+            writeln!(
+                w,
+                "{}",
+                row.iter().map(|&v| fmt(v)).collect::<Vec<_>>().join(",")
+            )?;
+        }
+    }
+    w.flush()?;
+    if frame.nrows() > 0 && x.is_empty() {
+        bail!("no input rows");
+    }
+    eprintln!(
+        "scored {} rows with {} -> {}",
+        frame.nrows(),
+        a.model.display(),
+        a.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The `keel gbdt` commands end to end, against the LightGBM/XGBoost fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../keel-gbdt/tests/fixtures")
+        .join(name)
+}
+
+fn keel(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn expected(case: &str, key: &str) -> (Vec<Vec<Option<f64>>>, Vec<Vec<f64>>) {
+    let doc: serde_json_lite::Value = serde_json_lite::parse(
+        &std::fs::read_to_string(fixture(&format!("{case}.expected.json"))).unwrap(),
+    );
+    (
+        doc.rows("X"),
+        doc.rows(key)
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+            .collect(),
+    )
+}
+
+/// Writes the fixture's inputs as CSV with the given header.
+fn write_input(dir: &Path, header: &[String], x: &[Vec<Option<f64>>]) -> PathBuf {
+    let mut s = header.join(",") + "\n";
+    for (i, row) in x.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| match v {
+                None if i % 2 == 0 => String::new(),
+                None => "NaN".into(),
+                Some(v) => format!("{v:?}"),
+            })
+            .collect();
+        s += &(cells.join(",") + "\n");
+    }
+    let p = dir.join("in.csv");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn read_output(p: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn predict_matches_lightgbm_by_name_and_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, want) = expected("lgb_multiclass", "pred");
+    let names: Vec<String> = (0..10).map(|i| format!("Column_{i}")).collect();
+    // Reversed header order: matched by name.
+    let mut rev_x = x.clone();
+    rev_x.iter_mut().for_each(|r| r.reverse());
+    let mut rev_names = names.clone();
+    rev_names.reverse();
+    for (hdr, rows) in [
+        (rev_names, rev_x),
+        ((0..10).map(|i| format!("v{i}")).collect(), x),
+    ] {
+        let input = write_input(dir.path(), &hdr, &rows);
+        let out = dir.path().join("out.csv");
+        let model = fixture("lgb_multiclass.txt");
+        let o = keel(&[
+            "gbdt",
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (header, got) = read_output(&out);
+        assert_eq!(header, ["class_0", "class_1", "class_2"]);
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn contrib_raw_and_leaf_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("xgb_binary.json");
+    let (x, _) = expected("xgb_binary", "raw");
+    let names: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
+    let input = write_input(dir.path(), &names, &x);
+    let out = dir.path().join("out.csv");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    for (flag, key) in [
+        ("--raw", "raw"),
+        ("--contrib", "contrib"),
+        ("--leaf", "leaf"),
+    ] {
+        let r = keel(&[
+            "gbdt",
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            i,
+            "--output",
+            o,
+            flag,
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let (header, got) = read_output(&out);
+        let (_, want) = expected("xgb_binary", key);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!(
+                (g - w).abs() <= 2e-5 * w.abs().max(1.0),
+                "{flag}: {g} vs {w}"
+            );
+        }
+        if key == "contrib" {
+            assert_eq!(header.last().unwrap(), "bias");
+        }
+    }
+}
+
+#[test]
+fn inspect_and_errors() {
+    let o = keel(&[
+        "gbdt",
+        "inspect",
+        fixture("lgb_categorical.txt").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        text.contains("trees:        20") && text.contains("categorical:  Column_4"),
+        "{text}"
+    );
+    let o = keel(&["gbdt", "inspect", "/nonexistent/model.txt"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/model.txt"));
+}
+
+/// A tiny reader for the fixture JSON (arrays of arrays of numbers or null), so the CLI crate
+/// needs no JSON dependency.
+mod serde_json_lite {
+    pub struct Value(String);
+    pub fn parse(s: &str) -> Value {
+        Value(s.to_string())
+    }
+    impl Value {
+        pub fn rows(&self, key: &str) -> Vec<Vec<Option<f64>>> {
+            let start = self.0.find(&format!("\"{key}\": [[")).unwrap() + key.len() + 6;
+            let end = start + self.0[start..].find("]]").unwrap();
+            self.0[start..end]
+                .split("], [")
+                .map(|r| r.split(", ").map(|c| c.trim().parse().ok()).collect())
+                .collect()
+        }
+    }
+}
