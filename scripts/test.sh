@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
-cargo test --workspace --all-targets --locked
+cargo test --workspace --all-targets --features keel-gbdt/train --locked
 # Doctests (crate-level examples) are not part of --all-targets.
-cargo test --workspace --doc --locked
+cargo test --workspace --doc --features keel-gbdt/train --locked

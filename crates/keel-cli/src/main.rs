@@ -142,7 +142,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
     if a.leaf {
         let leaves = model.predict_leaf(&x, &opts)?;
         let n = frame.nrows();
-        let trees = if n == 0 { 0 } else { leaves.len() / n };
+        let trees = leaves.len().checked_div(n).unwrap_or(0);
         let header: Vec<String> = (0..trees).map(|t| format!("tree_{t}")).collect();
         writeln!(w, "{}", header.join(","))?;
         for row in leaves.chunks(trees.max(1)).take(n) {

@@ -46,7 +46,10 @@ pub enum GbdtError {
 }
 
 pub(crate) fn invalid(format: &'static str, what: impl Into<String>) -> GbdtError {
-    GbdtError::Invalid { format, what: what.into() }
+    GbdtError::Invalid {
+        format,
+        what: what.into(),
+    }
 }
 
 /// Result alias for keel-gbdt.

@@ -62,9 +62,22 @@ use model::Model;
 use std::path::Path;
 
 /// A loaded GBDT model, ready to score. `Send + Sync`: share one across request threads.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct GbdtModel {
     inner: Model,
+}
+
+impl std::fmt::Debug for GbdtModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = self.info();
+        f.debug_struct("GbdtModel")
+            .field("source", &i.source)
+            .field("objective", &i.objective)
+            .field("outputs", &i.num_outputs)
+            .field("trees", &i.num_trees)
+            .field("features", &i.num_features)
+            .finish()
+    }
 }
 
 /// Facts about a model, as `keel gbdt inspect` prints them.
@@ -138,7 +151,10 @@ impl Format {
             Some(Format::Keel)
         } else if trimmed.starts_with(b"tree") || trimmed.starts_with(b"version=") {
             Some(Format::LightGbmText)
-        } else if trimmed.starts_with(b"{\"") || trimmed.starts_with(b"{\n") || trimmed.starts_with(b"{ ") {
+        } else if trimmed.starts_with(b"{\"")
+            || trimmed.starts_with(b"{\n")
+            || trimmed.starts_with(b"{ ")
+        {
             Some(Format::XgBoostJson)
         } else if bytes.first() == Some(&b'{') {
             Some(Format::XgBoostUbjson)
@@ -152,8 +168,10 @@ impl GbdtModel {
     /// Loads a model from a file in any supported format (detected from its content).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| GbdtError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| GbdtError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(&bytes)
     }
 
@@ -163,7 +181,7 @@ impl GbdtModel {
             Some(Format::Keel) => {
                 let p: Persist = envelope::decode(bytes)?;
                 p.0.validate("keel")?;
-                Ok(p.0.into())
+                Ok(p.0.into()) // `into` prepares the runtime tables
             }
             Some(Format::LightGbmText) => {
                 let text = std::str::from_utf8(bytes)
@@ -201,8 +219,10 @@ impl GbdtModel {
     /// Writes [`GbdtModel::to_bytes`] to a file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_bytes()?)
-            .map_err(|source| GbdtError::Io { path: path.display().to_string(), source })
+        std::fs::write(path, self.to_bytes()?).map_err(|source| GbdtError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Number of input features a row must have.
@@ -269,7 +289,10 @@ impl GbdtModel {
             )));
         }
         if out.len() != width {
-            return Err(GbdtError::Input(format!("output holds {}, need {width}", out.len())));
+            return Err(GbdtError::Input(format!(
+                "output holds {}, need {width}",
+                out.len()
+            )));
         }
         Ok(())
     }
@@ -281,7 +304,12 @@ impl GbdtModel {
     }
 
     /// Like [`GbdtModel::predict_row`], with the choice of raw or transformed scores.
-    pub fn predict_row_with<F: FeatureValue>(&self, row: &[F], output: Output, out: &mut [f64]) -> Result<()> {
+    pub fn predict_row_with<F: FeatureValue>(
+        &self,
+        row: &[F],
+        output: Output,
+        out: &mut [f64],
+    ) -> Result<()> {
         let width = self.output_width(output);
         self.check_row(row, out, width)?;
         let m = &self.inner;
@@ -318,23 +346,38 @@ impl GbdtModel {
 
     /// Scores a batch into a caller-provided buffer of `nrows x num_outputs` (for
     /// `multi:softmax`, the class index is written in each row's first slot).
-    pub fn predict_into<F: FeatureValue>(&self, rows: &[F], opts: &PredictOptions, out: &mut [f64]) -> Result<()> {
+    pub fn predict_into<F: FeatureValue>(
+        &self,
+        rows: &[F],
+        opts: &PredictOptions,
+        out: &mut [f64],
+    ) -> Result<()> {
         self.inner.score(rows, opts, out)
     }
 
     /// Leaf reached in every tree of the iteration range: `nrows x trees`, row-major.
     /// LightGBM reports the leaf ordinal, XGBoost the node id, as each library does.
-    pub fn predict_leaf<F: FeatureValue>(&self, rows: &[F], opts: &PredictOptions) -> Result<Vec<u32>> {
+    pub fn predict_leaf<F: FeatureValue>(
+        &self,
+        rows: &[F],
+        opts: &PredictOptions,
+    ) -> Result<Vec<u32>> {
         self.inner.leaves(rows, opts)
     }
 
     /// TreeSHAP contributions: per row, `num_outputs` blocks of `num_features + 1` values (bias
     /// last), matching LightGBM's `pred_contrib` and XGBoost's `pred_contribs`.
-    pub fn predict_contrib<F: FeatureValue>(&self, rows: &[F], opts: &PredictOptions) -> Result<Vec<f64>> {
+    pub fn predict_contrib<F: FeatureValue>(
+        &self,
+        rows: &[F],
+        opts: &PredictOptions,
+    ) -> Result<Vec<f64>> {
         let m = &self.inner;
         let f = m.num_features;
         if rows.len() % f != 0 {
-            return Err(GbdtError::Input("input is not a whole number of rows".into()));
+            return Err(GbdtError::Input(
+                "input is not a whole number of rows".into(),
+            ));
         }
         let (trees, _) = m.tree_range(opts.start_iteration, opts.num_iteration)?;
         let width = m.num_outputs * (f + 1);
@@ -354,7 +397,10 @@ impl GbdtModel {
         let names: Vec<&str> = m.feature_names.iter().map(String::as_str).collect();
         let by_name = names.iter().all(|n| frame.schema().index_of(n).is_some());
         let cols: Vec<&Column> = if by_name {
-            names.iter().map(|n| frame.column(n)).collect::<Result<_, _>>()?
+            names
+                .iter()
+                .map(|n| frame.column(n))
+                .collect::<Result<_, _>>()?
         } else {
             if frame.ncols() < m.num_features {
                 return Err(GbdtError::Input(format!(
@@ -395,7 +441,12 @@ impl Model {
     #[inline]
     fn score_one<F: FeatureValue>(&self, row: &[F], output: Output, out: &mut [f64]) {
         let iters = self.iteration_ptr.len() - 1;
-        self.score_serial(row, self.num_features, 0..self.trees.len(), iters, output, out);
+        if self.source == Source::XgBoost {
+            self.raw_one::<true, F>(row, 0..self.trees.len(), out);
+        } else {
+            self.raw_one::<false, F>(row, 0..self.trees.len(), out);
+        }
+        self.finish_row(out, iters, output);
     }
 }
 

@@ -16,15 +16,30 @@ fn parse_list<T: std::str::FromStr>(
     let mut out = Vec::new();
     for (i, tok) in raw.split_ascii_whitespace().enumerate() {
         if expect.is_some_and(|n| i >= n) {
-            return Err(invalid(FMT, format!("tree {tree}: `{key}` has more than {} values", expect.unwrap_or(0))));
+            return Err(invalid(
+                FMT,
+                format!(
+                    "tree {tree}: `{key}` has more than {} values",
+                    expect.unwrap_or(0)
+                ),
+            ));
         }
         out.push(tok.parse::<T>().map_err(|_| {
-            invalid(FMT, format!("tree {tree}: `{key}` value {i} ({tok:.32}) does not parse"))
+            invalid(
+                FMT,
+                format!("tree {tree}: `{key}` value {i} ({tok:.32}) does not parse"),
+            )
         })?);
     }
     if let Some(n) = expect {
         if out.len() != n {
-            return Err(invalid(FMT, format!("tree {tree}: `{key}` has {} values, expected {n}", out.len())));
+            return Err(invalid(
+                FMT,
+                format!(
+                    "tree {tree}: `{key}` has {} values, expected {n}",
+                    out.len()
+                ),
+            ));
         }
     }
     Ok(out)
@@ -43,8 +58,12 @@ fn key_values(block: &str) -> HashMap<&str, &str> {
 }
 
 fn parse_one<T: std::str::FromStr>(kv: &HashMap<&str, &str>, key: &str, tree: usize) -> Result<T> {
-    let v = kv.get(key).ok_or_else(|| invalid(FMT, format!("tree {tree}: missing `{key}`")))?;
-    v.trim().parse().map_err(|_| invalid(FMT, format!("tree {tree}: `{key}={v:.32}` does not parse")))
+    let v = kv
+        .get(key)
+        .ok_or_else(|| invalid(FMT, format!("tree {tree}: missing `{key}`")))?;
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(FMT, format!("tree {tree}: `{key}={v:.32}` does not parse")))
 }
 
 /// Parses a LightGBM text model.
@@ -59,7 +78,9 @@ pub(crate) fn load(text: &str) -> Result<Model> {
     }
     if let Some(v) = header.get("version") {
         if !matches!(v.trim(), "v2" | "v3" | "v4") {
-            return Err(crate::model::unsupported(format!("LightGBM model version {v}")));
+            return Err(crate::model::unsupported(format!(
+                "LightGBM model version {v}"
+            )));
         }
     }
     let max_feature_idx: usize = parse_one(&header, "max_feature_idx", 0)?;
@@ -79,19 +100,31 @@ pub(crate) fn load(text: &str) -> Result<Model> {
     if let Some(names) = header.get("feature_names") {
         let names: Vec<String> = names.split_ascii_whitespace().map(str::to_string).collect();
         if names.len() != num_features {
-            return Err(invalid(FMT, format!("{} feature names for {num_features} features", names.len())));
+            return Err(invalid(
+                FMT,
+                format!("{} feature names for {num_features} features", names.len()),
+            ));
         }
         b.model.feature_names = names;
     }
     b.model.average_output = header.contains_key("average_output");
-    let objective = header.get("objective").copied().unwrap_or("regression").trim().to_string();
+    let objective = header
+        .get("objective")
+        .copied()
+        .unwrap_or("regression")
+        .trim()
+        .to_string();
     b.model.transform = transform_for(&objective, per_iter)?;
     b.model.objective = objective;
 
     let trees_text = &body[first_tree..];
     let mut count = 0usize;
     for (t, block) in trees_text.split("\nTree=").enumerate() {
-        let block = if t == 0 { block.strip_prefix("Tree=").unwrap_or(block) } else { block };
+        let block = if t == 0 {
+            block.strip_prefix("Tree=").unwrap_or(block)
+        } else {
+            block
+        };
         if block.trim().is_empty() {
             continue;
         }
@@ -104,7 +137,10 @@ pub(crate) fn load(text: &str) -> Result<Model> {
         }
     }
     if count % per_iter != 0 {
-        return Err(invalid(FMT, format!("{count} trees is not a multiple of {per_iter} trees per iteration")));
+        return Err(invalid(
+            FMT,
+            format!("{count} trees is not a multiple of {per_iter} trees per iteration"),
+        ));
     }
     let mut model = b.finish()?;
     if let Some(pc) = text.rfind("\npandas_categorical:") {
@@ -131,7 +167,9 @@ fn transform_for(objective: &str, outputs: usize) -> Result<Transform> {
     let mut sqrt = false;
     for p in parts {
         if let Some(v) = p.strip_prefix("sigmoid:") {
-            sigmoid = v.parse().map_err(|_| invalid(FMT, format!("objective parameter {p}")))?;
+            sigmoid = v
+                .parse()
+                .map_err(|_| invalid(FMT, format!("objective parameter {p}")))?;
         }
         sqrt |= p == "sqrt";
     }
@@ -142,15 +180,50 @@ fn transform_for(objective: &str, outputs: usize) -> Result<Transform> {
         "cross_entropy" | "xentropy" => Transform::Sigmoid { alpha: 1.0 },
         "cross_entropy_lambda" | "xentlambda" => Transform::Log1pExp,
         "poisson" | "gamma" | "tweedie" => Transform::Exp,
-        "regression" | "regression_l2" | "l2" | "mean_squared_error" | "mse" | "l2_root" | "root_mean_squared_error"
-        | "rmse" if sqrt => Transform::SignSquare,
-        "regression" | "regression_l2" | "l2" | "mean_squared_error" | "mse" | "l2_root"
-        | "root_mean_squared_error" | "rmse" | "regression_l1" | "l1" | "mean_absolute_error" | "mae" | "huber"
-        | "fair" | "quantile" | "mape" | "mean_absolute_percentage_error" | "lambdarank" | "rank_xendcg"
-        | "xendcg" | "xe_ndcg" | "xe_ndcg_mart" | "xendcg_mart" | "custom" | "none" | "null" | "na" => {
-            Transform::Identity
+        "regression"
+        | "regression_l2"
+        | "l2"
+        | "mean_squared_error"
+        | "mse"
+        | "l2_root"
+        | "root_mean_squared_error"
+        | "rmse"
+            if sqrt =>
+        {
+            Transform::SignSquare
         }
-        other => return Err(crate::model::unsupported(format!("LightGBM objective `{other}` ({outputs} outputs)"))),
+        "regression"
+        | "regression_l2"
+        | "l2"
+        | "mean_squared_error"
+        | "mse"
+        | "l2_root"
+        | "root_mean_squared_error"
+        | "rmse"
+        | "regression_l1"
+        | "l1"
+        | "mean_absolute_error"
+        | "mae"
+        | "huber"
+        | "fair"
+        | "quantile"
+        | "mape"
+        | "mean_absolute_percentage_error"
+        | "lambdarank"
+        | "rank_xendcg"
+        | "xendcg"
+        | "xe_ndcg"
+        | "xe_ndcg_mart"
+        | "xendcg_mart"
+        | "custom"
+        | "none"
+        | "null"
+        | "na" => Transform::Identity,
+        other => {
+            return Err(crate::model::unsupported(format!(
+                "LightGBM objective `{other}` ({outputs} outputs)"
+            )))
+        }
     })
 }
 
@@ -166,7 +239,11 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
         vec![0.0; num_leaves]
     };
     let is_linear = kv.get("is_linear").is_some_and(|v| v.trim() == "1");
-    let linear = if is_linear { Some(parse_linear(kv, t, num_leaves, num_features)?) } else { None };
+    let linear = if is_linear {
+        Some(parse_linear(kv, t, num_leaves, num_features)?)
+    } else {
+        None
+    };
     let n_internal = num_leaves - 1;
     // Raw node order: internal nodes 0..n_internal, then leaves n_internal..n_internal+num_leaves.
     let mut nodes = Vec::with_capacity(n_internal + num_leaves);
@@ -181,7 +258,9 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
         } else {
             vec![0.0; n_internal]
         };
-        let num_cat: usize = kv.get("num_cat").map_or(Ok(0), |_| parse_one(kv, "num_cat", t))?;
+        let num_cat: usize = kv
+            .get("num_cat")
+            .map_or(Ok(0), |_| parse_one(kv, "num_cat", t))?;
         let (cat_boundaries, cat_threshold): (Vec<usize>, Vec<u32>) = if num_cat > 0 {
             if num_cat > n_internal {
                 return Err(invalid(FMT, format!("tree {t}: num_cat={num_cat}")));
@@ -189,7 +268,10 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
             let cb: Vec<usize> = parse_list(kv, "cat_boundaries", t, Some(num_cat + 1))?;
             let ct: Vec<u32> = parse_list(kv, "cat_threshold", t, None)?;
             if cb.windows(2).any(|w| w[0] > w[1]) || cb.last().is_some_and(|&l| l > ct.len()) {
-                return Err(invalid(FMT, format!("tree {t}: cat_boundaries out of bounds")));
+                return Err(invalid(
+                    FMT,
+                    format!("tree {t}: cat_boundaries out of bounds"),
+                ));
             }
             (cb, ct)
         } else {
@@ -199,13 +281,19 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
             if c >= 0 {
                 let c = c as usize;
                 if c >= n_internal {
-                    return Err(invalid(FMT, format!("tree {t}: node {i} has child {c} of {n_internal}")));
+                    return Err(invalid(
+                        FMT,
+                        format!("tree {t}: node {i} has child {c} of {n_internal}"),
+                    ));
                 }
                 Ok(c)
             } else {
                 let leaf = (!c) as usize;
                 if leaf >= num_leaves {
-                    return Err(invalid(FMT, format!("tree {t}: node {i} has leaf {leaf} of {num_leaves}")));
+                    return Err(invalid(
+                        FMT,
+                        format!("tree {t}: node {i} has leaf {leaf} of {num_leaves}"),
+                    ));
                 }
                 Ok(n_internal + leaf)
             }
@@ -217,18 +305,27 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
             let missing = (dt >> 2) & 3;
             let feature = split_feature[i];
             if feature >= num_features {
-                return Err(invalid(FMT, format!("tree {t}: node {i} splits on feature {feature} of {num_features}")));
+                return Err(invalid(
+                    FMT,
+                    format!("tree {t}: node {i} splits on feature {feature} of {num_features}"),
+                ));
             }
             let mut flags = 0u8;
             let (thr, bitset) = if categorical {
                 let ci = threshold[i];
                 if !(ci >= 0.0 && ci < num_cat as f64) || ci.fract() != 0.0 {
-                    return Err(invalid(FMT, format!("tree {t}: node {i}: category set {ci} of {num_cat}")));
+                    return Err(invalid(
+                        FMT,
+                        format!("tree {t}: node {i}: category set {ci} of {num_cat}"),
+                    ));
                 }
                 let ci = ci as usize;
                 let words = cat_threshold[cat_boundaries[ci]..cat_boundaries[ci + 1]].to_vec();
                 if words.is_empty() {
-                    return Err(invalid(FMT, format!("tree {t}: node {i}: empty category set")));
+                    return Err(invalid(
+                        FMT,
+                        format!("tree {t}: node {i}: empty category set"),
+                    ));
                 }
                 // NaN, negative and unknown categories go right (second).
                 (0.0, Some(words))
@@ -252,14 +349,28 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
                             flags |= NAN_FIRST;
                         }
                     }
-                    _ => return Err(invalid(FMT, format!("tree {t}: node {i}: decision_type {dt}"))),
+                    _ => {
+                        return Err(invalid(
+                            FMT,
+                            format!("tree {t}: node {i}: decision_type {dt}"),
+                        ))
+                    }
                 }
                 if thr.is_nan() {
                     return Err(invalid(FMT, format!("tree {t}: node {i}: NaN threshold")));
                 }
-                if (-K_ZERO..K_ZERO).contains(&thr) {
-                    flags |= ZERO_SNAP;
-                }
+                // LightGBM reads |x| <= K as 0. For a threshold in [-K, K) that changes the
+                // decision, but only as a shifted plain comparison: with t >= 0, snap(x) <= t
+                // iff x <= K; with t < 0, iff x < -K, i.e. x <= the double just below -K.
+                let thr = if (-K_ZERO..K_ZERO).contains(&thr) {
+                    if thr >= 0.0 {
+                        K_ZERO
+                    } else {
+                        f64::from_bits((-K_ZERO).to_bits() + 1)
+                    }
+                } else {
+                    thr
+                };
                 (thr, None)
             };
             nodes.push(RawNode::Split {
@@ -285,13 +396,23 @@ fn parse_tree(kv: &HashMap<&str, &str>, t: usize, num_features: usize) -> Result
     Ok(RawTree { nodes, root: 0 })
 }
 
-fn parse_linear(kv: &HashMap<&str, &str>, t: usize, num_leaves: usize, num_features: usize) -> Result<Vec<LinearLeaf>> {
+fn parse_linear(
+    kv: &HashMap<&str, &str>,
+    t: usize,
+    num_leaves: usize,
+    num_features: usize,
+) -> Result<Vec<LinearLeaf>> {
     let constants: Vec<f64> = parse_list(kv, "leaf_const", t, Some(num_leaves))?;
     let counts: Vec<usize> = parse_list(kv, "num_features", t, Some(num_leaves))?;
     let total = counts.iter().try_fold(0usize, |a, &c| a.checked_add(c));
-    let total = total.filter(|&n| n <= num_leaves.saturating_mul(num_features)).ok_or_else(|| {
-        invalid(FMT, format!("tree {t}: linear leaves use more features than exist"))
-    })?;
+    let total = total
+        .filter(|&n| n <= num_leaves.saturating_mul(num_features))
+        .ok_or_else(|| {
+            invalid(
+                FMT,
+                format!("tree {t}: linear leaves use more features than exist"),
+            )
+        })?;
     let features: Vec<u32> = parse_list(kv, "leaf_features", t, Some(total))?;
     let coeffs: Vec<f64> = parse_list(kv, "leaf_coeff", t, Some(total))?;
     let mut out = Vec::with_capacity(num_leaves);
@@ -299,9 +420,16 @@ fn parse_linear(kv: &HashMap<&str, &str>, t: usize, num_leaves: usize, num_featu
     for (leaf, &c) in counts.iter().enumerate() {
         let f = features[at..at + c].to_vec();
         if f.iter().any(|&x| x as usize >= num_features) {
-            return Err(invalid(FMT, format!("tree {t}: linear leaf {leaf} uses an unknown feature")));
+            return Err(invalid(
+                FMT,
+                format!("tree {t}: linear leaf {leaf} uses an unknown feature"),
+            ));
         }
-        out.push(LinearLeaf { constant: constants[leaf], features: f, coeffs: coeffs[at..at + c].to_vec() });
+        out.push(LinearLeaf {
+            constant: constants[leaf],
+            features: f,
+            coeffs: coeffs[at..at + c].to_vec(),
+        });
         at += c;
     }
     Ok(out)
@@ -309,7 +437,11 @@ fn parse_linear(kv: &HashMap<&str, &str>, t: usize, num_leaves: usize, num_featu
 
 impl Default for LinearLeaf {
     fn default() -> Self {
-        LinearLeaf { constant: 0.0, features: Vec::new(), coeffs: Vec::new() }
+        LinearLeaf {
+            constant: 0.0,
+            features: Vec::new(),
+            coeffs: Vec::new(),
+        }
     }
 }
 
@@ -319,8 +451,8 @@ fn apply_pandas_categorical(model: &mut Model, cat_features: &[usize], line: &st
     if line.is_empty() || line == "null" {
         return Ok(());
     }
-    let lists: Vec<Vec<serde_json::Value>> = serde_json::from_str(line)
-        .map_err(|e| invalid(FMT, format!("pandas_categorical: {e}")))?;
+    let lists: Vec<Vec<serde_json::Value>> =
+        serde_json::from_str(line).map_err(|e| invalid(FMT, format!("pandas_categorical: {e}")))?;
     if lists.len() != cat_features.len() || cat_features.iter().any(|&f| f >= model.num_features) {
         // LightGBM records lists for the pandas categorical columns; when they cannot be matched
         // to the categorical features unambiguously, keep codes only.

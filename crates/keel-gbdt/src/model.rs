@@ -15,9 +15,12 @@
 //! goes first; NaN per `NAN_FIRST`; negative, out-of-range and non-finite categories go second);
 //! `CAT_NEG_INVALID` (XGBoost: any value below zero is an invalid category, so -0.5 is not
 //! category 0 as it is for LightGBM's truncation); `ZERO_MISSING` (LightGBM missing type Zero:
-//! |x| <= 1e-35f goes the default way, `DEFAULT_FIRST`); `ZERO_SNAP` (LightGBM reads |x| <= 1e-35f
-//! as 0 before comparing; only matters when the threshold itself lies in that band, so only those
-//! nodes carry it); `LINEAR` (leaf with a linear model).
+//! |x| <= 1e-35f goes the default way, `DEFAULT_FIRST`); `LINEAR` (leaf with a linear model);
+//! `GENERAL` (only in the derived scoring table: take the general decision path).
+//!
+//! LightGBM reads |x| <= 1e-35f as 0 before comparing. That matters only for thresholds inside
+//! that band, and there it is equivalent to a shifted plain threshold, so the loader rewrites
+//! those thresholds and no node needs a flag for it.
 //!
 //! Both libraries' semantics normalise to "first child when `x <= threshold`": XGBoost's
 //! `x < t` on float32 becomes `x <= prev_f32(t)` once `x` is rounded to float32, which the
@@ -31,18 +34,18 @@ pub(crate) const NAN_FIRST: u8 = 2;
 pub(crate) const CATEGORICAL: u8 = 4;
 pub(crate) const ZERO_MISSING: u8 = 8;
 pub(crate) const DEFAULT_FIRST: u8 = 16;
-pub(crate) const ZERO_SNAP: u8 = 32;
+pub(crate) const GENERAL: u8 = 32;
 pub(crate) const CAT_NEG_INVALID: u8 = 64;
 pub(crate) const LINEAR: u8 = 128;
 /// Flags that need the general decision path.
-pub(crate) const SPECIAL: u8 = CATEGORICAL | ZERO_MISSING | ZERO_SNAP;
+pub(crate) const SPECIAL: u8 = CATEGORICAL | ZERO_MISSING | GENERAL;
 pub(crate) const FEATURE_MASK: u32 = 0x00FF_FFFF;
 
 /// LightGBM's `kZeroThreshold` (`1e-35f`, a float widened to double).
 pub(crate) const K_ZERO: f64 = 1e-35_f32 as f64;
 
-/// Most features a model may use.
-pub const MAX_FEATURES: usize = 1 << 24;
+/// Most features a model may use (the scorer addresses `2 * MAX_FEATURES` prepared values).
+pub const MAX_FEATURES: usize = 1 << 23;
 /// Deepest tree accepted (root at depth 0).
 pub const MAX_DEPTH: usize = 512;
 /// Most nodes accepted in one model.
@@ -136,7 +139,7 @@ pub(crate) struct TreeMeta {
 }
 
 /// A GBDT model in keel's internal representation (see the [module docs](self)).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Model {
     pub source: Source,
     pub num_features: usize,
@@ -158,15 +161,113 @@ pub(crate) struct Model {
     pub linear: Vec<LinearLeaf>,
     /// Per feature: category labels when the model was trained on pandas categoricals.
     pub categories: Vec<Option<Vec<String>>>,
+    /// Runtime form of `nodes` for the lockstep scorer (derived, never persisted).
+    #[serde(skip)]
+    pub fast: Vec<Node>,
+    /// Per tree: depth of its shallowest leaf (derived).
+    #[serde(skip)]
+    pub min_depth: Vec<u32>,
+}
+
+impl PartialEq for Model {
+    /// Equal when every persisted field is (node values compared by bits); derived tables are
+    /// ignored.
+    fn eq(&self, o: &Model) -> bool {
+        let nodes_eq = self.nodes.len() == o.nodes.len()
+            && self.nodes.iter().zip(&o.nodes).all(|(a, b)| {
+                a.value.to_bits() == b.value.to_bits() && a.word == b.word && a.second == b.second
+            });
+        nodes_eq
+            && self.source == o.source
+            && self.num_features == o.num_features
+            && self.feature_names == o.feature_names
+            && self.num_outputs == o.num_outputs
+            && self.objective == o.objective
+            && self.transform == o.transform
+            && self.base_margin == o.base_margin
+            && self.average_output == o.average_output
+            && self.covers == o.covers
+            && self.trees == o.trees
+            && self.iteration_ptr == o.iteration_ptr
+            && self.cat_bits == o.cat_bits
+            && self.linear == o.linear
+            && self.categories == o.categories
+    }
 }
 
 impl Model {
+    /// Builds the derived runtime tables. Call after [`Model::validate`] succeeded.
+    ///
+    /// In `fast`, a leaf becomes a self-loop: threshold NaN (every comparison false), no flags
+    /// but `LEAF`, feature 0, second child itself; so a lane that reached its leaf stays there
+    /// while the other lanes of a lockstep group keep walking.
+    pub fn prepare(&mut self) {
+        let nf = self.num_features as u32;
+        self.fast = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let flags = n.flags();
+                if flags & LEAF != 0 {
+                    return Node {
+                        value: f64::NAN,
+                        word: u32::from(LEAF) << 24,
+                        second: i as u32,
+                    };
+                }
+                let nan_first = flags & NAN_FIRST != 0;
+                // The prepared row reads NaN as +inf (first half) or -inf (second half); that
+                // agrees with the NaN rule unless the threshold itself is NaN or infinite the
+                // wrong way. Those (never seen in trained models) take the general path.
+                let plain = flags & SPECIAL == 0
+                    && !n.value.is_nan()
+                    && (n.value != f64::INFINITY || nan_first);
+                if plain {
+                    let f = n.word & FEATURE_MASK;
+                    Node {
+                        value: n.value,
+                        word: if nan_first { f + nf } else { f },
+                        second: n.second,
+                    }
+                } else {
+                    Node {
+                        value: n.value,
+                        word: n.word | (u32::from(GENERAL) << 24),
+                        second: n.second,
+                    }
+                }
+            })
+            .collect();
+        self.min_depth = self
+            .trees
+            .iter()
+            .map(|t| {
+                let mut best = u32::MAX;
+                let mut stack = vec![(t.root as usize, 0u32)];
+                while let Some((i, d)) = stack.pop() {
+                    let n = self.nodes[i];
+                    if n.flags() & LEAF != 0 {
+                        best = best.min(d);
+                    } else {
+                        stack.push((i + 1, d + 1));
+                        stack.push((n.second as usize, d + 1));
+                    }
+                }
+                best
+            })
+            .collect();
+    }
+
     /// Checks every structural invariant; run after translation and after decoding, so the
     /// scorer can index without further checks failing.
     pub fn validate(&self, format: &'static str) -> Result<()> {
         let bad = |what: String| Err(invalid(format, what));
         if self.num_features == 0 || self.num_features > MAX_FEATURES {
-            return bad(format!("{} features (1..={MAX_FEATURES} supported)", self.num_features));
+            return bad(format!(
+                "{} features (1..={MAX_FEATURES} supported)",
+                self.num_features
+            ));
         }
         if self.feature_names.len() != self.num_features {
             return bad(format!(
@@ -201,16 +302,22 @@ impl Model {
         for (t, tree) in self.trees.iter().enumerate() {
             let (root, len) = (tree.root as usize, tree.len as usize);
             if root != expected_root || len == 0 || root + len > self.nodes.len() {
-                return bad(format!("tree {t}: node range {root}+{len} is not contiguous"));
+                return bad(format!(
+                    "tree {t}: node range {root}+{len} is not contiguous"
+                ));
             }
             expected_root = root + len;
             if tree.group as usize >= self.num_outputs {
-                return bad(format!("tree {t}: output {} of {}", tree.group, self.num_outputs));
+                return bad(format!(
+                    "tree {t}: output {} of {}",
+                    tree.group, self.num_outputs
+                ));
             }
             if !tree.weight.is_finite() {
                 return bad(format!("tree {t}: weight {}", tree.weight));
             }
-            self.validate_tree(t, root, len).map_err(|w| invalid(format, w))?;
+            self.validate_tree(t, root, len)
+                .map_err(|w| invalid(format, w))?;
         }
         if expected_root != self.nodes.len() {
             return bad("nodes outside every tree".into());
@@ -238,7 +345,10 @@ impl Model {
                 return Err(format!("tree {t}: child {i} outside the tree"));
             }
             if std::mem::replace(&mut seen[i - root], true) {
-                return Err(format!("tree {t}: node {} reached twice (cycle or shared child)", i - root));
+                return Err(format!(
+                    "tree {t}: node {} reached twice (cycle or shared child)",
+                    i - root
+                ));
             }
             if depth > MAX_DEPTH {
                 return Err(format!("tree {t}: deeper than {MAX_DEPTH}"));
@@ -249,7 +359,10 @@ impl Model {
             if flags & LEAF != 0 {
                 leaves += 1;
                 if flags & LINEAR != 0 && n.feature() >= self.linear.len() {
-                    return Err(format!("tree {t}: leaf {} names a missing linear model", i - root));
+                    return Err(format!(
+                        "tree {t}: leaf {} names a missing linear model",
+                        i - root
+                    ));
                 }
                 continue;
             }
@@ -264,7 +377,10 @@ impl Model {
             if flags & CATEGORICAL != 0 {
                 let (off, words) = n.bitset();
                 if words == 0 || words > MAX_BITSET_WORDS || off + words > self.cat_bits.len() {
-                    return Err(format!("tree {t}: node {} has a bitset out of bounds", i - root));
+                    return Err(format!(
+                        "tree {t}: node {} has a bitset out of bounds",
+                        i - root
+                    ));
                 }
             }
             stack.push((i + 1, depth + 1));
@@ -316,7 +432,12 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    pub fn new(format: &'static str, source: Source, num_features: usize, num_outputs: usize) -> Result<Self> {
+    pub fn new(
+        format: &'static str,
+        source: Source,
+        num_features: usize,
+        num_outputs: usize,
+    ) -> Result<Self> {
         if num_features == 0 || num_features > MAX_FEATURES {
             return Err(invalid(format, format!("{num_features} features")));
         }
@@ -340,6 +461,8 @@ impl Builder {
                 cat_bits: Vec::new(),
                 linear: Vec::new(),
                 categories: vec![None; num_features],
+                fast: Vec::new(),
+                min_depth: Vec::new(),
             },
             format,
         })
@@ -350,7 +473,10 @@ impl Builder {
         let t = self.model.trees.len();
         let fmt = self.format;
         if group >= self.model.num_outputs {
-            return Err(invalid(fmt, format!("tree {t}: output {group} of {}", self.model.num_outputs)));
+            return Err(invalid(
+                fmt,
+                format!("tree {t}: output {group} of {}", self.model.num_outputs),
+            ));
         }
         if raw.nodes.is_empty() || raw.root >= raw.nodes.len() {
             return Err(invalid(fmt, format!("tree {t}: empty")));
@@ -368,7 +494,10 @@ impl Builder {
                 return Err(invalid(fmt, format!("tree {t}: child {ri} out of range")));
             };
             if std::mem::replace(&mut seen[ri], true) {
-                return Err(invalid(fmt, format!("tree {t}: node {ri} reached twice (cycle or shared child)")));
+                return Err(invalid(
+                    fmt,
+                    format!("tree {t}: node {ri} reached twice (cycle or shared child)"),
+                ));
             }
             if depth > MAX_DEPTH {
                 return Err(invalid(fmt, format!("tree {t}: deeper than {MAX_DEPTH}")));
@@ -379,7 +508,12 @@ impl Builder {
                 self.model.nodes[patch].second = (here) as u32;
             }
             match node {
-                RawNode::Leaf { value, id, linear, cover } => {
+                RawNode::Leaf {
+                    value,
+                    id,
+                    linear,
+                    cover,
+                } => {
                     leaves += 1;
                     let mut word = u32::from(LEAF) << 24;
                     if let Some(l) = linear {
@@ -390,21 +524,39 @@ impl Builder {
                         self.model.linear.push(l.clone());
                         word |= (u32::from(LINEAR) << 24) | idx as u32;
                     }
-                    self.model.nodes.push(Node { value: *value, word, second: *id });
+                    self.model.nodes.push(Node {
+                        value: *value,
+                        word,
+                        second: *id,
+                    });
                     self.model.covers.push(*cover);
                 }
-                RawNode::Split { feature, threshold, bitset, first, second, flags, cover } => {
+                RawNode::Split {
+                    feature,
+                    threshold,
+                    bitset,
+                    first,
+                    second,
+                    flags,
+                    cover,
+                } => {
                     if *feature >= self.model.num_features {
                         return Err(invalid(
                             fmt,
-                            format!("tree {t}: node {ri} splits on feature {feature} of {}", self.model.num_features),
+                            format!(
+                                "tree {t}: node {ri} splits on feature {feature} of {}",
+                                self.model.num_features
+                            ),
                         ));
                     }
                     let mut flags = *flags & !(LEAF | LINEAR);
                     let value = match bitset {
                         Some(bits) => {
                             if bits.is_empty() || bits.len() > MAX_BITSET_WORDS {
-                                return Err(invalid(fmt, format!("tree {t}: node {ri}: bitset of {} words", bits.len())));
+                                return Err(invalid(
+                                    fmt,
+                                    format!("tree {t}: node {ri}: bitset of {} words", bits.len()),
+                                ));
                             }
                             flags |= CATEGORICAL;
                             let off = self.model.cat_bits.len();
@@ -457,7 +609,8 @@ impl Builder {
 }
 
 impl From<Model> for crate::GbdtModel {
-    fn from(inner: Model) -> Self {
+    fn from(mut inner: Model) -> Self {
+        inner.prepare();
         crate::GbdtModel { inner }
     }
 }

@@ -16,7 +16,12 @@ pub(crate) struct PathElem {
 }
 
 fn extend(path: &mut [PathElem], depth: usize, zero: f64, one: f64, feature: i64) {
-    path[depth] = PathElem { feature, zero, one, weight: if depth == 0 { 1.0 } else { 0.0 } };
+    path[depth] = PathElem {
+        feature,
+        zero,
+        one,
+        weight: if depth == 0 { 1.0 } else { 0.0 },
+    };
     let d1 = (depth + 1) as f64;
     for i in (0..depth).rev() {
         path[i + 1].weight += one * path[i].weight * (i + 1) as f64 / d1;
@@ -85,7 +90,15 @@ impl<F: FeatureValue> Ctx<'_, F> {
 
     /// `parent` is the parent's unique path (its length is this node's depth); `scratch` has
     /// room for this level and every level below.
-    fn recurse(&mut self, node: usize, parent: &[PathElem], scratch: &mut [PathElem], zero: f64, one: f64, feature: i64) {
+    fn recurse(
+        &mut self,
+        node: usize,
+        parent: &[PathElem],
+        scratch: &mut [PathElem],
+        zero: f64,
+        one: f64,
+        feature: i64,
+    ) {
         let mut depth = parent.len();
         let (path, rest) = scratch.split_at_mut(depth + 1);
         path[..depth].copy_from_slice(parent);
@@ -101,7 +114,11 @@ impl<F: FeatureValue> Ctx<'_, F> {
             return;
         }
         let (first, second) = (node + 1, n.second as usize);
-        let (hot, cold) = if self.hot_first(n) { (first, second) } else { (second, first) };
+        let (hot, cold) = if self.hot_first(n) {
+            (first, second)
+        } else {
+            (second, first)
+        };
         let covers = &self.model.covers;
         let w = covers[node];
         let hot_zero = covers[hot] / w;
@@ -166,7 +183,9 @@ pub(crate) fn contributions<F: FeatureValue>(
     out: &mut [f64],
 ) -> Result<()> {
     if !model.linear.is_empty() {
-        return Err(GbdtError::Unsupported("SHAP contributions for linear trees".into()));
+        return Err(GbdtError::Unsupported(
+            "SHAP contributions for linear trees".into(),
+        ));
     }
     let width = model.num_features + 1;
     out.iter_mut().for_each(|x| *x = 0.0);
@@ -176,7 +195,11 @@ pub(crate) fn contributions<F: FeatureValue>(
             out[g * width + model.num_features] = model.base_margin[g];
         }
     }
-    let max_depth = model.trees[trees.clone()].iter().map(|t| t.depth as usize).max().unwrap_or(0);
+    let max_depth = model.trees[trees.clone()]
+        .iter()
+        .map(|t| t.depth as usize)
+        .max()
+        .unwrap_or(0);
     let need = (max_depth + 2) * (max_depth + 3) / 2;
     if scratch.len() < need {
         scratch.resize(need, PathElem::default());
@@ -189,9 +212,14 @@ pub(crate) fn contributions<F: FeatureValue>(
         if model.nodes[root].flags() & LEAF != 0 {
             continue;
         }
-        let mut ctx = Ctx { model, row, phi: block, scale: t.weight, xgb };
+        let mut ctx = Ctx {
+            model,
+            row,
+            phi: block,
+            scale: t.weight,
+            xgb,
+        };
         ctx.recurse(root, &[], scratch.as_mut_slice(), 1.0, 1.0, -1);
     }
     Ok(())
 }
-

@@ -48,8 +48,12 @@ impl<'a> Reader<'a> {
         Ok(match marker {
             b'i' => i64::from(self.take(1)?[0] as i8),
             b'U' => i64::from(self.take(1)?[0]),
-            b'I' => i64::from(i16::from_be_bytes(self.take(2)?.try_into().unwrap_or([0; 2]))),
-            b'l' => i64::from(i32::from_be_bytes(self.take(4)?.try_into().unwrap_or([0; 4]))),
+            b'I' => i64::from(i16::from_be_bytes(
+                self.take(2)?.try_into().unwrap_or([0; 2]),
+            )),
+            b'l' => i64::from(i32::from_be_bytes(
+                self.take(4)?.try_into().unwrap_or([0; 4]),
+            )),
             b'L' => i64::from_be_bytes(self.take(8)?.try_into().unwrap_or([0; 8])),
             _ => return self.err("expected an integer"),
         })
@@ -146,7 +150,9 @@ impl<'a> Reader<'a> {
                         None => self.value(depth + 1)?,
                     };
                     out.push(v);
-                    if ty.is_some_and(|t| matches!(t, b'Z' | b'T' | b'F')) && out.len() > self.buf.len() {
+                    if ty.is_some_and(|t| matches!(t, b'Z' | b'T' | b'F'))
+                        && out.len() > self.buf.len()
+                    {
                         return self.err("zero-width typed array longer than the input");
                     }
                 }

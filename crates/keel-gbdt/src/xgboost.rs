@@ -9,7 +9,9 @@ const FMT: &str = "XGBoost";
 fn field<'a>(v: &'a Value, path: &[&str]) -> Result<&'a Value> {
     let mut cur = v;
     for (i, k) in path.iter().enumerate() {
-        cur = cur.get(k).ok_or_else(|| invalid(FMT, format!("missing `{}`", path[..=i].join("."))))?;
+        cur = cur
+            .get(k)
+            .ok_or_else(|| invalid(FMT, format!("missing `{}`", path[..=i].join("."))))?;
     }
     Ok(cur)
 }
@@ -74,12 +76,17 @@ fn nums(v: &Value, key: &str, tree: usize, len: Option<usize>) -> Result<Vec<f64
     let a = array(v, key, tree)?;
     if let Some(n) = len {
         if a.len() != n {
-            return Err(invalid(FMT, format!("tree {tree}: `{key}` has {} entries, expected {n}", a.len())));
+            return Err(invalid(
+                FMT,
+                format!("tree {tree}: `{key}` has {} entries, expected {n}", a.len()),
+            ));
         }
     }
     a.iter()
         .enumerate()
-        .map(|(i, x)| num(x).ok_or_else(|| invalid(FMT, format!("tree {tree}: `{key}`[{i}] is not a number"))))
+        .map(|(i, x)| {
+            num(x).ok_or_else(|| invalid(FMT, format!("tree {tree}: `{key}`[{i}] is not a number")))
+        })
         .collect()
 }
 
@@ -91,7 +98,10 @@ fn ints(v: &Value, key: &str, tree: usize, len: Option<usize>) -> Result<Vec<i64
             if x.fract() == 0.0 && x.abs() < 9e15 {
                 Ok(x as i64)
             } else {
-                Err(invalid(FMT, format!("tree {tree}: `{key}`[{i}] is not an integer")))
+                Err(invalid(
+                    FMT,
+                    format!("tree {tree}: `{key}`[{i}] is not an integer"),
+                ))
             }
         })
         .collect()
@@ -106,7 +116,11 @@ fn prev_f32(t: f32) -> f64 {
         return f64::from(-f32::from_bits(1));
     }
     let bits = t.to_bits();
-    let prev = if t > 0.0 { f32::from_bits(bits - 1) } else { f32::from_bits(bits + 1) };
+    let prev = if t > 0.0 {
+        f32::from_bits(bits - 1)
+    } else {
+        f32::from_bits(bits + 1)
+    };
     f64::from(prev)
 }
 
@@ -117,7 +131,11 @@ fn parse_base_score(v: &Value) -> Result<Vec<f32>> {
         Value::Array(a) => {
             return a
                 .iter()
-                .map(|x| num(x).map(|x| x as f32).ok_or_else(|| invalid(FMT, "base_score entry")))
+                .map(|x| {
+                    num(x)
+                        .map(|x| x as f32)
+                        .ok_or_else(|| invalid(FMT, "base_score entry"))
+                })
                 .collect()
         }
         _ => return Err(invalid(FMT, "base_score is not a number")),
@@ -125,7 +143,11 @@ fn parse_base_score(v: &Value) -> Result<Vec<f32>> {
     let inner = s.trim_start_matches('[').trim_end_matches(']');
     inner
         .split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|_| invalid(FMT, format!("base_score `{s:.40}`"))))
+        .map(|p| {
+            p.trim()
+                .parse::<f32>()
+                .map_err(|_| invalid(FMT, format!("base_score `{s:.40}`")))
+        })
         .collect()
 }
 
@@ -137,9 +159,18 @@ fn objective(name: &str) -> Result<(Transform, Margin)> {
         "binary:hinge" => (Transform::Hinge, Margin::Identity),
         "multi:softprob" => (Transform::Softmax, Margin::Identity),
         "multi:softmax" => (Transform::ArgMax, Margin::Identity),
-        "count:poisson" | "reg:gamma" | "reg:tweedie" | "survival:cox" => (Transform::Exp, Margin::Log),
-        "reg:squarederror" | "reg:linear" | "reg:squaredlogerror" | "reg:pseudohubererror" | "reg:absoluteerror"
-        | "reg:quantileerror" | "rank:pairwise" | "rank:ndcg" | "rank:map" => (Transform::Identity, Margin::Identity),
+        "count:poisson" | "reg:gamma" | "reg:tweedie" | "survival:cox" => {
+            (Transform::Exp, Margin::Log)
+        }
+        "reg:squarederror"
+        | "reg:linear"
+        | "reg:squaredlogerror"
+        | "reg:pseudohubererror"
+        | "reg:absoluteerror"
+        | "reg:quantileerror"
+        | "rank:pairwise"
+        | "rank:ndcg"
+        | "rank:map" => (Transform::Identity, Margin::Identity),
         other => return Err(unsupported(format!("XGBoost objective `{other}`"))),
     })
 }
@@ -166,9 +197,17 @@ pub(crate) fn load_value(doc: &Value) -> Result<Model> {
     let learner = field(doc, &["learner"])?;
     let lmp = field(learner, &["learner_model_param"])?;
     let num_features = usize_of(field(lmp, &["num_feature"])?, "num_feature")?;
-    let num_class = lmp.get("num_class").map_or(Ok(0), |v| usize_of(v, "num_class"))?;
-    let num_target = lmp.get("num_target").map_or(Ok(1), |v| usize_of(v, "num_target"))?;
-    let outputs = if num_class > 0 { num_class } else { num_target.max(1) };
+    let num_class = lmp
+        .get("num_class")
+        .map_or(Ok(0), |v| usize_of(v, "num_class"))?;
+    let num_target = lmp
+        .get("num_target")
+        .map_or(Ok(1), |v| usize_of(v, "num_target"))?;
+    let outputs = if num_class > 0 {
+        num_class
+    } else {
+        num_target.max(1)
+    };
     let obj_name = field(learner, &["objective", "name"])?
         .as_str()
         .ok_or_else(|| invalid(FMT, "objective.name is not a string"))?
@@ -185,11 +224,17 @@ pub(crate) fn load_value(doc: &Value) -> Result<Model> {
         }
         other => return Err(unsupported(format!("XGBoost booster `{other}`"))),
     };
-    let trees = model_v.get("trees").and_then(Value::as_array).ok_or_else(|| invalid(FMT, "missing trees"))?;
+    let trees = model_v
+        .get("trees")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(FMT, "missing trees"))?;
     let tree_info = ints(model_v, "tree_info", 0, Some(trees.len()))?;
     if let Some(w) = &weights {
         if w.len() != trees.len() {
-            return Err(invalid(FMT, format!("{} DART weights for {} trees", w.len(), trees.len())));
+            return Err(invalid(
+                FMT,
+                format!("{} DART weights for {} trees", w.len(), trees.len()),
+            ));
         }
     }
     let parallel = model_v
@@ -205,7 +250,10 @@ pub(crate) fn load_value(doc: &Value) -> Result<Model> {
         None => {
             let per = outputs * parallel;
             if trees.len() % per != 0 {
-                return Err(invalid(FMT, format!("{} trees is not a multiple of {per}", trees.len())));
+                return Err(invalid(
+                    FMT,
+                    format!("{} trees is not a multiple of {per}", trees.len()),
+                ));
             }
             (0..=trees.len() / per).map(|i| i * per).collect()
         }
@@ -224,21 +272,37 @@ pub(crate) fn load_value(doc: &Value) -> Result<Model> {
     b.model.base_margin = match base.len() {
         1 => vec![f64::from(margin.apply(base[0])); outputs],
         n if n == outputs => base.iter().map(|&p| f64::from(margin.apply(p))).collect(),
-        n => return Err(invalid(FMT, format!("{n} base scores for {outputs} outputs"))),
+        n => {
+            return Err(invalid(
+                FMT,
+                format!("{n} base scores for {outputs} outputs"),
+            ))
+        }
     };
     if let Some(names) = learner.get("feature_names").and_then(Value::as_array) {
         if names.len() == num_features {
-            b.model.feature_names =
-                names.iter().map(|n| n.as_str().unwrap_or_default().to_string()).collect();
+            b.model.feature_names = names
+                .iter()
+                .map(|n| n.as_str().unwrap_or_default().to_string())
+                .collect();
         } else if !names.is_empty() {
-            return Err(invalid(FMT, format!("{} feature names for {num_features} features", names.len())));
+            return Err(invalid(
+                FMT,
+                format!("{} feature names for {num_features} features", names.len()),
+            ));
         }
     }
     let mut it = 1;
     for (t, tree) in trees.iter().enumerate() {
-        let group = usize::try_from(tree_info[t]).ok().filter(|&g| g < outputs).ok_or_else(|| {
-            invalid(FMT, format!("tree {t}: tree_info {} of {outputs} outputs", tree_info[t]))
-        })?;
+        let group = usize::try_from(tree_info[t])
+            .ok()
+            .filter(|&g| g < outputs)
+            .ok_or_else(|| {
+                invalid(
+                    FMT,
+                    format!("tree {t}: tree_info {} of {outputs} outputs", tree_info[t]),
+                )
+            })?;
         let raw = parse_tree(tree, t, num_features)?;
         let w = weights.as_ref().map_or(1.0, |w| f64::from(w[t] as f32));
         b.push_tree(raw, group, w)?;
@@ -272,23 +336,42 @@ fn parse_tree(tree: &Value, t: usize, num_features: usize) -> Result<RawTree> {
     let split_index = ints(tree, "split_indices", t, Some(n))?;
     let cond = nums(tree, "split_conditions", t, Some(n))?;
     let default_left = ints(tree, "default_left", t, Some(n))?;
-    let hess = if tree.get("sum_hessian").is_some() { nums(tree, "sum_hessian", t, Some(n))? } else { vec![0.0; n] };
-    let split_type = if tree.get("split_type").is_some() { ints(tree, "split_type", t, Some(n))? } else { vec![0; n] };
+    let hess = if tree.get("sum_hessian").is_some() {
+        nums(tree, "sum_hessian", t, Some(n))?
+    } else {
+        vec![0.0; n]
+    };
+    let split_type = if tree.get("split_type").is_some() {
+        ints(tree, "split_type", t, Some(n))?
+    } else {
+        vec![0; n]
+    };
     let mut bitsets: Vec<Option<Vec<u32>>> = vec![None; n];
-    if split_type.iter().any(|&s| s == 1) {
+    if split_type.contains(&1) {
         let cats = ints(tree, "categories", t, None)?;
         let nodes = ints(tree, "categories_nodes", t, None)?;
         let segs = ints(tree, "categories_segments", t, Some(nodes.len()))?;
         let sizes = ints(tree, "categories_sizes", t, Some(nodes.len()))?;
         for k in 0..nodes.len() {
             let (node, seg, size) = (nodes[k], segs[k], sizes[k]);
-            if node < 0 || node as usize >= n || seg < 0 || size < 0 || (seg + size) as usize > cats.len() {
-                return Err(invalid(FMT, format!("tree {t}: categorical split table entry {k} out of range")));
+            if node < 0
+                || node as usize >= n
+                || seg < 0
+                || size < 0
+                || (seg + size) as usize > cats.len()
+            {
+                return Err(invalid(
+                    FMT,
+                    format!("tree {t}: categorical split table entry {k} out of range"),
+                ));
             }
             let set = &cats[seg as usize..(seg + size) as usize];
             let max = set.iter().copied().max().unwrap_or(0);
             if set.iter().any(|&c| c < 0) || max as usize >= MAX_BITSET_WORDS * 32 {
-                return Err(invalid(FMT, format!("tree {t}: category out of range at node {node}")));
+                return Err(invalid(
+                    FMT,
+                    format!("tree {t}: category out of range at node {node}"),
+                ));
             }
             let mut bits = vec![0u32; max as usize / 32 + 1];
             for &c in set {
@@ -306,19 +389,32 @@ fn parse_tree(tree: &Value, t: usize, num_features: usize) -> Result<RawTree> {
     let mut nodes = Vec::with_capacity(n);
     for i in 0..n {
         if left[i] == -1 {
-            nodes.push(RawNode::Leaf { value: f64::from(cond[i] as f32), id: i as u32, linear: None, cover: hess[i] });
+            nodes.push(RawNode::Leaf {
+                value: f64::from(cond[i] as f32),
+                id: i as u32,
+                linear: None,
+                cover: hess[i],
+            });
             continue;
         }
         let feature = usize::try_from(split_index[i])
             .ok()
             .filter(|&f| f < num_features)
-            .ok_or_else(|| invalid(FMT, format!("tree {t}: node {i} splits on feature {}", split_index[i])))?;
+            .ok_or_else(|| {
+                invalid(
+                    FMT,
+                    format!("tree {t}: node {i} splits on feature {}", split_index[i]),
+                )
+            })?;
         let (l, r) = (child(left[i], i)?, child(right[i], i)?);
         let dl = default_left[i] != 0;
         let node = if split_type[i] == 1 {
-            let bits = bitsets[i]
-                .take()
-                .ok_or_else(|| invalid(FMT, format!("tree {t}: categorical node {i} has no category set")))?;
+            let bits = bitsets[i].take().ok_or_else(|| {
+                invalid(
+                    FMT,
+                    format!("tree {t}: categorical node {i} has no category set"),
+                )
+            })?;
             // In the set goes right in XGBoost: make the right child the first.
             RawNode::Split {
                 feature,
