@@ -141,3 +141,106 @@ pub fn model_text(spec: &Spec) -> String {
     let _ = std::fs::write(&path, &text);
     text
 }
+
+/// Feature-store fixtures shared by the store bench and harness.
+pub mod store {
+    use keel_core::{DType, Field};
+    use keel_store::{
+        Definitions, Entity, FeatureRef, FeatureService, FeatureView, Row, Store, Value,
+    };
+
+    /// Builds the definitions: one entity (`user_id` i64), one view of `features` f64 features
+    /// and a service over all of them.
+    pub fn definitions(features: usize) -> Definitions {
+        let fields: Vec<Field> = (0..features)
+            .map(|i| Field::new(format!("f{i}"), DType::F64))
+            .collect();
+        Definitions {
+            entities: vec![Entity {
+                name: "user".into(),
+                join_keys: vec![Field::required("user_id", DType::I64)],
+            }],
+            views: vec![FeatureView {
+                name: "user_features".into(),
+                version: 1,
+                entities: vec!["user".into()],
+                features: fields,
+                ttl_ms: None,
+                retention_ms: None,
+                owner: String::new(),
+                description: String::new(),
+                tags: Default::default(),
+            }],
+            services: vec![FeatureService {
+                name: "svc".into(),
+                features: (0..features)
+                    .map(|i| FeatureRef {
+                        view: "user_features".into(),
+                        version: 1,
+                        feature: format!("f{i}"),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    /// Rows for entity ids `ids`, `history` event times each, `features` values per row.
+    pub fn rows(ids: std::ops::Range<i64>, history: i64, features: usize) -> Vec<Row> {
+        let mut out = Vec::new();
+        for id in ids {
+            for h in 0..history {
+                let t = 1_700_000_000_000 + h * 3_600_000 + id % 1000;
+                out.push(Row {
+                    key: vec![Value::I64(id)],
+                    event_ms: t,
+                    created_ms: Some(t),
+                    values: (0..features)
+                        .map(|f| Value::F64((id * 31 + f as i64 + h) as f64 * 0.5))
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Writes `rows` in batches of `batch`.
+    pub fn load(store: &Store, rows: &[Row], batch: usize) {
+        for chunk in rows.chunks(batch) {
+            store.write("user_features", 1, chunk).expect("write");
+        }
+    }
+
+    /// Feast's SQLite online-store layout: one row per (entity key, feature), value as bytes.
+    pub fn sqlite(path: &std::path::Path, rows: &[Row], features: usize) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).expect("sqlite");
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS proj_user_features (entity_key BLOB, feature_name TEXT, value BLOB,
+               event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name));
+             CREATE INDEX IF NOT EXISTS proj_user_features_ek ON proj_user_features (entity_key);",
+        )
+        .expect("schema");
+        let tx = conn.unchecked_transaction().expect("tx");
+        {
+            let mut st = tx
+                .prepare("INSERT OR REPLACE INTO proj_user_features VALUES (?1, ?2, ?3, ?4, ?5)")
+                .expect("prepare");
+            for r in rows {
+                let Value::I64(id) = r.key[0] else { continue };
+                for (f, v) in r.values.iter().enumerate().take(features) {
+                    let bytes = v.as_f64().unwrap_or(f64::NAN).to_le_bytes();
+                    st.execute(rusqlite::params![
+                        id.to_be_bytes(),
+                        format!("f{f}"),
+                        bytes,
+                        r.event_ms,
+                        r.created_ms
+                    ])
+                    .expect("insert");
+                }
+            }
+        }
+        tx.commit().expect("commit");
+        conn
+    }
+}

@@ -3,14 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = keel_gbdt::GbdtModel::from_bytes(data) {
-        let row = vec![0.5; m.num_features()];
-        let opts = keel_gbdt::PredictOptions::default();
-        let _ = m.predict(&row, &opts);
-        let _ = m.predict_leaf(&row, &opts);
-        let _ = m.predict_contrib(&row, &opts);
-        let bytes = m.to_bytes().expect("a loaded model encodes");
-        let back = keel_gbdt::GbdtModel::from_bytes(&bytes).expect("and decodes");
-        assert_eq!(back, m);
+    if let Some(model) = keel_gbdt::GbdtModel::from_bytes(data).ok() {
+        keel_gbdt::fuzzing::exercise(&model);
     }
 });

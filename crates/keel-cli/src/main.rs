@@ -4,6 +4,7 @@
 //! keel gbdt predict --model PATH --input CSV --output CSV [--raw] [--contrib] [--leaf]
 //!                   [--start-iteration N] [--num-iteration N] [--threads N]
 //! keel gbdt inspect PATH
+//! keel store apply|ingest|get|historical|checkpoint ...
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +13,8 @@ use keel_core::Frame;
 use keel_gbdt::{GbdtModel, Output, PredictOptions};
 use std::io::Write;
 use std::path::PathBuf;
+
+mod store_cmd;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "keel: production ML in Rust")]
@@ -25,6 +28,9 @@ enum Command {
     /// Gradient-boosted trees: score and inspect LightGBM / XGBoost / keel models.
     #[command(subcommand)]
     Gbdt(Gbdt),
+    /// Feature store: apply definitions, ingest, read online, build training sets, checkpoint.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCmd),
 }
 
 #[derive(Subcommand)]
@@ -74,6 +80,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Gbdt(Gbdt::Inspect { path }) => inspect(&path),
         Command::Gbdt(Gbdt::Predict(args)) => predict(&args),
+        Command::Store(cmd) => store_cmd::run(cmd),
     }
 }
 

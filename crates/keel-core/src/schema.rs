@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A column's logical type.
+/// A column's logical type. Serialised by name in lower case (`"f64"`, `"categorical"`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum DType {
     /// 32-bit float; missing is NaN.
@@ -60,8 +61,13 @@ pub struct Field {
     pub name: String,
     /// Logical type.
     pub dtype: DType,
-    /// Whether missing values are allowed.
+    /// Whether missing values are allowed (default `true` when deserialising).
+    #[serde(default = "yes")]
     pub nullable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Field {

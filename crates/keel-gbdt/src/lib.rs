@@ -450,6 +450,26 @@ impl Model {
     }
 }
 
+/// The work every fuzz target and its corpus replay do with a model that loaded: score, leaves,
+/// SHAP, and a round trip through keel's binary format that must give the same model. Not part
+/// of the stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{GbdtModel, PredictOptions};
+
+    /// Exercises `model`; panics only on a real bug (a loaded model that fails to round-trip).
+    pub fn exercise(model: &GbdtModel) {
+        let row = vec![0.5; model.num_features()];
+        let opts = PredictOptions::default();
+        let _ = model.predict(&row, &opts);
+        let _ = model.predict_leaf(&row, &opts);
+        let _ = model.predict_contrib(&row, &opts);
+        let bytes = model.to_bytes().expect("a loaded model encodes");
+        let back = GbdtModel::from_bytes(&bytes).expect("and decodes");
+        assert_eq!(&back, model);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

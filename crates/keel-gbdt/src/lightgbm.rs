@@ -160,6 +160,40 @@ pub(crate) fn load(text: &str) -> Result<Model> {
     Ok(model)
 }
 
+/// Squared-error objective names and aliases (the ones `reg_sqrt` applies to).
+const L2_NAMES: &[&str] = &[
+    "regression",
+    "regression_l2",
+    "l2",
+    "mean_squared_error",
+    "mse",
+    "l2_root",
+    "root_mean_squared_error",
+    "rmse",
+];
+/// Other objectives whose output is the raw score.
+const IDENTITY_NAMES: &[&str] = &[
+    "regression_l1",
+    "l1",
+    "mean_absolute_error",
+    "mae",
+    "huber",
+    "fair",
+    "quantile",
+    "mape",
+    "mean_absolute_percentage_error",
+    "lambdarank",
+    "rank_xendcg",
+    "xendcg",
+    "xe_ndcg",
+    "xe_ndcg_mart",
+    "xendcg_mart",
+    "custom",
+    "none",
+    "null",
+    "na",
+];
+
 fn transform_for(objective: &str, outputs: usize) -> Result<Transform> {
     let mut parts = objective.split_ascii_whitespace();
     let name = parts.next().unwrap_or("regression");
@@ -180,45 +214,8 @@ fn transform_for(objective: &str, outputs: usize) -> Result<Transform> {
         "cross_entropy" | "xentropy" => Transform::Sigmoid { alpha: 1.0 },
         "cross_entropy_lambda" | "xentlambda" => Transform::Log1pExp,
         "poisson" | "gamma" | "tweedie" => Transform::Exp,
-        "regression"
-        | "regression_l2"
-        | "l2"
-        | "mean_squared_error"
-        | "mse"
-        | "l2_root"
-        | "root_mean_squared_error"
-        | "rmse"
-            if sqrt =>
-        {
-            Transform::SignSquare
-        }
-        "regression"
-        | "regression_l2"
-        | "l2"
-        | "mean_squared_error"
-        | "mse"
-        | "l2_root"
-        | "root_mean_squared_error"
-        | "rmse"
-        | "regression_l1"
-        | "l1"
-        | "mean_absolute_error"
-        | "mae"
-        | "huber"
-        | "fair"
-        | "quantile"
-        | "mape"
-        | "mean_absolute_percentage_error"
-        | "lambdarank"
-        | "rank_xendcg"
-        | "xendcg"
-        | "xe_ndcg"
-        | "xe_ndcg_mart"
-        | "xendcg_mart"
-        | "custom"
-        | "none"
-        | "null"
-        | "na" => Transform::Identity,
+        n if L2_NAMES.contains(&n) && sqrt => Transform::SignSquare,
+        n if L2_NAMES.contains(&n) || IDENTITY_NAMES.contains(&n) => Transform::Identity,
         other => {
             return Err(crate::model::unsupported(format!(
                 "LightGBM objective `{other}` ({outputs} outputs)"

@@ -1,7 +1,7 @@
 //! Replays the cargo-fuzz seed corpora of the GBDT loaders through the calls the fuzz targets
 //! make (load, score, leaf, SHAP, keel round trip), so CI catches regressions without a fuzzer.
 
-use keel_gbdt::{GbdtModel, PredictOptions};
+use keel_gbdt::GbdtModel;
 use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -22,13 +22,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 
 fn exercise(loaded: Result<GbdtModel, keel_gbdt::GbdtError>) -> bool {
     let Ok(m) = loaded else { return false };
-    let row = vec![0.5; m.num_features()];
-    let opts = PredictOptions::default();
-    let _ = m.predict(&row, &opts);
-    let _ = m.predict_leaf(&row, &opts);
-    let _ = m.predict_contrib(&row, &opts);
-    let back = GbdtModel::from_bytes(&m.to_bytes().unwrap()).unwrap();
-    assert_eq!(back, m);
+    keel_gbdt::fuzzing::exercise(&m);
     true
 }
 

@@ -148,10 +148,7 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(prop::sample::Index, u8)]) -> Vec<u8> {
 
 fn exercise(bytes: &[u8]) {
     if let Ok(m) = GbdtModel::from_bytes(bytes) {
-        let row = vec![0.5; m.num_features()];
-        let _ = m.predict(&row, &PredictOptions::default());
-        let _ = m.predict_contrib(&row, &PredictOptions::default());
-        let _ = m.predict_leaf(&row, &PredictOptions::default());
+        keel_gbdt::fuzzing::exercise(&m);
     }
 }
 

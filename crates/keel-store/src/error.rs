@@ -1,0 +1,57 @@
+//! Errors of keel-store.
+
+/// Everything a store operation can refuse or fail with. Writes that return an error have
+/// written nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A definition is malformed or conflicts with the registry.
+    #[error("definition: {0}")]
+    Definition(String),
+    /// An entity, view, version, feature or service is not defined.
+    #[error("unknown {kind} `{name}`")]
+    Unknown {
+        /// "entity", "feature view", "feature", "feature service".
+        kind: &'static str,
+        /// Its name (with version where it applies).
+        name: String,
+    },
+    /// A value does not match its declared type, or is null where not nullable.
+    #[error("{what}: {reason}")]
+    BadValue {
+        /// Where: view, feature, row.
+        what: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A key or value exceeds the store's size limits.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A timestamp is outside the supported range.
+    #[error("timestamp {0} ms is outside 0..=253402300799999 (years 1970-9999)")]
+    Timestamp(i64),
+    /// Stored bytes failed to decode: the value is corrupt. Other reads are unaffected.
+    #[error("corrupt value in {view}: {source}")]
+    Corrupt {
+        /// The view version the value belongs to.
+        view: String,
+        /// The decoding failure.
+        #[source]
+        source: keel_core::EnvelopeError,
+    },
+    /// The embedded database failed.
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// File-system failure (checkpoints, bulk loads).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame or CSV problem.
+    #[error(transparent)]
+    Core(#[from] keel_core::Error),
+    /// Encoding a registry entry failed.
+    #[error(transparent)]
+    Envelope(#[from] keel_core::EnvelopeError),
+}
+
+/// Result alias for keel-store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,108 @@
+//! Key encoding of a feature-view column family (see `docs/store.md`).
+//!
+//! ```text
+//! key    = prefix(8) entity(m) event(8) created(8)
+//! prefix = FNV-1a 64 of `entity`, big-endian: the fixed-length prefix RocksDB's prefix bloom
+//!          filter indexes, so a lookup of one entity skips files that cannot hold it
+//! entity = for each join key, in view order:
+//!            i64:    0x01, then the value with its sign bit flipped, big-endian (8 bytes)
+//!            string: 0x02, the bytes with 0x00 escaped as 0x00 0xFF, then 0x00 0x01
+//! event, created = timestamp in Unix ms with the sign bit flipped, big-endian
+//! ```
+//!
+//! Every part is self-delimiting and order-preserving, so within one entity keys sort by event
+//! time, then creation time: "the latest row at or before T" is one `seek_for_prev`.
+
+use crate::error::{Result, StoreError};
+use crate::value::Value;
+
+/// Longest encoded entity key accepted.
+pub const MAX_KEY: usize = 1024;
+/// Largest timestamp accepted (9999-12-31T23:59:59.999Z).
+pub const MAX_TS: i64 = 253_402_300_799_999;
+
+pub(crate) fn check_ts(ts: i64) -> Result<()> {
+    if (0..=MAX_TS).contains(&ts) {
+        Ok(())
+    } else {
+        Err(StoreError::Timestamp(ts))
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+pub(crate) fn ts_bytes(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub(crate) fn ts_from(bytes: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// Encodes join key values (already type-checked) as `prefix ++ entity`.
+pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
+    let mut ent = Vec::with_capacity(16);
+    for v in values {
+        match v {
+            Value::I64(x) => {
+                ent.push(0x01);
+                ent.extend_from_slice(&((*x as u64) ^ (1 << 63)).to_be_bytes());
+            }
+            Value::Str(s) => {
+                ent.push(0x02);
+                for &b in s.as_bytes() {
+                    ent.push(b);
+                    if b == 0 {
+                        ent.push(0xFF);
+                    }
+                }
+                ent.extend_from_slice(&[0x00, 0x01]);
+            }
+            other => {
+                return Err(StoreError::BadValue {
+                    what: "join key".into(),
+                    reason: format!("{other:?} is not an i64 or string"),
+                })
+            }
+        }
+        if ent.len() > MAX_KEY {
+            return Err(StoreError::TooLarge(format!(
+                "entity key over {MAX_KEY} bytes"
+            )));
+        }
+    }
+    let mut key = Vec::with_capacity(8 + ent.len() + 16);
+    key.extend_from_slice(&fnv1a(&ent).to_be_bytes());
+    key.extend_from_slice(&ent);
+    Ok(key)
+}
+
+/// `prefix ++ entity ++ event ++ created`.
+pub(crate) fn row_key(prefix: &[u8], event: i64, created: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 16);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&ts_bytes(event));
+    k.extend_from_slice(&ts_bytes(created));
+    k
+}
+
+/// Splits a row key of an entity prefix of length `plen` into (event, created).
+pub(crate) fn split_times(key: &[u8], plen: usize) -> Option<(i64, i64)> {
+    (key.len() == plen + 16).then(|| (ts_from(&key[plen..plen + 8]), ts_from(&key[plen + 8..])))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(&[0xFF; 17]);
+    end
+}

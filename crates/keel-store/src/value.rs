@@ -1,0 +1,92 @@
+//! Feature values and the stored row format.
+
+use keel_core::envelope::{Kind, Persisted};
+use keel_core::DType;
+use serde::{Deserialize, Serialize};
+
+/// One feature or join-key value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Value {
+    /// Missing.
+    Null,
+    /// A float (f32 and f64 features).
+    F64(f64),
+    /// An integer.
+    I64(i64),
+    /// A boolean.
+    Bool(bool),
+    /// A string or category label.
+    Str(String),
+}
+
+impl Value {
+    /// Whether the value is `Null` (or a NaN float).
+    pub fn is_null(&self) -> bool {
+        match self {
+            Value::Null => true,
+            Value::F64(x) => x.is_nan(),
+            _ => false,
+        }
+    }
+
+    /// Whether the value may be stored under `dtype`.
+    pub(crate) fn fits(&self, dtype: DType) -> bool {
+        matches!(
+            (self, dtype),
+            (Value::Null, _)
+                | (Value::F64(_), DType::F32 | DType::F64)
+                | (Value::I64(_), DType::I64)
+                | (Value::Bool(_), DType::Bool)
+                | (Value::Str(_), DType::String | DType::Categorical)
+        )
+    }
+
+    /// The value as an `f64` where it is numeric (NaN for null).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Null => Some(f64::NAN),
+            Value::F64(x) => Some(*x),
+            Value::I64(x) => Some(*x as f64),
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::Str(_) => None,
+        }
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Value::Str(s) => s.len() + 8,
+            _ => 9,
+        }
+    }
+}
+
+impl From<f64> for Value {
+    fn from(x: f64) -> Self {
+        Value::F64(x)
+    }
+}
+impl From<i64> for Value {
+    fn from(x: i64) -> Self {
+        Value::I64(x)
+    }
+}
+impl From<bool> for Value {
+    fn from(x: bool) -> Self {
+        Value::Bool(x)
+    }
+}
+impl From<&str> for Value {
+    fn from(x: &str) -> Self {
+        Value::Str(x.to_string())
+    }
+}
+
+/// What one key holds: the feature values of a view row, in view order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredRow(pub Vec<Value>);
+
+impl Persisted for StoredRow {
+    const KIND: Kind = Kind(*b"FROW");
+    const FORMAT_VERSION: u16 = 1;
+}

@@ -1,0 +1,80 @@
+//! Shared fixtures for the store tests.
+#![allow(dead_code)]
+
+use keel_core::{DType, Field, ManualClock};
+use keel_store::{
+    Definitions, Entity, FeatureRef, FeatureService, FeatureView, Store, StoreOptions,
+};
+use std::sync::Arc;
+
+pub const DAY: i64 = 86_400_000;
+
+pub fn defs() -> Definitions {
+    Definitions {
+        entities: vec![
+            Entity {
+                name: "card".into(),
+                join_keys: vec![Field::required("card_id", DType::String)],
+            },
+            Entity {
+                name: "merchant".into(),
+                join_keys: vec![Field::required("merchant_id", DType::I64)],
+            },
+        ],
+        views: vec![
+            FeatureView {
+                name: "card_stats".into(),
+                version: 1,
+                entities: vec!["card".into()],
+                features: vec![
+                    Field::new("spend_24h", DType::F64),
+                    Field::new("txn_count", DType::I64),
+                    Field::required("country", DType::Categorical),
+                ],
+                ttl_ms: Some(DAY),
+                retention_ms: None,
+                owner: "risk".into(),
+                description: "rolling card aggregates".into(),
+                tags: Default::default(),
+            },
+            FeatureView {
+                name: "merchant_risk".into(),
+                version: 1,
+                entities: vec!["merchant".into()],
+                features: vec![
+                    Field::new("chargeback_rate", DType::F64),
+                    Field::new("flagged", DType::Bool),
+                ],
+                ttl_ms: None,
+                retention_ms: Some(30 * DAY),
+                owner: "risk".into(),
+                description: String::new(),
+                tags: Default::default(),
+            },
+        ],
+        services: vec![FeatureService {
+            name: "fraud".into(),
+            features: [
+                "card_stats@1:spend_24h",
+                "card_stats@1:country",
+                "card_stats@1:txn_count",
+            ]
+            .iter()
+            .map(|s| FeatureRef::parse(s).unwrap())
+            .collect(),
+        }],
+    }
+}
+
+pub fn open(dir: &std::path::Path, now: i64) -> (Store, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(now));
+    let store = Store::open_with(
+        dir,
+        StoreOptions {
+            clock: clock.clone(),
+            sync_writes: false,
+        },
+    )
+    .unwrap();
+    (store, clock)
+}
