@@ -505,7 +505,7 @@ impl Store {
         out: &mut Vec<FeatureValue>,
     ) -> Result<()> {
         // One lookup per view version, shared by its features.
-        let mut cache: Vec<(String, Option<(i64, Vec<Value>)>)> = Vec::new();
+        let mut cache: Vec<(String, Hit)> = Vec::new();
         for (v, fi) in views {
             let cf = v.cf_name();
             let hit = match cache.iter().find(|(c, _)| *c == cf) {
@@ -621,8 +621,7 @@ impl Store {
             .collect();
         // Group the refs by view version: one lookup per entity row and view, shared by its
         // features. Each group also locates its join key columns once.
-        let mut groups: Vec<(String, Vec<&Column>, Vec<(FeatureView, usize)>, Vec<usize>)> =
-            Vec::new();
+        let mut groups: Vec<Group<'_>> = Vec::new();
         for (out, (v, fi)) in views.iter().enumerate() {
             match groups.iter_mut().find(|g| g.0 == v.cf_name()) {
                 Some(g) => {
@@ -751,6 +750,18 @@ impl Store {
             .collect()
     }
 }
+
+/// A view lookup's result: event time and the row's values, or nothing.
+type Hit = Option<(i64, Vec<Value>)>;
+
+/// Refs of one view version in a historical read: storage name, the entity frame's join key
+/// columns, the refs, and their output column positions.
+type Group<'a> = (
+    String,
+    Vec<&'a Column>,
+    Vec<(FeatureView, usize)>,
+    Vec<usize>,
+);
 
 fn poisoned() -> StoreError {
     StoreError::Definition("registry lock poisoned by a panicking thread".into())

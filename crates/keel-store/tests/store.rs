@@ -230,7 +230,7 @@ fn bad_input_is_refused_and_writes_nothing() {
         "no partial batch"
     );
     assert!(matches!(
-        store.write("nope", 1, &[good.clone()]),
+        store.write("nope", 1, std::slice::from_ref(&good)),
         Err(StoreError::Unknown { .. })
     ));
     assert!(matches!(
