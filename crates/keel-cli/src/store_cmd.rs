@@ -15,7 +15,7 @@ pub enum StoreCmd {
         /// Store directory (created if missing).
         #[arg(long)]
         path: PathBuf,
-        /// TOML with [[entities]], [[views]] and [[services]] tables.
+        /// TOML with `[[entities]]`, `[[views]]` and `[[services]]` tables.
         #[arg(long)]
         definitions: PathBuf,
     },
