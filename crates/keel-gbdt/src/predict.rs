@@ -114,12 +114,22 @@ impl Model {
             if XGB {
                 x = x as f32 as f64;
             }
-            let first = if flags & SPECIAL == 0 {
-                (x <= n.value) | ((flags & NAN_FIRST != 0) & x.is_nan())
+            i = if self.goes_first(n, x) {
+                i + 1
             } else {
-                self.decide_special(n, x)
+                n.second as usize
             };
-            i = if first { i + 1 } else { n.second as usize };
+        }
+    }
+
+    /// Whether a split (of `nodes`, not the derived scoring table) sends `x` (already rounded
+    /// as the library reads it) to its first child. Shared by leaf lookup and TreeSHAP.
+    #[inline(always)]
+    pub(crate) fn goes_first(&self, n: Node, x: f64) -> bool {
+        if n.flags() & SPECIAL == 0 {
+            (x <= n.value) | ((n.flags() & NAN_FIRST != 0) & x.is_nan())
+        } else {
+            self.decide_special(n, x)
         }
     }
 

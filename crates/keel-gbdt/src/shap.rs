@@ -80,12 +80,7 @@ impl<F: FeatureValue> Ctx<'_, F> {
         if self.xgb {
             x = x as f32 as f64;
         }
-        let flags = n.flags();
-        if flags & SPECIAL == 0 {
-            (x <= n.value) | ((flags & NAN_FIRST != 0) & x.is_nan())
-        } else {
-            self.model.decide_special(n, x)
-        }
+        self.model.goes_first(n, x)
     }
 
     /// `parent` is the parent's unique path (its length is this node's depth); `scratch` has

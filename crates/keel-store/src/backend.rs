@@ -232,6 +232,24 @@ impl RocksBackend {
         Ok(r?)
     }
 
+    /// Calls `f` on every key/value of column family `cf` starting with `prefix`, in order.
+    fn scan_prefix(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        let cf = self.cf(cf)?;
+        let mut it = self.db.raw_iterator_cf(&cf);
+        it.seek(prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(k, v);
+            it.next();
+        }
+        Ok(it.status()?)
+    }
+
     /// Runs a full compaction of a view (applies retention now).
     pub fn compact(&self, view: &str) -> Result<()> {
         let cf = self.cf(view)?;
@@ -247,21 +265,10 @@ impl Backend for RocksBackend {
     }
 
     fn registry_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let cf = self.cf(REGISTRY)?;
-        let mut it = self.db.raw_iterator_cf(&cf);
-        it.seek(prefix.as_bytes());
         let mut out = Vec::new();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
-            }
+        self.scan_prefix(REGISTRY, prefix.as_bytes(), |k, v| {
             out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
-            it.next();
-        }
-        it.status()?;
+        })?;
         Ok(out)
     }
 
@@ -334,17 +341,8 @@ impl Backend for RocksBackend {
     }
 
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>> {
-        let cf = self.cf(view)?;
-        let mut it = self.db.raw_iterator_cf(&cf);
-        it.seek(prefix);
         let mut out = Vec::new();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !k.starts_with(prefix) {
-                break;
-            }
+        self.scan_prefix(view, prefix, |k, v| {
             if let Some((event, created)) = key::split_times(k, prefix.len()) {
                 out.push(Found {
                     event,
@@ -352,9 +350,7 @@ impl Backend for RocksBackend {
                     value: v.to_vec(),
                 });
             }
-            it.next();
-        }
-        it.status()?;
+        })?;
         Ok(out)
     }
 }
