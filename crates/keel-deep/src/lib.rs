@@ -1,0 +1,1 @@
+//! keel-deep (work in progress).

@@ -1,0 +1,1 @@
+//! keel-monitor (work in progress).

@@ -1,0 +1,1 @@
+//! keel-registry (work in progress).

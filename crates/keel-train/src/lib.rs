@@ -1,0 +1,1 @@
+//! keel-train (work in progress).
