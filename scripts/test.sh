@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
+# A real MLflow server for keel-registry's export test.
+KEEL_MLFLOW="$(bash scripts/mlflow-env.sh)"
+export KEEL_MLFLOW
 cargo test --workspace --all-targets --features keel-gbdt/train --locked
 # Doctests (crate-level examples) are not part of --all-targets.
 cargo test --workspace --doc --features keel-gbdt/train --locked

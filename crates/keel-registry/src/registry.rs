@@ -1,0 +1,761 @@
+//! The registry proper: runs on disk, model versions as checked bundles, aliases with audit.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use keel_core::{envelope, Clock, Kind, Persisted, Schema, SystemClock};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil::{self, check_name, io, read_bounded, sync_dir, write_atomic, DirLock};
+use crate::run::{ArtifactRef, Comparison, DataRef, MetricPoint, Run, RunFilter, RunId, RunStatus};
+use crate::{RegistryError, Result};
+
+/// Largest run record read back (runs are small; this bounds a forged file).
+const MAX_RECORD: u64 = 64 << 20;
+/// Largest bundle file or artifact.
+const MAX_BLOB: u64 = 16 << 30;
+
+/// Metadata of a model version: what it is, what it consumes, how good it was.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Model family, e.g. `gbdt` or `deep`.
+    pub flavor: String,
+    /// The feature service it reads (`name` or `name@version`).
+    pub feature_service: Option<String>,
+    /// Schema of the raw inputs the pipeline expects.
+    pub input_schema: Option<Schema>,
+    /// Evaluation scores on held-out data (e.g. `test.auc`).
+    pub eval: BTreeMap<String, f64>,
+    /// Training parameters (copied from the run when empty).
+    pub params: BTreeMap<String, String>,
+    /// Seed (copied from the run when absent).
+    pub seed: Option<u64>,
+    /// Training-data version, e.g. a store checkpoint id or a `DataHash`.
+    pub data_version: Option<String>,
+    /// Free text.
+    pub description: String,
+}
+
+/// What a caller hands to [`Registry::register`]: named opaque files plus metadata.
+///
+/// By convention `model` holds the model bytes, `pipeline` the `FittedPipeline`, `reference`
+/// the monitoring reference profile; any other names are allowed.
+#[derive(Debug, Clone, Default)]
+pub struct Bundle {
+    /// File name -> content.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Metadata.
+    pub meta: ModelMeta,
+}
+
+impl Bundle {
+    /// An empty bundle with the given flavor.
+    pub fn new(flavor: impl Into<String>) -> Bundle {
+        Bundle {
+            files: BTreeMap::new(),
+            meta: ModelMeta {
+                flavor: flavor.into(),
+                ..ModelMeta::default()
+            },
+        }
+    }
+
+    /// Adds a file.
+    pub fn with_file(mut self, name: impl Into<String>, bytes: Vec<u8>) -> Bundle {
+        self.files.insert(name.into(), bytes);
+        self
+    }
+}
+
+/// One file of a registered version, as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name.
+    pub name: String,
+    /// sha256, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A registered model version: its manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    /// Model name.
+    pub name: String,
+    /// Version number, from 1.
+    pub version: u32,
+    /// The run it was trained in.
+    pub run_id: RunId,
+    /// Registration time, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Metadata.
+    pub meta: ModelMeta,
+    /// Files and their checksums.
+    pub files: Vec<FileEntry>,
+}
+
+impl Persisted for ModelVersion {
+    const KIND: Kind = Kind(*b"MVER");
+    const FORMAT_VERSION: u16 = 1;
+}
+
+/// A version with its files read and verified.
+#[derive(Debug, Clone)]
+pub struct LoadedVersion {
+    /// The manifest.
+    pub version: ModelVersion,
+    /// File name -> verified content.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl LoadedVersion {
+    /// A file's bytes, or [`RegistryError::MissingFile`].
+    pub fn file(&self, name: &str) -> Result<&[u8]> {
+        self.files
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| RegistryError::MissingFile(name.to_string()))
+    }
+}
+
+/// One alias move, kept forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasEvent {
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Alias name.
+    pub alias: String,
+    /// Version before (`None`: unset).
+    pub from: Option<u32>,
+    /// Version after (`None`: removed).
+    pub to: Option<u32>,
+    /// Why (free text; overrides of gates record their reason here).
+    pub reason: String,
+    /// Whether this was a rollback.
+    pub rollback: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct AliasState {
+    current: BTreeMap<String, u32>,
+    /// Per alias, the versions it pointed to before, most recent last (rollback pops).
+    previous: BTreeMap<String, Vec<Option<u32>>>,
+    audit: Vec<AliasEvent>,
+}
+
+impl Persisted for AliasState {
+    const KIND: Kind = Kind(*b"MALS");
+    const FORMAT_VERSION: u16 = 1;
+}
+
+/// The tracking store and model registry, in a directory.
+///
+/// ```text
+/// root/runs/<run-id>/run          envelope RUN_ (the record, replaced atomically)
+/// root/runs/<run-id>/artifacts/*  artifacts, sha256 in the record
+/// root/models/<name>/v<N>/        MANIFEST (envelope MVER) + files, each with its sha256
+/// root/models/<name>/ALIASES      envelope MALS: aliases, rollback stacks, audit log
+/// ```
+/// Every update is write-temp, fsync, rename, fsync-directory; a version directory appears by
+/// one rename of a fully written staging directory. A crash leaves the old state or the new,
+/// never a mix; leftovers of interrupted writes are swept on open. An exclusive file lock
+/// serialises writers across processes. `Registry` is `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+    guard: Arc<Mutex<()>>,
+}
+
+impl Registry {
+    /// Opens (creating) a registry at `root` with the system clock.
+    pub fn open(root: impl AsRef<Path>) -> Result<Registry> {
+        Registry::open_with_clock(root, Arc::new(SystemClock))
+    }
+
+    /// Opens with an explicit clock (tests, simulations).
+    pub fn open_with_clock(root: impl AsRef<Path>, clock: Arc<dyn Clock>) -> Result<Registry> {
+        let root = root.as_ref().to_path_buf();
+        for d in ["runs", "models"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let reg = Registry {
+            root,
+            clock,
+            guard: Arc::new(Mutex::new(())),
+        };
+        {
+            let _l = reg.lock()?;
+            if let Ok(models) = fs::read_dir(reg.root.join("models")) {
+                for m in models.flatten() {
+                    fsutil::sweep(&m.path());
+                }
+            }
+            if let Ok(runs) = fs::read_dir(reg.root.join("runs")) {
+                for r in runs.flatten() {
+                    fsutil::sweep(&r.path());
+                    fsutil::sweep(&r.path().join("artifacts"));
+                }
+            }
+        }
+        Ok(reg)
+    }
+
+    /// The registry's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock(&self) -> Result<(std::sync::MutexGuard<'_, ()>, DirLock)> {
+        let g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        Ok((g, DirLock::acquire(&self.root)?))
+    }
+
+    // ---------------------------------------------------------------- tracking
+
+    /// Starts a run in `experiment`, recording the code version (`KEEL_CODE_VERSION`, else
+    /// the git commit of the current directory when there is one).
+    pub fn start_run(&self, experiment: &str) -> Result<ActiveRun> {
+        check_name("experiment", experiment)?;
+        let run = Run {
+            id: RunId::fresh(),
+            experiment: experiment.to_string(),
+            name: None,
+            status: RunStatus::Running,
+            start_ms: self.clock.now_ms(),
+            end_ms: None,
+            params: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            seed: None,
+            data: Vec::new(),
+            code_version: code_version(),
+            artifacts: Vec::new(),
+        };
+        self.save_run(&run)?;
+        Ok(ActiveRun {
+            registry: self.clone(),
+            run,
+        })
+    }
+
+    fn run_dir(&self, id: &RunId) -> Result<PathBuf> {
+        check_name("run id", &id.0)?;
+        Ok(self.root.join("runs").join(&id.0))
+    }
+
+    fn save_run(&self, run: &Run) -> Result<()> {
+        let dir = self.run_dir(&run.id)?;
+        write_atomic(&dir, "run", &envelope::encode(run)?)
+    }
+
+    /// Reads a run.
+    pub fn run(&self, id: &RunId) -> Result<Run> {
+        let path = self.run_dir(id)?.join("run");
+        if !path.exists() {
+            return Err(RegistryError::UnknownRun(id.clone()));
+        }
+        let bytes = read_bounded(&path, MAX_RECORD)?;
+        Ok(envelope::decode(&bytes)?)
+    }
+
+    /// Resumes writing to a run (e.g. to end one a crashed process left running).
+    pub fn resume_run(&self, id: &RunId) -> Result<ActiveRun> {
+        Ok(ActiveRun {
+            registry: self.clone(),
+            run: self.run(id)?,
+        })
+    }
+
+    /// Every run matching `filter`, ordered as it asks (default: oldest first).
+    pub fn search_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let dir = self.root.join("runs");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io(&dir))? {
+            let e = e.map_err(io(&dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let run = self.run(&RunId(name))?;
+            if filter.matches(&run) {
+                out.push(run);
+            }
+        }
+        match &filter.order_by {
+            Some(m) => out.sort_by(|a, b| {
+                let (x, y) = (a.metric(m), b.metric(m));
+                match (x, y) {
+                    (Some(x), Some(y)) => {
+                        let o = x.total_cmp(&y);
+                        if filter.descending {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    }
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => a.start_ms.cmp(&b.start_ms),
+                }
+            }),
+            None => {
+                out.sort_by(|a, b| (a.start_ms, &a.id).cmp(&(b.start_ms, &b.id)));
+                if filter.descending {
+                    out.reverse();
+                }
+            }
+        }
+        if let Some(n) = filter.limit {
+            out.truncate(n);
+        }
+        Ok(out)
+    }
+
+    /// Compares runs side by side.
+    pub fn compare_runs(&self, ids: &[RunId]) -> Result<Comparison> {
+        let runs = ids
+            .iter()
+            .map(|i| self.run(i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Comparison::of(&runs))
+    }
+
+    /// Reads an artifact of a run, verifying its sha256.
+    pub fn artifact(&self, id: &RunId, name: &str) -> Result<Vec<u8>> {
+        let run = self.run(id)?;
+        let a = run
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| RegistryError::MissingFile(name.to_string()))?;
+        let path = self.run_dir(id)?.join("artifacts").join(name);
+        let bytes = read_bounded(&path, a.size)?;
+        verify(&path, &bytes, &a.sha256)?;
+        Ok(bytes)
+    }
+
+    // ---------------------------------------------------------------- models
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf> {
+        check_name("model", name)?;
+        Ok(self.root.join("models").join(name))
+    }
+
+    /// Registers a new version of `name` from a finished run. The run's params, seed and data
+    /// version fill the metadata where the bundle leaves them empty. Refused unless the run
+    /// exists and is [`RunStatus::Finished`].
+    pub fn register(&self, name: &str, run: &RunId, bundle: Bundle) -> Result<ModelVersion> {
+        let dir = self.model_dir(name)?;
+        let r = self.run(run)?;
+        if r.status != RunStatus::Finished {
+            return Err(RegistryError::RunNotFinished {
+                run: run.clone(),
+                status: r.status,
+            });
+        }
+        if bundle.files.is_empty() {
+            return Err(RegistryError::EmptyBundle);
+        }
+        for f in bundle.files.keys() {
+            check_name("file", f)?;
+            if f == "MANIFEST" || f == "LOCK" {
+                return Err(RegistryError::InvalidName {
+                    what: "file",
+                    name: f.clone(),
+                });
+            }
+        }
+        let mut meta = bundle.meta;
+        if meta.params.is_empty() {
+            meta.params = r.params.clone();
+        }
+        if meta.seed.is_none() {
+            meta.seed = r.seed;
+        }
+        if meta.data_version.is_none() {
+            meta.data_version = r.data.first().map(|d| d.version.clone());
+        }
+        let _l = self.lock()?;
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let version = self.versions_unlocked(name)?.last().map_or(1, |v| v + 1);
+        let staging = dir.join(format!(".staging-{}", fsutil::nonce()));
+        fs::create_dir(&staging).map_err(io(&staging))?;
+        let mut files = Vec::with_capacity(bundle.files.len());
+        for (fname, bytes) in &bundle.files {
+            fsutil::write_synced(&staging.join(fname), bytes)?;
+            files.push(FileEntry {
+                name: fname.clone(),
+                sha256: hex::encode(Sha256::digest(bytes)),
+                size: bytes.len() as u64,
+            });
+        }
+        let mv = ModelVersion {
+            name: name.to_string(),
+            version,
+            run_id: run.clone(),
+            created_ms: self.clock.now_ms(),
+            meta,
+            files,
+        };
+        fsutil::write_synced(&staging.join("MANIFEST"), &envelope::encode(&mv)?)?;
+        sync_dir(&staging)?;
+        let dst = dir.join(format!("v{version}"));
+        fs::rename(&staging, &dst).map_err(io(&dst))?;
+        sync_dir(&dir)?;
+        Ok(mv)
+    }
+
+    fn versions_unlocked(&self, name: &str) -> Result<Vec<u32>> {
+        let dir = self.model_dir(name)?;
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut v: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse().ok())
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Version numbers of a model, ascending.
+    pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        self.versions_unlocked(name)
+    }
+
+    /// Names of all registered models.
+    pub fn models(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("models");
+        let mut v: Vec<String> = fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.') && n != "LOCK")
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// A version's manifest (no file contents).
+    pub fn version(&self, name: &str, version: u32) -> Result<ModelVersion> {
+        let path = self
+            .model_dir(name)?
+            .join(format!("v{version}"))
+            .join("MANIFEST");
+        if !path.exists() {
+            return Err(RegistryError::UnknownVersion {
+                name: name.to_string(),
+                version,
+            });
+        }
+        let mv: ModelVersion = envelope::decode(&read_bounded(&path, MAX_RECORD)?)?;
+        if mv.name != name || mv.version != version {
+            return Err(RegistryError::Corrupt {
+                path,
+                reason: "manifest names another version".into(),
+            });
+        }
+        Ok(mv)
+    }
+
+    /// Reads a version and every file in it, verifying each sha256: a tampered or truncated
+    /// bundle is refused with [`RegistryError::Tampered`].
+    pub fn load(&self, name: &str, version: u32) -> Result<LoadedVersion> {
+        let mv = self.version(name, version)?;
+        let dir = self.model_dir(name)?.join(format!("v{version}"));
+        let mut files = BTreeMap::new();
+        for f in &mv.files {
+            check_name("file", &f.name)?;
+            let path = dir.join(&f.name);
+            let bytes = read_bounded(&path, f.size.min(MAX_BLOB)).map_err(|e| match e {
+                RegistryError::Corrupt { path, .. } => RegistryError::Tampered {
+                    path,
+                    reason: "size differs from the manifest".into(),
+                },
+                e => e,
+            })?;
+            verify(&path, &bytes, &f.sha256)?;
+            files.insert(f.name.clone(), bytes);
+        }
+        Ok(LoadedVersion { version: mv, files })
+    }
+
+    /// Loads the version an alias points to.
+    pub fn load_alias(&self, name: &str, alias: &str) -> Result<LoadedVersion> {
+        let v = self
+            .alias(name, alias)?
+            .ok_or_else(|| RegistryError::UnknownAlias {
+                name: name.to_string(),
+                alias: alias.to_string(),
+            })?;
+        self.load(name, v)
+    }
+
+    fn aliases_unlocked(&self, name: &str) -> Result<AliasState> {
+        let path = self.model_dir(name)?.join("ALIASES");
+        if !path.exists() {
+            return Ok(AliasState::default());
+        }
+        Ok(envelope::decode(&read_bounded(&path, MAX_RECORD)?)?)
+    }
+
+    /// The version `alias` points to, if set.
+    pub fn alias(&self, name: &str, alias: &str) -> Result<Option<u32>> {
+        Ok(self.aliases_unlocked(name)?.current.get(alias).copied())
+    }
+
+    /// All aliases of a model.
+    pub fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>> {
+        Ok(self.aliases_unlocked(name)?.current)
+    }
+
+    /// The audit history of a model's aliases, oldest first.
+    pub fn audit(&self, name: &str) -> Result<Vec<AliasEvent>> {
+        Ok(self.aliases_unlocked(name)?.audit)
+    }
+
+    /// Points `alias` at `version` (which must exist), recording who-knows-why in the audit.
+    pub fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u32,
+        reason: &str,
+    ) -> Result<AliasEvent> {
+        check_name("alias", alias)?;
+        let _l = self.lock()?;
+        self.version(name, version)?;
+        let mut st = self.aliases_unlocked(name)?;
+        let from = st.current.insert(alias.to_string(), version);
+        st.previous.entry(alias.to_string()).or_default().push(from);
+        self.commit_alias(name, st, alias, from, Some(version), reason, false)
+    }
+
+    /// Removes an alias (recorded; rollback restores it).
+    pub fn remove_alias(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEvent> {
+        let _l = self.lock()?;
+        let mut st = self.aliases_unlocked(name)?;
+        let from = st.current.remove(alias);
+        if from.is_none() {
+            return Err(RegistryError::UnknownAlias {
+                name: name.to_string(),
+                alias: alias.to_string(),
+            });
+        }
+        st.previous.entry(alias.to_string()).or_default().push(from);
+        self.commit_alias(name, st, alias, from, None, reason, false)
+    }
+
+    /// Moves `alias` back to the version it pointed to before its last move (repeatable: each
+    /// call undoes one more move). Refused when there is nothing to undo.
+    pub fn rollback(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEvent> {
+        let _l = self.lock()?;
+        let mut st = self.aliases_unlocked(name)?;
+        let prev = st
+            .previous
+            .get_mut(alias)
+            .and_then(Vec::pop)
+            .ok_or_else(|| RegistryError::NothingToRollBack {
+                name: name.to_string(),
+                alias: alias.to_string(),
+            })?;
+        let from = match prev {
+            Some(v) => st.current.insert(alias.to_string(), v),
+            None => st.current.remove(alias),
+        };
+        self.commit_alias(name, st, alias, from, prev, reason, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_alias(
+        &self,
+        name: &str,
+        mut st: AliasState,
+        alias: &str,
+        from: Option<u32>,
+        to: Option<u32>,
+        reason: &str,
+        rollback: bool,
+    ) -> Result<AliasEvent> {
+        let ev = AliasEvent {
+            at_ms: self.clock.now_ms(),
+            alias: alias.to_string(),
+            from,
+            to,
+            reason: reason.to_string(),
+            rollback,
+        };
+        st.audit.push(ev.clone());
+        write_atomic(&self.model_dir(name)?, "ALIASES", &envelope::encode(&st)?)?;
+        Ok(ev)
+    }
+}
+
+fn verify(path: &Path, bytes: &[u8], sha: &str) -> Result<()> {
+    if hex::encode(Sha256::digest(bytes)) != sha {
+        return Err(RegistryError::Tampered {
+            path: path.to_path_buf(),
+            reason: "sha256 differs from the manifest".into(),
+        });
+    }
+    Ok(())
+}
+
+fn code_version() -> Option<String> {
+    if let Ok(v) = std::env::var("KEEL_CODE_VERSION") {
+        return Some(v);
+    }
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// A run being written: every call persists immediately (atomic replace of the record), so a
+/// crash loses nothing already logged. End it with [`ActiveRun::finish`] or
+/// [`ActiveRun::fail`]; a dropped run stays `running`.
+#[derive(Debug)]
+pub struct ActiveRun {
+    registry: Registry,
+    run: Run,
+}
+
+impl ActiveRun {
+    /// The run's id.
+    pub fn id(&self) -> &RunId {
+        &self.run.id
+    }
+
+    /// The record as logged so far.
+    pub fn record(&self) -> &Run {
+        &self.run
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.registry.save_run(&self.run)
+    }
+
+    /// Sets the human name.
+    pub fn set_name(&mut self, name: &str) -> Result<()> {
+        self.run.name = Some(name.to_string());
+        self.save()
+    }
+
+    /// Logs one param (overwrites).
+    pub fn log_param(&mut self, key: &str, value: impl ToString) -> Result<()> {
+        self.run.params.insert(key.to_string(), value.to_string());
+        self.save()
+    }
+
+    /// Logs many params at once.
+    pub fn log_params<K: ToString, V: ToString>(
+        &mut self,
+        params: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        for (k, v) in params {
+            self.run.params.insert(k.to_string(), v.to_string());
+        }
+        self.save()
+    }
+
+    /// Logs a metric value at `step`. Non-finite values are refused.
+    pub fn log_metric(&mut self, key: &str, value: f64, step: u64) -> Result<()> {
+        self.push_metric(key, value, step)?;
+        self.save()
+    }
+
+    /// Logs several metrics at one step with a single write.
+    pub fn log_metrics<'a>(
+        &mut self,
+        metrics: impl IntoIterator<Item = (&'a str, f64)>,
+        step: u64,
+    ) -> Result<()> {
+        for (k, v) in metrics {
+            self.push_metric(k, v, step)?;
+        }
+        self.save()
+    }
+
+    fn push_metric(&mut self, key: &str, value: f64, step: u64) -> Result<()> {
+        if !value.is_finite() {
+            return Err(RegistryError::NonFiniteMetric(key.to_string()));
+        }
+        let timestamp_ms = self.registry.clock.now_ms();
+        self.run
+            .metrics
+            .entry(key.to_string())
+            .or_default()
+            .push(MetricPoint {
+                value,
+                step,
+                timestamp_ms,
+            });
+        Ok(())
+    }
+
+    /// Sets a tag.
+    pub fn set_tag(&mut self, key: &str, value: &str) -> Result<()> {
+        self.run.tags.insert(key.to_string(), value.to_string());
+        self.save()
+    }
+
+    /// Records the seed.
+    pub fn set_seed(&mut self, seed: u64) -> Result<()> {
+        self.run.seed = Some(seed);
+        self.save()
+    }
+
+    /// Records a consumed data version (`DataHash` hex, store checkpoint id...).
+    pub fn log_data(&mut self, name: &str, version: &str) -> Result<()> {
+        self.run.data.push(DataRef {
+            name: name.to_string(),
+            version: version.to_string(),
+        });
+        self.save()
+    }
+
+    /// Stores an artifact with the run (sha256 recorded).
+    pub fn log_artifact(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        check_name("artifact", name)?;
+        let dir = self.registry.run_dir(&self.run.id)?.join("artifacts");
+        write_atomic(&dir, name, bytes)?;
+        self.run.artifacts.retain(|a| a.name != name);
+        self.run.artifacts.push(ArtifactRef {
+            name: name.to_string(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+        });
+        self.save()
+    }
+
+    /// Ends the run successfully; returns the final record.
+    pub fn finish(self) -> Result<Run> {
+        self.end(RunStatus::Finished)
+    }
+
+    /// Ends the run as failed, with the error recorded as tag `error`.
+    pub fn fail(mut self, error: &str) -> Result<Run> {
+        self.run.tags.insert("error".into(), error.to_string());
+        self.end(RunStatus::Failed)
+    }
+
+    /// Ends the run with a status.
+    pub fn end(mut self, status: RunStatus) -> Result<Run> {
+        self.run.status = status;
+        self.run.end_ms = Some(self.registry.clock.now_ms());
+        self.save()?;
+        Ok(self.run)
+    }
+}
