@@ -1,1 +1,23 @@
-//! keel-monitor (work in progress).
+//! # keel-monitor
+//!
+//! Drift statistics that agree with scipy (and, for the column policy, with Evidently):
+//! two-sample Kolmogorov-Smirnov (exact and asymptotic p-values, chosen as scipy chooses),
+//! chi-square, two-proportion Z-test, PSI, Jensen-Shannon distance, Wasserstein distance.
+//!
+//! ```
+//! use keel_monitor::stats;
+//!
+//! let reference: Vec<f64> = (0..200).map(|i| i as f64 / 10.0).collect();
+//! let shifted: Vec<f64> = reference.iter().map(|x| x + 10.0).collect();
+//! let same = stats::ks_2samp(&reference, &reference).unwrap();
+//! assert_eq!(same.pvalue, 1.0);
+//! let moved = stats::ks_2samp(&reference, &shifted).unwrap();
+//! assert!(moved.exact && moved.pvalue < 1e-6);
+//! ```
+//!
+//! Work in progress: reference profiles, windows, decay detectors and the drift report land
+//! with issue 8.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod stats;

@@ -159,5 +159,15 @@ pub enum RegistryError {
     Mlflow(String),
 }
 
+#[doc(hidden)]
+/// Entry point shared by the fuzz target and the corpus replay test.
+pub mod fuzzing {
+    /// Decodes `data` as every record kind the registry reads from disk, directly and wrapped
+    /// in a valid envelope header (so the payload decoder is reached past the checksum).
+    pub fn exercise(data: &[u8]) {
+        crate::registry::fuzz_records(data);
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -597,6 +597,16 @@ impl Registry {
     }
 }
 
+pub(crate) fn fuzz_records(data: &[u8]) {
+    fn one<T: Persisted>(data: &[u8]) {
+        let _ = envelope::decode::<T>(data);
+        let _ = envelope::decode::<T>(&envelope::wrap(T::KIND, T::FORMAT_VERSION, data));
+    }
+    one::<Run>(data);
+    one::<ModelVersion>(data);
+    one::<AliasState>(data);
+}
+
 fn verify(path: &Path, bytes: &[u8], sha: &str) -> Result<()> {
     if hex::encode(Sha256::digest(bytes)) != sha {
         return Err(RegistryError::Tampered {

@@ -376,3 +376,32 @@ fn killed_writers_leave_the_old_or_the_new_state() {
         assert_eq!(leftovers, 0);
     }
 }
+
+/// Replays the fuzz seed corpus (`fuzz/corpus/registry_records`); `KEEL_BLESS=1` rewrites it
+/// from a freshly written registry.
+#[test]
+fn registry_records_corpus_replays() {
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/registry_records");
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, clock) = open(dir.path());
+        let run = finished_run(&reg, &clock, 4, 0.8);
+        reg.register("m", &run, Bundle::new("gbdt").with_file("model", vec![1]))
+            .unwrap();
+        reg.set_alias("m", "champion", 1, "x").unwrap();
+        for (src, name) in [
+            (format!("runs/{}/run", run.0), "run"),
+            ("models/m/v1/MANIFEST".to_string(), "manifest"),
+            ("models/m/ALIASES".to_string(), "aliases"),
+        ] {
+            std::fs::copy(dir.path().join(src), corpus.join(name)).unwrap();
+        }
+    }
+    let mut n = 0;
+    for e in std::fs::read_dir(&corpus).unwrap() {
+        keel_registry::fuzzing::exercise(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 3, "seed corpus missing");
+}

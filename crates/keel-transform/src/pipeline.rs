@@ -516,6 +516,21 @@ impl FittedPipeline {
         Ok(out)
     }
 
+    /// Transforms a batch into a [`Frame`] of f64 columns named by
+    /// [`FittedPipeline::output_names`] (missing values are NaN).
+    pub fn transform_frame(&self, frame: &Frame) -> Result<Frame> {
+        let m = self.transform(frame)?;
+        let fields = self
+            .outputs
+            .iter()
+            .map(|n| keel_core::Field::new(n.clone(), DType::F64))
+            .collect();
+        let columns = (0..self.width())
+            .map(|j| Column::F64(m.column(j).to_owned()))
+            .collect();
+        Ok(Frame::new(fields, columns)?)
+    }
+
     /// Transforms a batch into `out` (row-major, `nrows * width` values).
     pub fn transform_into(&self, frame: &Frame, out: &mut [f64]) -> Result<()> {
         let cols = self.resolve(frame)?;
