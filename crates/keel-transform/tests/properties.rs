@@ -72,7 +72,9 @@ fn spec() -> Spec {
     }
 }
 
-fn rows() -> impl Strategy<Value = (Vec<Option<f64>>, Vec<Option<i64>>, Vec<Option<u8>>)> {
+type Rows = (Vec<Option<f64>>, Vec<Option<i64>>, Vec<Option<u8>>);
+
+fn rows() -> impl Strategy<Value = Rows> {
     (2usize..60).prop_flat_map(|n| {
         (
             prop::collection::vec(prop::option::weighted(0.8, 0.0f64..1e4), n),
