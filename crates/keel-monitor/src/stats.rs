@@ -389,7 +389,7 @@ pub fn proportions_z_test(x1: f64, n1: f64, x2: f64, n2: f64) -> Option<(f64, f6
 }
 
 /// Population Stability Index `sum (r - c) ln(r / c)` of two distributions given as shares
-/// (zero shares must already be replaced, as [`crate::binning`] does).
+/// (zero shares must already be replaced by a small positive share).
 pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
     reference
         .iter()
