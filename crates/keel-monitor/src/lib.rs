@@ -20,4 +20,25 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod drift;
 pub mod stats;
+
+pub use drift::{
+    default_kind, default_test, detect_drift, ColumnDrift, ColumnKind, ColumnOptions, DriftOptions,
+    DriftReport, DriftTest,
+};
+
+/// Errors of keel-monitor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MonitorError {
+    /// Inputs cannot be compared (missing column, empty column, wrong kind...).
+    #[error("input: {0}")]
+    Input(String),
+    /// A core error.
+    #[error(transparent)]
+    Core(#[from] keel_core::Error),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = MonitorError> = std::result::Result<T, E>;
