@@ -5,6 +5,9 @@
 //!                   [--start-iteration N] [--num-iteration N] [--threads N]
 //! keel gbdt inspect PATH
 //! keel store apply|ingest|get|historical|checkpoint ...
+//! keel runs list|show|compare ...          [--registry DIR]
+//! keel models list|show|alias set|alias rollback|alias history ...
+//! keel train --config JOB.toml --data CSV
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +17,7 @@ use keel_gbdt::{GbdtModel, Output, PredictOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod ml_cmd;
 mod store_cmd;
 
 #[derive(Parser)]
@@ -31,6 +35,27 @@ enum Command {
     /// Feature store: apply definitions, ingest, read online, build training sets, checkpoint.
     #[command(subcommand)]
     Store(store_cmd::StoreCmd),
+    /// Tracked training runs: list (with a query), show, compare.
+    Runs {
+        #[command(flatten)]
+        registry: ml_cmd::RegistryArg,
+        #[command(subcommand)]
+        cmd: ml_cmd::RunsCmd,
+    },
+    /// Registered models: list, show, move aliases, roll back.
+    Models {
+        #[command(flatten)]
+        registry: ml_cmd::RegistryArg,
+        #[command(subcommand)]
+        cmd: ml_cmd::ModelsCmd,
+    },
+    /// Run a training job described in a TOML file; tracks and registers it.
+    Train {
+        #[command(flatten)]
+        registry: ml_cmd::RegistryArg,
+        #[command(flatten)]
+        args: ml_cmd::TrainArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +106,9 @@ fn main() -> Result<()> {
         Command::Gbdt(Gbdt::Inspect { path }) => inspect(&path),
         Command::Gbdt(Gbdt::Predict(args)) => predict(&args),
         Command::Store(cmd) => store_cmd::run(cmd),
+        Command::Runs { registry, cmd } => ml_cmd::runs(&registry, cmd),
+        Command::Models { registry, cmd } => ml_cmd::models(&registry, cmd),
+        Command::Train { registry, args } => ml_cmd::train(&registry, args),
     }
 }
 

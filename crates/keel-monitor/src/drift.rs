@@ -67,13 +67,31 @@ impl DriftTest {
             DriftTest::Psi => "PSI",
         }
     }
+}
 
-    fn drifted(self, score: f64, threshold: f64) -> bool {
-        match self {
-            DriftTest::Ks => score <= threshold,
-            DriftTest::ChiSquare | DriftTest::ZTest => score < threshold,
-            _ => score >= threshold,
-        }
+/// Whether `score` means drift under `test` at `threshold`.
+pub(crate) fn drifted(test: DriftTest, score: f64, threshold: f64) -> bool {
+    match test {
+        DriftTest::Ks => score <= threshold,
+        DriftTest::ChiSquare | DriftTest::ZTest => score < threshold,
+        _ => score >= threshold,
+    }
+}
+
+/// The dataset verdict over column verdicts.
+pub(crate) fn report(columns: Vec<ColumnDrift>, drift_share: f64) -> DriftReport {
+    let drifted = columns.iter().filter(|c| c.drift).count();
+    let share = if columns.is_empty() {
+        0.0
+    } else {
+        drifted as f64 / columns.len() as f64
+    };
+    DriftReport {
+        dataset_drift: !columns.is_empty() && share >= drift_share,
+        share_of_drifted_columns: share,
+        number_of_drifted_columns: drifted,
+        drift_share,
+        columns,
     }
 }
 
@@ -451,21 +469,9 @@ pub fn detect_drift(
             test,
             score: s,
             threshold,
-            drift: test.drifted(s, threshold),
+            drift: drifted(test, s, threshold),
             sizes: (r.len(), c.len()),
         });
     }
-    let drifted = columns.iter().filter(|c| c.drift).count();
-    let share = if columns.is_empty() {
-        0.0
-    } else {
-        drifted as f64 / columns.len() as f64
-    };
-    Ok(DriftReport {
-        dataset_drift: !columns.is_empty() && share >= opts.drift_share,
-        share_of_drifted_columns: share,
-        number_of_drifted_columns: drifted,
-        drift_share: opts.drift_share,
-        columns,
-    })
+    Ok(report(columns, opts.drift_share))
 }

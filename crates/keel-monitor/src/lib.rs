@@ -21,12 +21,15 @@
 #![deny(unsafe_code)]
 
 mod drift;
+pub mod metrics;
+mod profile;
 pub mod stats;
 
 pub use drift::{
     default_kind, default_test, detect_drift, ColumnDrift, ColumnKind, ColumnOptions, DriftOptions,
     DriftReport, DriftTest,
 };
+pub use profile::{ColumnProfile, CountWindow, Profile, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL};
 
 /// Errors of keel-monitor.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,9 @@ pub enum MonitorError {
     /// Inputs cannot be compared (missing column, empty column, wrong kind...).
     #[error("input: {0}")]
     Input(String),
+    /// A metric cannot be computed on these inputs.
+    #[error("metric: {0}")]
+    Metric(String),
     /// A core error.
     #[error(transparent)]
     Core(#[from] keel_core::Error),

@@ -1,0 +1,149 @@
+//! `keel train`, `keel runs`, `keel models` end to end on a generated CSV.
+
+use std::process::Command;
+
+fn keel(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+const JOB: &str = r#"
+experiment = "cli"
+model = "demo"
+label = "y"
+timestamp = "t"
+params = { objective = "binary", num_iterations = 20, num_leaves = 7, min_data_in_leaf = 5 }
+[[transform.columns]]
+column = "x"
+steps = [{ op = "impute", strategy = "mean" }, { op = "standardize" }]
+[[transform.columns]]
+column = "c"
+steps = [{ op = "one_hot" }]
+"#;
+
+#[test]
+fn train_runs_models_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let mut csv = String::from("t,x,c,y\n");
+    for i in 0..600u64 {
+        let x = ((i * 7919) % 1000) as f64 / 100.0;
+        let c = ["a", "b", "c"][(i % 3) as usize];
+        let y = u8::from(x + if c == "a" { 3.0 } else { 0.0 } > 6.0 && i % 11 != 0);
+        let xs = if i % 17 == 0 {
+            String::new()
+        } else {
+            x.to_string()
+        };
+        csv.push_str(&format!("{i},{xs},{c},{y}\n"));
+    }
+    std::fs::write(p("data.csv"), csv).unwrap();
+    std::fs::write(p("job.toml"), JOB).unwrap();
+    let reg = p("registry");
+
+    let (ok, out, err) = keel(&[
+        "train",
+        "--registry",
+        &reg,
+        "--config",
+        &p("job.toml"),
+        "--data",
+        &p("data.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("registered demo v1"), "{out}");
+    assert!(out.contains("test.auc"), "{out}");
+    let run1 = out.split_whitespace().nth(1).unwrap().to_string();
+    let (ok, out, _) = keel(&[
+        "train",
+        "--registry",
+        &reg,
+        "--config",
+        &p("job.toml"),
+        "--data",
+        &p("data.csv"),
+    ]);
+    assert!(ok);
+    let run2 = out.split_whitespace().nth(1).unwrap().to_string();
+
+    let (ok, out, err) = keel(&[
+        "runs",
+        "list",
+        "--registry",
+        &reg,
+        "experiment=cli",
+        "order_by=metrics.test.auc",
+        "desc",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&run1) && out.contains(&run2), "{out}");
+    let (ok, out, _) = keel(&["runs", "show", "--registry", &reg, &run1]);
+    assert!(ok);
+    assert!(out.contains("\"seed\": 42"), "{out}");
+    let (ok, out, err) = keel(&["runs", "compare", "--registry", &reg, &run1, &run2]);
+    assert!(ok, "{err}");
+    assert!(out.contains("metrics.test.auc"), "{out}");
+
+    let (ok, out, _) = keel(&["models", "list", "--registry", &reg]);
+    assert!(ok);
+    assert!(out.contains("demo: versions v1,v2"), "{out}");
+    let (ok, out, _) = keel(&["models", "show", "--registry", &reg, "demo"]);
+    assert!(ok);
+    assert!(
+        out.contains("\"version\": 2") && out.contains("sha256"),
+        "{out}"
+    );
+    for (v, why) in [("1", "first"), ("2", "better")] {
+        let (ok, _, err) = keel(&[
+            "models",
+            "alias",
+            "set",
+            "--registry",
+            &reg,
+            "demo",
+            "champion",
+            v,
+            "--reason",
+            why,
+        ]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = keel(&[
+        "models",
+        "alias",
+        "rollback",
+        "--registry",
+        &reg,
+        "demo",
+        "champion",
+        "--reason",
+        "regression",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Some(2) -> Some(1)"), "{out}");
+    let (ok, out, _) = keel(&["models", "alias", "history", "--registry", &reg, "demo"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains("[rollback] regression"), "{out}");
+    // Errors are messages, not panics.
+    let (ok, _, err) = keel(&[
+        "models",
+        "alias",
+        "set",
+        "--registry",
+        &reg,
+        "demo",
+        "champion",
+        "9",
+        "--reason",
+        "x",
+    ]);
+    assert!(!ok && err.contains("no version 9"), "{err}");
+}
