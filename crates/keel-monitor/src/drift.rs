@@ -30,6 +30,11 @@ pub enum DriftTest {
     ChiSquare,
     /// Two-proportion Z-test (two categories); drift when `p < threshold` (default 0.05).
     ZTest,
+    /// Two-sample chi-square test of homogeneity on the 2 x k contingency table (not in
+    /// Evidently): unlike [`DriftTest::ChiSquare`], which takes the reference counts as exact
+    /// expectations, it accounts for the reference's own sampling noise, so its false-alarm
+    /// rate holds at the threshold when the reference is small. Drift when `p < threshold`.
+    ChiSquareTwoSample,
     /// Jensen-Shannon distance of binned shares; drift when `>= threshold` (default 0.1).
     JensenShannon,
     /// Wasserstein distance over the reference standard deviation; drift when `>= threshold`
@@ -43,7 +48,10 @@ impl DriftTest {
     /// The default threshold.
     pub fn default_threshold(self) -> f64 {
         match self {
-            DriftTest::Ks | DriftTest::ChiSquare | DriftTest::ZTest => 0.05,
+            DriftTest::Ks
+            | DriftTest::ChiSquare
+            | DriftTest::ChiSquareTwoSample
+            | DriftTest::ZTest => 0.05,
             _ => 0.1,
         }
     }
@@ -61,6 +69,7 @@ impl DriftTest {
         match self {
             DriftTest::Ks => "K-S p_value",
             DriftTest::ChiSquare => "chi-square p_value",
+            DriftTest::ChiSquareTwoSample => "two-sample chi-square p_value",
             DriftTest::ZTest => "Z-test p_value",
             DriftTest::JensenShannon => "Jensen-Shannon distance",
             DriftTest::Wasserstein => "Wasserstein distance (normed)",
@@ -73,7 +82,9 @@ impl DriftTest {
 pub(crate) fn drifted(test: DriftTest, score: f64, threshold: f64) -> bool {
     match test {
         DriftTest::Ks => score <= threshold,
-        DriftTest::ChiSquare | DriftTest::ZTest => score < threshold,
+        DriftTest::ChiSquare | DriftTest::ChiSquareTwoSample | DriftTest::ZTest => {
+            score < threshold
+        }
         _ => score >= threshold,
     }
 }
@@ -384,6 +395,32 @@ pub(crate) fn score(test: DriftTest, r: &Values, c: &Values) -> Result<f64> {
             match stats::chisquare(&obs, &exp) {
                 Some((_, p)) => p,
                 None => 1.0,
+            }
+        }
+        DriftTest::ChiSquareTwoSample => {
+            let (hr, hc) = (counts(r), counts(c));
+            let mut keys: Vec<&String> = hr.keys().chain(hc.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            let (nr, nc) = (r.len() as f64, c.len() as f64);
+            let n = nr + nc;
+            let mut stat = 0.0;
+            for key in &keys {
+                let (a, b) = (
+                    *hr.get(*key).unwrap_or(&0) as f64,
+                    *hc.get(*key).unwrap_or(&0) as f64,
+                );
+                let col = a + b;
+                let (ea, eb) = (nr * col / n, nc * col / n);
+                stat += (a - ea) * (a - ea) / ea + (b - eb) * (b - eb) / eb;
+            }
+            if keys.len() < 2 {
+                1.0
+            } else {
+                use statrs::distribution::ChiSquared;
+                ChiSquared::new((keys.len() - 1) as f64)
+                    .map(|d| d.sf(stat))
+                    .unwrap_or(1.0)
             }
         }
         DriftTest::ZTest => {

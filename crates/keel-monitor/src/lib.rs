@@ -20,14 +20,22 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod detect;
 mod drift;
 pub mod metrics;
+mod policy;
 mod profile;
 pub mod stats;
+pub mod synth;
 
+pub use detect::{Adwin, DecayEvidence, DecayMetric, DecayMonitor, PageHinkley};
 pub use drift::{
     default_kind, default_test, detect_drift, ColumnDrift, ColumnKind, ColumnOptions, DriftOptions,
     DriftReport, DriftTest,
+};
+pub use policy::{
+    decide, drift_summary, Action, AlertSink, CallbackSink, Decision, DecisionLog, GateCheck,
+    GateConfig, GateResult, LabelJoiner, TracingSink,
 };
 pub use profile::{ColumnProfile, CountWindow, Profile, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL};
 
