@@ -8,6 +8,7 @@
 //! keel runs list|show|compare ...          [--registry DIR]
 //! keel models list|show|alias set|alias rollback|alias history ...
 //! keel train --config JOB.toml --data CSV
+//! keel drift --reference CSV --current CSV [--json OUT] [--html OUT]
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +18,7 @@ use keel_gbdt::{GbdtModel, Output, PredictOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
+mod drift_cmd;
 mod ml_cmd;
 mod store_cmd;
 
@@ -49,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         cmd: ml_cmd::ModelsCmd,
     },
+    /// Data drift of a current CSV against a reference CSV (Evidently's preset), as a table,
+    /// JSON and an offline HTML page.
+    Drift(drift_cmd::DriftArgs),
     /// Run a training job described in a TOML file; tracks and registers it.
     Train {
         #[command(flatten)]
@@ -109,6 +114,7 @@ fn main() -> Result<()> {
         Command::Runs { registry, cmd } => ml_cmd::runs(&registry, cmd),
         Command::Models { registry, cmd } => ml_cmd::models(&registry, cmd),
         Command::Train { registry, args } => ml_cmd::train(&registry, args),
+        Command::Drift(args) => drift_cmd::run(args),
     }
 }
 

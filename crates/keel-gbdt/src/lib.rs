@@ -374,7 +374,7 @@ impl GbdtModel {
     ) -> Result<Vec<f64>> {
         let m = &self.inner;
         let f = m.num_features;
-        if rows.len() % f != 0 {
+        if !rows.len().is_multiple_of(f) {
             return Err(GbdtError::Input(
                 "input is not a whole number of rows".into(),
             ));

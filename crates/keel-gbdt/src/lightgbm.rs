@@ -132,11 +132,11 @@ pub(crate) fn load(text: &str) -> Result<Model> {
         let raw = parse_tree(&kv, t, num_features)?;
         b.push_tree(raw, t % per_iter, 1.0)?;
         count += 1;
-        if count % per_iter == 0 {
+        if count.is_multiple_of(per_iter) {
             b.end_iteration();
         }
     }
-    if count % per_iter != 0 {
+    if !count.is_multiple_of(per_iter) {
         return Err(invalid(
             FMT,
             format!("{count} trees is not a multiple of {per_iter} trees per iteration"),

@@ -501,7 +501,7 @@ impl Model {
         out: &mut [f64],
     ) -> Result<()> {
         let stride = self.num_features;
-        if rows.len() % stride != 0 {
+        if !rows.len().is_multiple_of(stride) {
             return Err(GbdtError::Input(format!(
                 "{} values is not a whole number of rows of {stride} features",
                 rows.len()
@@ -541,7 +541,7 @@ impl Model {
         opts: &PredictOptions,
     ) -> Result<Vec<u32>> {
         let stride = self.num_features;
-        if rows.len() % stride != 0 {
+        if !rows.len().is_multiple_of(stride) {
             return Err(GbdtError::Input(
                 "input is not a whole number of rows".into(),
             ));

@@ -249,7 +249,7 @@ pub(crate) fn load_value(doc: &Value) -> Result<Model> {
             .collect::<Result<_>>()?,
         None => {
             let per = outputs * parallel;
-            if trees.len() % per != 0 {
+            if !trees.len().is_multiple_of(per) {
                 return Err(invalid(
                     FMT,
                     format!("{} trees is not a multiple of {per}", trees.len()),

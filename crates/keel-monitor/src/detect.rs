@@ -165,7 +165,7 @@ impl Adwin {
             k += 1;
         }
         self.seen += 1;
-        if self.seen % self.clock != 0 || self.total.n < 10.0 {
+        if !self.seen.is_multiple_of(self.clock) || self.total.n < 10.0 {
             return false;
         }
         let mut cut = false;

@@ -15,8 +15,18 @@
 //! assert!(moved.exact && moved.pvalue < 1e-6);
 //! ```
 //!
-//! Work in progress: reference profiles, windows, decay detectors and the drift report land
-//! with issue 8.
+//! On top of the statistics:
+//! - [`detect_drift`]: Evidently's data-drift preset (test per column by kind, distinct values
+//!   and reference size; thresholds; dataset drift at a share of drifted columns), with
+//!   per-column overrides; [`report`] renders it as JSON or a self-contained HTML page.
+//! - [`Profile`]: bounded-memory, mergeable column profiles (reservoir samples, moments,
+//!   category counts) stored with a model version; [`CountWindow`] cuts current traffic.
+//! - [`DecayMonitor`], [`PageHinkley`], [`Adwin`], [`LabelJoiner`]: performance decay against
+//!   the registered score, change detectors, late labels joined by request id.
+//! - [`decide`], [`GateConfig`], [`DecisionLog`]: decay -> retrain, drift alone -> alert, a
+//!   validation gate for the retrained challenger, every decision recorded and sent to an
+//!   [`AlertSink`].
+//! - [`synth`]: covariate, prior and concept drift generators for tests.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -25,6 +35,7 @@ mod drift;
 pub mod metrics;
 mod policy;
 mod profile;
+pub mod report;
 pub mod stats;
 pub mod synth;
 
@@ -38,6 +49,26 @@ pub use policy::{
     GateConfig, GateResult, LabelJoiner, TracingSink,
 };
 pub use profile::{ColumnProfile, CountWindow, Profile, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL};
+
+#[doc(hidden)]
+/// Entry point shared by the fuzz target and the corpus replay test.
+pub mod fuzzing {
+    use super::{DriftOptions, Profile};
+    use keel_core::envelope::{self, Persisted};
+
+    /// Decodes `data` as a profile (directly and past a valid header) and, when it decodes,
+    /// merges it, updates it and runs drift against itself: errors allowed, panics not.
+    pub fn exercise(data: &[u8]) {
+        for bytes in [data.to_vec(), envelope::wrap(Profile::KIND, 1, data)] {
+            if let Ok(p) = envelope::decode::<Profile>(&bytes) {
+                let _ = p.drift(&p, &DriftOptions::default());
+                let mut q = p.clone();
+                let _ = q.merge(&p);
+                q.update_row(&[("x", keel_core::ValueRef::F64(1.0))]);
+            }
+        }
+    }
+}
 
 /// Errors of keel-monitor.
 #[derive(Debug, thiserror::Error)]

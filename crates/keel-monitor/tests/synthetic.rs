@@ -283,3 +283,49 @@ fn the_gate_checks_margin_guards_and_latency() {
     let worse = gate.evaluate(&y, &good, &noisy, Some(20.0)).unwrap();
     assert!(!worse.passed && !worse.checks[0].passed);
 }
+
+#[test]
+fn reports_render_as_json_and_offline_html() {
+    let r = synth::transactions(800, Shift::None, 21);
+    let c = synth::transactions(600, Shift::Covariate(0.8), 22);
+    let rep = detect_drift(&inputs(&r), &inputs(&c), &DriftOptions::default()).unwrap();
+    let j = keel_monitor::report::to_json(&rep);
+    assert_eq!(j["dataset_drift"], true);
+    assert!(j["share_of_drifted_columns"].as_f64().unwrap() > 0.5);
+    for col in ["amount", "risk", "country"] {
+        for key in ["test", "score", "threshold", "drift"] {
+            assert!(!j["columns"][col][key].is_null(), "{col}.{key}");
+        }
+    }
+    let html = keel_monitor::report::to_html(&rep, &r, &c).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(
+        !html.contains("http://")
+            || html.matches("http://").count()
+                == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
+        "no network resources"
+    );
+    assert!(!html.contains("<script"));
+}
+
+/// Replays `fuzz/corpus/monitor_profile`; `KEEL_BLESS=1` rewrites its seed from a real profile.
+#[test]
+fn profile_corpus_replays() {
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/monitor_profile");
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        let p = Profile::of_frame(&synth::transactions(300, Shift::None, 1), 64, 1);
+        std::fs::write(
+            corpus.join("profile"),
+            keel_core::envelope::encode(&p).unwrap(),
+        )
+        .unwrap();
+    }
+    let mut n = 0;
+    for e in std::fs::read_dir(&corpus).unwrap() {
+        keel_monitor::fuzzing::exercise(&std::fs::read(e.unwrap().path()).unwrap());
+        n += 1;
+    }
+    assert!(n >= 1, "seed corpus missing");
+}

@@ -160,10 +160,10 @@ impl TrainingJob {
         match self.run_tracked(&mut run, data) {
             Ok(mut out) => {
                 let record = run.finish()?;
-                if self.config.register {
-                    out.version = Some(self.register(registry, &record, &out)?);
-                }
                 out.run = record;
+                if self.config.register {
+                    out.version = Some(self.register(registry, &out)?);
+                }
                 Ok(out)
             }
             Err(e) => {
@@ -262,7 +262,10 @@ impl TrainingJob {
         })
     }
 
-    fn register(&self, registry: &Registry, run: &Run, out: &JobOutcome) -> Result<ModelVersion> {
+    /// Registers a finished job's model as a new version (what `run` does when `register` is
+    /// set; the retraining loop calls it only after the validation gate passed).
+    pub fn register(&self, registry: &Registry, out: &JobOutcome) -> Result<ModelVersion> {
+        let run = &out.run;
         let eval = out
             .metrics
             .iter()
@@ -342,7 +345,7 @@ fn split(frame: &Frame, cfg: &JobConfig) -> Result<(Frame, Frame, Frame)> {
     ))
 }
 
-fn labels(frame: &Frame, label: &str) -> Result<Vec<f64>> {
+pub(crate) fn labels(frame: &Frame, label: &str) -> Result<Vec<f64>> {
     let col = frame.column(label)?;
     (0..frame.nrows())
         .map(|i| match col.get_f64(i) {

@@ -41,9 +41,11 @@
 #![deny(unsafe_code)]
 
 mod job;
+mod retrain;
 pub use keel_monitor::metrics;
 
 pub use job::{evaluate, JobConfig, JobOutcome, SplitConfig, TrainingData, TrainingJob};
+pub use retrain::{RetrainLoop, RetrainOutcome, CHAMPION_ALIAS, SHADOW_ALIAS};
 
 /// Errors of keel-train.
 #[derive(Debug, thiserror::Error)]
