@@ -36,6 +36,7 @@ pub mod metrics;
 mod policy;
 mod profile;
 pub mod report;
+mod runtime;
 pub mod stats;
 pub mod synth;
 
@@ -48,7 +49,13 @@ pub use policy::{
     decide, drift_summary, Action, AlertSink, CallbackSink, Decision, DecisionLog, GateCheck,
     GateConfig, GateResult, LabelJoiner, TracingSink,
 };
-pub use profile::{ColumnProfile, CountWindow, Profile, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL};
+pub use profile::{
+    ColumnProfile, CountWindow, Profile, TimeWindow, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL,
+};
+pub use runtime::{
+    DecayRule, LoggedValue, Monitor, MonitorConfig, PredictionRecord, WindowSpec, WindowVerdict,
+    PREDICTION_COLUMN,
+};
 
 #[doc(hidden)]
 /// Entry point shared by the fuzz target and the corpus replay test.

@@ -463,3 +463,57 @@ impl CountWindow {
         &self.current
     }
 }
+
+/// A window of current traffic by time: rows whose timestamp falls in
+/// `[start, start + width_ms)`; the first row at or after the end closes it.
+#[derive(Debug, Clone)]
+pub struct TimeWindow {
+    template: Vec<(String, ColumnKind)>,
+    width_ms: i64,
+    sample: usize,
+    seed: u64,
+    start_ms: Option<i64>,
+    current: Profile,
+}
+
+impl TimeWindow {
+    /// Windows of `width_ms` over the given columns.
+    pub fn new(
+        columns: Vec<(String, ColumnKind)>,
+        width_ms: i64,
+        sample: usize,
+        seed: u64,
+    ) -> Self {
+        let current = Profile::new(&columns, sample, seed);
+        TimeWindow {
+            template: columns,
+            width_ms: width_ms.max(1),
+            sample,
+            seed,
+            start_ms: None,
+            current,
+        }
+    }
+
+    /// Adds a row seen at `at_ms`; returns `(window start, profile)` of the window this row
+    /// closed. Rows older than the open window are counted in it (late arrivals).
+    pub fn push(&mut self, at_ms: i64, row: &[(&str, ValueRef<'_>)]) -> Option<(i64, Profile)> {
+        let start = *self.start_ms.get_or_insert(at_ms);
+        let mut closed = None;
+        if at_ms >= start.saturating_add(self.width_ms) && self.current.rows() > 0 {
+            self.seed = self.seed.wrapping_add(1);
+            let next = Profile::new(&self.template, self.sample, self.seed);
+            closed = Some((start, std::mem::replace(&mut self.current, next)));
+            // Align the next window on the grid of width_ms from the first start.
+            let k = (at_ms - start) / self.width_ms;
+            self.start_ms = Some(start + k * self.width_ms);
+        }
+        self.current.update_row(row);
+        closed
+    }
+
+    /// The window being filled.
+    pub fn current(&self) -> &Profile {
+        &self.current
+    }
+}

@@ -329,3 +329,113 @@ fn profile_corpus_replays() {
     }
     assert!(n >= 1, "seed corpus missing");
 }
+
+fn records(f: &keel_core::Frame, start: usize, t0: i64) -> Vec<keel_monitor::PredictionRecord> {
+    use keel_monitor::{LoggedValue, PredictionRecord};
+    let s = scores(f);
+    (0..f.nrows())
+        .map(|i| PredictionRecord {
+            request_id: format!("r{}", start + i),
+            at_ms: t0 + i as i64 * 1000,
+            model_version: 1,
+            route: "champion".into(),
+            inputs: vec![
+                (
+                    "amount".into(),
+                    LoggedValue::Num(f.column("amount").unwrap().get_f64(i).unwrap()),
+                ),
+                (
+                    "risk".into(),
+                    LoggedValue::Num(f.column("risk").unwrap().get_f64(i).unwrap()),
+                ),
+                (
+                    "country".into(),
+                    match f.column("country").unwrap().get(i) {
+                        ValueRef::Str(s) => LoggedValue::Label(s.to_string()),
+                        _ => LoggedValue::Null,
+                    },
+                ),
+            ],
+            score: s[i],
+        })
+        .collect()
+}
+
+#[test]
+fn the_runtime_monitor_alerts_on_covariate_drift_and_retrains_on_decay() {
+    use keel_monitor::{DecayRule, Monitor, MonitorConfig, WindowSpec, PREDICTION_COLUMN};
+    let reference = synth::transactions(900, Shift::None, 31);
+    let mut cols: Vec<(String, keel_monitor::ColumnKind)> = ["amount", "risk"]
+        .iter()
+        .map(|c| (c.to_string(), keel_monitor::ColumnKind::Numerical))
+        .collect();
+    cols.push(("country".into(), keel_monitor::ColumnKind::Categorical));
+    cols.push((
+        PREDICTION_COLUMN.into(),
+        keel_monitor::ColumnKind::Numerical,
+    ));
+    let mut profile = Profile::new(&cols, 5000, 1);
+    for r in records(&reference, 0, 0) {
+        let mut row: Vec<(&str, ValueRef<'_>)> = r
+            .inputs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    match v {
+                        keel_monitor::LoggedValue::Num(x) => ValueRef::F64(*x),
+                        keel_monitor::LoggedValue::Label(s) => ValueRef::Str(s),
+                        keel_monitor::LoggedValue::Null => ValueRef::Null,
+                    },
+                )
+            })
+            .collect();
+        row.push((PREDICTION_COLUMN, ValueRef::F64(r.score)));
+        profile.update_row(&row);
+    }
+    let baseline =
+        keel_monitor::metrics::roc_auc(&labels(&reference), &scores(&reference)).unwrap();
+    let log = Arc::new(DecisionLog::default());
+    let cfg = MonitorConfig {
+        window: WindowSpec::Time(600_000),
+        decay: Some(DecayRule {
+            metric: DecayMetric::Auc,
+            baseline,
+            threshold: 0.05,
+            window: 2000,
+            min_samples: 300,
+        }),
+        ..MonitorConfig::default()
+    };
+    let mut m = Monitor::new(profile, cfg, log.clone()).unwrap();
+    // 10 minutes of covariate-shifted traffic, labels come back: drift, no decay -> alert.
+    let shifted = synth::transactions(601, Shift::Covariate(0.8), 32);
+    let mut verdicts = vec![];
+    for (i, r) in records(&shifted, 0, 0).iter().enumerate() {
+        if let Some(v) = m.observe(r).unwrap() {
+            verdicts.push(v);
+        }
+        m.label(&r.request_id, labels(&shifted)[i]);
+    }
+    assert_eq!(verdicts.len(), 1, "one 10-minute window closed");
+    assert_eq!(
+        verdicts[0].decision.action,
+        Action::Alert,
+        "{}",
+        verdicts[0].decision.reason
+    );
+    // Then concept drift: the next window closes with decayed performance -> retrain.
+    let concept = synth::transactions(1201, Shift::Concept(1.0), 33);
+    let t0 = 601 * 1000;
+    let mut last = None;
+    for (i, r) in records(&concept, 10_000, t0).iter().enumerate() {
+        if let Some(v) = m.observe(r).unwrap() {
+            last = Some(v);
+        }
+        m.label(&r.request_id, labels(&concept)[i]);
+    }
+    let v = last.expect("a window closed");
+    assert_eq!(v.decision.action, Action::Retrain, "{}", v.decision.reason);
+    assert_eq!(m.joiner().orphans, 0);
+    assert!(log.decisions().len() >= 2);
+}

@@ -123,6 +123,9 @@ pub struct JobOutcome {
     pub pipeline: FittedPipeline,
     /// The model, scored in pure Rust.
     pub model: GbdtModel,
+    /// The monitoring reference profile: training inputs plus the model's prediction
+    /// distribution (column `keel_monitor::PREDICTION_COLUMN`); stored as `reference`.
+    pub reference: keel_monitor::Profile,
     /// The model in keel's envelope (what the registry stores as `model`).
     pub model_bytes: Vec<u8>,
     /// LightGBM's text form of the model.
@@ -247,6 +250,7 @@ impl TrainingJob {
             }
         }
         run.log_metrics(scores.iter().map(|(k, v)| (k.as_str(), *v)), 0)?;
+        let reference = reference_profile(&pipeline, &model, &train, cfg.seed)?;
         let model_bytes = model.to_bytes()?;
         run.log_artifact("model.txt", trained.lightgbm_text.as_bytes())?;
         run.log_artifact("pipeline.bin", &pipeline.to_bytes()?)?;
@@ -257,6 +261,7 @@ impl TrainingJob {
             data_hash,
             pipeline,
             model,
+            reference,
             model_bytes,
             lightgbm_text: trained.lightgbm_text,
         })
@@ -287,6 +292,10 @@ impl TrainingJob {
                     out.lightgbm_text.as_bytes().to_vec(),
                 ),
                 ("pipeline".to_string(), out.pipeline.to_bytes()?),
+                (
+                    "reference".to_string(),
+                    keel_core::envelope::encode(&out.reference).map_err(keel_core::Error::from)?,
+                ),
             ]),
             meta: ModelMeta {
                 flavor: "gbdt".into(),
@@ -369,6 +378,35 @@ fn with_label(features: &Frame, src: &Frame, label: &str) -> Result<Frame> {
     fields.push(Field::new(label, keel_core::DType::F64));
     cols.push(Column::F64(y.into()));
     Ok(Frame::new(fields, cols)?)
+}
+
+/// The reference profile of the training rows: the pipeline's raw inputs and the first model
+/// output.
+fn reference_profile(
+    pipeline: &FittedPipeline,
+    model: &GbdtModel,
+    train: &Frame,
+    seed: u64,
+) -> Result<keel_monitor::Profile> {
+    use keel_monitor::{default_kind, ColumnKind, Profile, DEFAULT_SAMPLE, PREDICTION_COLUMN};
+    let fields = pipeline.input_schema().fields();
+    let mut cols: Vec<(String, ColumnKind)> = fields
+        .iter()
+        .map(|f| (f.name.clone(), default_kind(f.dtype)))
+        .collect();
+    cols.push((PREDICTION_COLUMN.to_string(), ColumnKind::Numerical));
+    let mut profile = Profile::new(&cols, DEFAULT_SAMPLE, seed);
+    let x = pipeline.transform(train)?;
+    let k = model.num_outputs();
+    let p = model.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?;
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let inputs = train.select(&names)?;
+    let mut out_fields = inputs.schema().fields().to_vec();
+    let mut out_cols = inputs.columns().to_vec();
+    out_fields.push(Field::new(PREDICTION_COLUMN, keel_core::DType::F64));
+    out_cols.push(Column::F64(p.iter().step_by(k.max(1)).copied().collect()));
+    profile.update_frame(&Frame::new(out_fields, out_cols)?);
+    Ok(profile)
 }
 
 /// Scores for an objective: binary -> auc, pr_auc, logloss, accuracy; multiclass -> logloss,

@@ -116,6 +116,12 @@ fn a_job_is_tracked_registered_and_servable_from_the_bundle() {
 
     // Serving side: only the bundle, no fitting.
     let loaded = reg.load("fraud", 1).unwrap();
+    let reference: keel_monitor::Profile =
+        keel_core::envelope::decode(loaded.file("reference").unwrap()).unwrap();
+    assert_eq!(reference.rows(), 1800);
+    let pred = reference.column(keel_monitor::PREDICTION_COLUMN).unwrap();
+    assert_eq!(pred.count(), 1800);
+    assert!(pred.mean().unwrap() > 0.0 && pred.mean().unwrap() < 1.0);
     let pipeline = FittedPipeline::from_bytes(loaded.file("pipeline").unwrap()).unwrap();
     let model = keel_gbdt::GbdtModel::from_bytes(loaded.file("model").unwrap()).unwrap();
     let x = pipeline.transform(&data).unwrap();
