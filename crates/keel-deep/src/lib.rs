@@ -1,1 +1,171 @@
-//! keel-deep (work in progress).
+//! # keel-deep
+//!
+//! Deep models for tabular data, trained and served in pure Rust on `candle-core`/`candle-nn`.
+//!
+//! - [`MlpConfig`]: a serialisable tabular MLP (numeric inputs, embedded categoricals with an
+//!   unknown bucket, hidden blocks with optional layer norm, dropout and residuals; binary,
+//!   multiclass or regression head).
+//! - [`train()`]: AdamW or SGD, warm-up then cosine learning rate, gradient clipping, early
+//!   stopping (best weights kept), class weights, seeded shuffling, initialisation and dropout;
+//!   bit-identical weights for the same data, config and seed; a progress callback per epoch.
+//! - Artifacts: weights in safetensors with PyTorch-style names, config and metadata in the
+//!   core envelope ([`Mlp::to_parts`] / [`Mlp::from_parts`]); missing tensors, other dtypes and
+//!   wrong shapes are typed errors.
+//! - Inference: [`Mlp::predict_batch`] through candle, [`Mlp::predict_one`] on a packed copy of
+//!   the weights that never enters a thread pool. The model is `Send + Sync`.
+//!
+//! ```
+//! use keel_deep::{train, Dataset, Head, MlpConfig, OptimizerConfig, TrainConfig};
+//!
+//! # fn main() -> Result<(), keel_deep::DeepError> {
+//! // y = 1 when x0 + x1 > 1.
+//! let rows = 256;
+//! let numeric: Vec<f32> = (0..rows * 2).map(|i| ((i * 37) % 101) as f32 / 100.0).collect();
+//! let targets = (0..rows).map(|r| f32::from(u8::from(numeric[2 * r] + numeric[2 * r + 1] > 1.0))).collect();
+//! let data = Dataset { numeric, codes: vec![], targets, rows };
+//! let cfg = MlpConfig { numeric: 2, embeddings: vec![], hidden: vec![16], layer_norm: false,
+//!                       residual: false, dropout: 0.0, head: Head::Binary };
+//! let tc = TrainConfig { optimizer: OptimizerConfig::AdamW { lr: 0.05, weight_decay: 0.0 },
+//!                        epochs: 30, batch_size: 32, warmup_steps: 10, clip_norm: Some(5.0),
+//!                        early_stopping: None, class_weights: None, seed: 7 };
+//! let (model, report) = train(cfg, &tc, &data, None, &mut |_| {})?;
+//! assert!(report.epochs.last().unwrap().train_loss < 0.3);
+//! let mut p = [0.0f32];
+//! model.predict_one(&[0.9, 0.8], &[], &mut p)?;
+//! assert!(p[0] > 0.5);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Work in progress (issue 4): the sequence encoder, the CNN, PyTorch and ONNX parity fixtures
+//! and the latency harness against onnxruntime.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod artifact;
+mod config;
+mod fast;
+mod model;
+mod rng;
+mod train;
+
+pub use artifact::{Manifest, MAX_WEIGHTS};
+pub use config::{
+    EarlyStopping, EmbeddingSpec, Head, MlpConfig, OptimizerConfig, TrainConfig, MAX_LAYERS,
+    MAX_WIDTH,
+};
+pub use model::{Mlp, LN_EPS};
+pub use rng::Rng;
+pub use train::{train, Dataset, EpochReport, TrainReport};
+
+/// Errors of keel-deep.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeepError {
+    /// A config is invalid or out of bounds.
+    #[error("config: {0}")]
+    Config(String),
+    /// Inputs have the wrong size.
+    #[error("shape: {0}")]
+    Shape(String),
+    /// Training data is invalid.
+    #[error("data: {0}")]
+    Data(String),
+    /// A weights file cannot be read.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// A tensor the model needs is absent from the weights.
+    #[error("weights: missing tensor `{0}`")]
+    MissingTensor(String),
+    /// A tensor has another dtype than f32.
+    #[error("weights: tensor `{name}` is {found}, expected F32")]
+    WrongDtype {
+        /// Tensor name.
+        name: String,
+        /// Its dtype.
+        found: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("weights: tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    WrongShape {
+        /// Tensor name.
+        name: String,
+        /// Expected shape.
+        expected: Vec<usize>,
+        /// Shape found.
+        found: Vec<usize>,
+    },
+    /// candle failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The envelope failed.
+    #[error(transparent)]
+    Envelope(#[from] keel_core::EnvelopeError),
+    /// JSON failed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+#[doc(hidden)]
+/// Entry point shared by the fuzz target and the corpus replay test.
+pub mod fuzzing {
+    use super::{Manifest, Mlp, MlpConfig};
+    use keel_core::envelope::{self, Persisted};
+
+    /// Splits `data` at its first byte's position into a manifest and weights, and tries every
+    /// decoder: manifest (direct and past a valid header), config JSON, weights for a small
+    /// fixed config. Errors allowed, panics not; a model that loads must score.
+    pub fn exercise(data: &[u8]) {
+        let cut = data.first().map_or(0, |b| (*b as usize).min(data.len()));
+        let (a, b) = data.split_at(cut);
+        for m in [a.to_vec(), envelope::wrap(Manifest::KIND, 1, a)] {
+            if let Ok((model, _)) = Mlp::from_parts(&m, b) {
+                score(&model);
+            }
+        }
+        if let Ok(cfg) = serde_json::from_slice::<MlpConfig>(data) {
+            if let Ok(model) = Mlp::new(cfg, 0) {
+                score(&model);
+            }
+        }
+        let small = MlpConfig {
+            numeric: 2,
+            embeddings: vec![super::EmbeddingSpec {
+                cardinality: 3,
+                dim: 2,
+            }],
+            hidden: vec![4],
+            layer_norm: true,
+            residual: false,
+            dropout: 0.0,
+            head: super::Head::Binary,
+        };
+        if let Ok(model) = Mlp::from_safetensors(small, data) {
+            score(&model);
+        }
+    }
+
+    fn score(m: &Mlp) {
+        let c = m.config();
+        if c.input_width() > 4096 || c.hidden.iter().any(|h| *h > 4096) {
+            return;
+        }
+        let num = vec![0.5; c.numeric];
+        let codes = vec![1; c.embeddings.len()];
+        let mut out = vec![0.0; m.outputs()];
+        m.predict_one(&num, &codes, &mut out)
+            .expect("a loaded model scores");
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = DeepError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_is_send_sync() {
+        fn assert<T: Send + Sync>() {}
+        assert::<super::Mlp>();
+    }
+}
