@@ -1,0 +1,788 @@
+//! `Deployment`: champion answers, a challenger shadows or takes a canary slice, promotion only
+//! through gates (or a recorded override), atomic rollback, state in the registry's aliases.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use keel_core::{Clock, SystemClock, ValueRef};
+use keel_monitor::{LoggedValue, PredictionRecord};
+use keel_registry::Registry;
+use keel_store::{Status, Store, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::predictor::ServedModel;
+use crate::{Result, ServeError};
+
+/// Registry alias of the model answering traffic.
+pub const CHAMPION: &str = "champion";
+/// Registry alias of a challenger in shadow.
+pub const SHADOW: &str = "shadow";
+/// Registry alias of a challenger taking a canary slice.
+pub const CANARY: &str = "canary";
+
+/// One prediction request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Caller's id (labels join on it); generated when empty.
+    pub request_id: String,
+    /// Entity key for the feature-service lookup (empty: no lookup).
+    pub entity: Vec<Value>,
+    /// Request-time features by name (they win over stored ones).
+    pub features: Vec<(String, Value)>,
+    /// Canary routing key (sticky); the request id when absent.
+    pub routing_key: Option<String>,
+}
+
+/// Which model answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// The champion.
+    Champion,
+    /// The challenger, on the canary slice.
+    Canary,
+    /// The challenger in shadow (never answers; metrics only).
+    Shadow,
+}
+
+impl Route {
+    fn as_str(self) -> &'static str {
+        match self {
+            Route::Champion => "champion",
+            Route::Canary => "canary",
+            Route::Shadow => "shadow",
+        }
+    }
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The request id.
+    pub request_id: String,
+    /// Model outputs (probability, class probabilities or value).
+    pub scores: Vec<f64>,
+    /// Registry version that answered.
+    pub model_version: u32,
+    /// Route taken.
+    pub route: Route,
+    /// Age of the oldest stored feature used, ms (`None` without a store lookup).
+    pub freshness_ms: Option<i64>,
+    /// Stored features that were missing or expired.
+    pub missing_features: usize,
+}
+
+/// Where the challenger is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Mirrored traffic, off the critical path.
+    Shadow,
+    /// Answers `percent` % of routing keys.
+    Canary {
+        /// Share of traffic in percent.
+        percent: f64,
+    },
+}
+
+/// Deployment settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentConfig {
+    /// Shadow queue capacity; beyond it mirrored requests are dropped (and counted).
+    pub shadow_queue: usize,
+    /// Scores within this absolute difference agree (binary: same side of 0.5 also agrees).
+    pub agreement_tolerance: f64,
+    /// Canary share when a challenger is promoted to canary.
+    pub canary_percent: f64,
+    /// Prediction-log capacity (oldest entries dropped).
+    pub log_capacity: usize,
+    /// Share of requests logged, by a hash of the request id.
+    pub log_sample_rate: f64,
+}
+
+impl Default for DeploymentConfig {
+    fn default() -> Self {
+        DeploymentConfig {
+            shadow_queue: 1024,
+            agreement_tolerance: 0.05,
+            canary_percent: 10.0,
+            log_capacity: 100_000,
+            log_sample_rate: 1.0,
+        }
+    }
+}
+
+/// Evidence a shadow challenger needs to move to canary.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ShadowGate {
+    /// Compared requests at least.
+    pub min_samples: u64,
+    /// Agreement rate at least.
+    pub min_agreement: f64,
+    /// Mean absolute score difference at most.
+    pub max_mean_diff: f64,
+}
+
+/// Evidence a canary challenger needs to become champion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CanaryGate {
+    /// Canary requests at least.
+    pub min_samples: u64,
+    /// Canary p99 latency at most, microseconds.
+    pub max_p99_us: f64,
+    /// Canary error rate at most.
+    pub max_error_rate: f64,
+    /// When labels are in: challenger metric not worse than the champion's by more than this
+    /// (higher-is-better metric such as AUC).
+    pub metric_margin: f64,
+    /// Refuse promotion without label evidence.
+    pub require_labels: bool,
+}
+
+/// Labelled comparison of champion and challenger on the same window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelEvidence {
+    /// Champion's metric (higher is better).
+    pub champion: f64,
+    /// Challenger's metric.
+    pub challenger: f64,
+}
+
+struct State {
+    champion: ServedModel,
+    challenger: Option<(ServedModel, Stage)>,
+}
+
+struct Hist(Mutex<Histogram<u64>>);
+
+impl Hist {
+    fn new() -> Hist {
+        Hist(Mutex::new(
+            Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+        ))
+    }
+    fn record(&self, v: u64) {
+        let mut h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = h.record(v.clamp(1, 60_000_000_000));
+    }
+    fn quantile(&self, q: f64) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .value_at_quantile(q)
+    }
+    fn len(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Shadow comparison statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ShadowStats {
+    /// Requests scored by both.
+    pub compared: u64,
+    /// Of which agreed.
+    pub agreed: u64,
+    /// Mirrored requests dropped because the queue was full.
+    pub dropped: u64,
+    /// Challenger errors in shadow.
+    pub errors: u64,
+    /// Mean absolute score difference.
+    pub mean_abs_diff: f64,
+    /// p99 of the absolute score difference.
+    pub p99_abs_diff: f64,
+    /// Challenger p99 latency in shadow, microseconds.
+    pub p99_us: f64,
+}
+
+struct Shadow {
+    compared: AtomicU64,
+    agreed: AtomicU64,
+    dropped: AtomicU64,
+    errors: AtomicU64,
+    diff_sum_micro: AtomicU64,
+    diff: Hist,
+    latency: Hist,
+}
+
+impl Shadow {
+    fn new() -> Shadow {
+        Shadow {
+            compared: AtomicU64::new(0),
+            agreed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            diff_sum_micro: AtomicU64::new(0),
+            diff: Hist::new(),
+            latency: Hist::new(),
+        }
+    }
+}
+
+struct ShadowJob {
+    model: ServedModel,
+    inputs: Vec<Value>,
+    champion: Vec<f64>,
+}
+
+type Key = (u32, Route);
+
+/// A model deployment: see the module docs. `Send + Sync`; share it across request threads.
+pub struct Deployment {
+    name: String,
+    registry: Registry,
+    store: Option<(Arc<Store>, String)>,
+    clock: Arc<dyn Clock>,
+    cfg: DeploymentConfig,
+    state: RwLock<Arc<State>>,
+    latency: RwLock<BTreeMap<Key, Arc<(Hist, Counters)>>>,
+    shadow: Arc<Shadow>,
+    shadow_tx: Mutex<Option<SyncSender<ShadowJob>>>,
+    log: Mutex<VecDeque<PredictionRecord>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash for canary routing and log sampling.
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn value_ref(v: &Value) -> ValueRef<'_> {
+    match v {
+        Value::Null => ValueRef::Null,
+        Value::F64(x) => ValueRef::F64(*x),
+        Value::I64(x) => ValueRef::I64(*x),
+        Value::Bool(b) => ValueRef::Bool(*b),
+        Value::Str(s) => ValueRef::Str(s),
+        _ => ValueRef::Null,
+    }
+}
+
+fn logged(v: &Value) -> LoggedValue {
+    match v {
+        Value::Null => LoggedValue::Null,
+        Value::F64(x) => LoggedValue::Num(*x),
+        Value::I64(x) => LoggedValue::Num(*x as f64),
+        Value::Bool(b) => LoggedValue::Num(f64::from(u8::from(*b))),
+        Value::Str(s) => LoggedValue::Label(s.clone()),
+        _ => LoggedValue::Null,
+    }
+}
+
+impl Deployment {
+    /// Opens the deployment of `name` as the registry's aliases describe it (`champion`
+    /// required; `shadow` or `canary` when set), so a restarted service comes back as it was.
+    /// With `store = Some((store, service))`, requests look their entity up in that feature
+    /// service.
+    pub fn from_registry(
+        registry: Registry,
+        name: &str,
+        store: Option<(Arc<Store>, String)>,
+        cfg: DeploymentConfig,
+    ) -> Result<Deployment> {
+        let champion = ServedModel::from_bundle(&registry.load_alias(name, CHAMPION)?)?;
+        let challenger = if let Some(v) = registry.alias(name, CANARY)? {
+            Some((
+                ServedModel::from_bundle(&registry.load(name, v)?)?,
+                Stage::Canary {
+                    percent: cfg.canary_percent,
+                },
+            ))
+        } else if let Some(v) = registry.alias(name, SHADOW)? {
+            Some((
+                ServedModel::from_bundle(&registry.load(name, v)?)?,
+                Stage::Shadow,
+            ))
+        } else {
+            None
+        };
+        Ok(Deployment {
+            name: name.to_string(),
+            registry,
+            store,
+            clock: Arc::new(SystemClock),
+            cfg,
+            state: RwLock::new(Arc::new(State {
+                champion,
+                challenger,
+            })),
+            latency: RwLock::new(BTreeMap::new()),
+            shadow: Arc::new(Shadow::new()),
+            shadow_tx: Mutex::new(None),
+            log: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Replaces the clock (freshness and log timestamps).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Deployment {
+        self.clock = clock;
+        self
+    }
+
+    fn state(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn swap(&self, s: State) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+    }
+
+    /// The versions serving: `(champion, challenger and its stage)`.
+    pub fn versions(&self) -> (u32, Option<(u32, Stage)>) {
+        let s = self.state();
+        (
+            s.champion.version,
+            s.challenger.as_ref().map(|(m, st)| (m.version, *st)),
+        )
+    }
+
+    /// Assembles the raw inputs of `model`'s pipeline for a request: request-time features
+    /// first, then the feature service's stored values.
+    fn inputs(
+        &self,
+        model: &ServedModel,
+        req: &Request,
+    ) -> Result<(Vec<Value>, Option<i64>, usize)> {
+        let mut stored: Vec<(String, Value, Option<i64>, Status)> = Vec::new();
+        if let (Some((store, service)), false) = (&self.store, req.entity.is_empty()) {
+            let r = store.get_online(service, std::slice::from_ref(&req.entity))?;
+            if let Some(row) = r.values.first() {
+                for (f, v) in r.features.iter().zip(row) {
+                    stored.push((f.feature.clone(), v.value.clone(), v.event_ms, v.status));
+                }
+            }
+        }
+        let now = self.clock.now_ms();
+        let mut oldest: Option<i64> = None;
+        let mut missing = 0;
+        let mut out = Vec::with_capacity(model.pipeline.input_schema().len());
+        for f in model.pipeline.input_schema().fields() {
+            if let Some((_, v)) = req.features.iter().find(|(n, _)| *n == f.name) {
+                out.push(v.clone());
+            } else if let Some((_, v, ev, st)) = stored.iter().find(|(n, ..)| *n == f.name) {
+                if *st == Status::Present {
+                    if let Some(e) = ev {
+                        oldest = Some(oldest.map_or(*e, |o: i64| o.min(*e)));
+                    }
+                } else {
+                    missing += 1;
+                }
+                out.push(v.clone());
+            } else {
+                out.push(Value::Null);
+            }
+        }
+        let freshness = (!stored.is_empty()).then(|| oldest.map_or(0, |o| now - o));
+        Ok((out, freshness, missing))
+    }
+
+    fn metrics_for(&self, key: Key) -> Arc<(Hist, Counters)> {
+        if let Some(m) = self
+            .latency
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return m.clone();
+        }
+        self.latency
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert_with(|| Arc::new((Hist::new(), Counters::default())))
+            .clone()
+    }
+
+    /// Answers a request: champion (or the challenger on the canary slice); mirrors it to a
+    /// shadow challenger off the critical path; logs a sample.
+    pub fn predict(&self, mut req: Request) -> Result<Response> {
+        let t0 = Instant::now();
+        if req.request_id.is_empty() {
+            req.request_id = format!(
+                "{}-{}",
+                self.name,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            );
+        }
+        let state = self.state();
+        let route = match &state.challenger {
+            Some((_, Stage::Canary { percent })) => {
+                let key = req.routing_key.as_deref().unwrap_or(&req.request_id);
+                if (fnv1a(key) % 10_000) as f64 / 100.0 < *percent {
+                    Route::Canary
+                } else {
+                    Route::Champion
+                }
+            }
+            _ => Route::Champion,
+        };
+        let model = match (route, &state.challenger) {
+            (Route::Canary, Some((m, _))) => m,
+            _ => &state.champion,
+        };
+        let metrics = self.metrics_for((model.version, route));
+        metrics.1.requests.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .inputs(model, &req)
+            .and_then(|(inputs, fresh, missing)| {
+                let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
+                let scores = model.score(&refs)?;
+                Ok((inputs, scores, fresh, missing))
+            });
+        let (inputs, scores, freshness_ms, missing) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                metrics.1.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        metrics.0.record(t0.elapsed().as_nanos() as u64);
+        if let Some((challenger, Stage::Shadow)) = &state.challenger {
+            self.mirror(ShadowJob {
+                model: challenger.clone(),
+                inputs: inputs.clone(),
+                champion: scores.clone(),
+            });
+        }
+        if self.cfg.log_sample_rate > 0.0
+            && (fnv1a(&req.request_id) % 1_000_000) as f64 / 1e6 < self.cfg.log_sample_rate
+        {
+            let names = model.pipeline.input_schema().names();
+            let rec = PredictionRecord {
+                request_id: req.request_id.clone(),
+                at_ms: self.clock.now_ms(),
+                model_version: model.version,
+                route: route.as_str().into(),
+                inputs: names
+                    .zip(&inputs)
+                    .map(|(n, v)| (n.to_string(), logged(v)))
+                    .collect(),
+                score: scores.first().copied().unwrap_or(f64::NAN),
+            };
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            if log.len() >= self.cfg.log_capacity.max(1) {
+                log.pop_front();
+            }
+            log.push_back(rec);
+        }
+        Ok(Response {
+            request_id: req.request_id,
+            scores,
+            model_version: model.version,
+            route,
+            freshness_ms,
+            missing_features: missing,
+        })
+    }
+
+    fn mirror(&self, job: ShadowJob) {
+        let mut tx = self.shadow_tx.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.is_none() {
+            let (s, r) = sync_channel::<ShadowJob>(self.cfg.shadow_queue.max(1));
+            let stats = self.shadow.clone();
+            let tol = self.cfg.agreement_tolerance;
+            std::thread::Builder::new()
+                .name("keel-shadow".into())
+                .spawn(move || {
+                    for job in r {
+                        let t = Instant::now();
+                        let refs: Vec<ValueRef<'_>> = job.inputs.iter().map(value_ref).collect();
+                        match job.model.score(&refs) {
+                            Ok(s) => {
+                                stats.latency.record(t.elapsed().as_nanos() as u64);
+                                let d = s
+                                    .iter()
+                                    .zip(&job.champion)
+                                    .map(|(a, b)| (a - b).abs())
+                                    .fold(0.0, f64::max);
+                                let same_side =
+                                    s.len() == 1 && (s[0] >= 0.5) == (job.champion[0] >= 0.5);
+                                stats.compared.fetch_add(1, Ordering::Relaxed);
+                                if d <= tol || same_side {
+                                    stats.agreed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                let micro = (d * 1e6).round().min(6e10) as u64;
+                                stats.diff_sum_micro.fetch_add(micro, Ordering::Relaxed);
+                                stats.diff.record(micro.max(1));
+                            }
+                            Err(_) => {
+                                stats.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+                .ok();
+            *tx = Some(s);
+        }
+        if let Some(s) = tx.as_ref() {
+            match s.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.shadow.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Shadow statistics so far.
+    pub fn shadow_stats(&self) -> ShadowStats {
+        let s = &self.shadow;
+        let compared = s.compared.load(Ordering::Relaxed);
+        ShadowStats {
+            compared,
+            agreed: s.agreed.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            mean_abs_diff: if compared == 0 {
+                0.0
+            } else {
+                s.diff_sum_micro.load(Ordering::Relaxed) as f64 / 1e6 / compared as f64
+            },
+            p99_abs_diff: if s.diff.len() == 0 {
+                0.0
+            } else {
+                s.diff.quantile(0.99) as f64 / 1e6
+            },
+            p99_us: s.latency.quantile(0.99) as f64 / 1e3,
+        }
+    }
+
+    /// `(requests, errors, p50 us, p99 us)` of a version on a route.
+    pub fn route_stats(&self, version: u32, route: Route) -> (u64, u64, f64, f64) {
+        let m = self.metrics_for((version, route));
+        (
+            m.1.requests.load(Ordering::Relaxed),
+            m.1.errors.load(Ordering::Relaxed),
+            m.0.quantile(0.5) as f64 / 1e3,
+            m.0.quantile(0.99) as f64 / 1e3,
+        )
+    }
+
+    /// Takes the logged predictions (oldest first), e.g. for a `keel_monitor::Monitor`.
+    pub fn drain_log(&self) -> Vec<PredictionRecord> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    /// Prometheus text exposition of counters and latency quantiles per version and route.
+    pub fn prometheus(&self) -> String {
+        let mut s = String::new();
+        s.push_str("# TYPE keel_requests_total counter\n# TYPE keel_errors_total counter\n# TYPE keel_latency_seconds summary\n");
+        let map = self.latency.read().unwrap_or_else(|p| p.into_inner());
+        for ((v, r), m) in map.iter() {
+            let l = format!(
+                "model=\"{}\",version=\"{v}\",route=\"{}\"",
+                self.name,
+                r.as_str()
+            );
+            s.push_str(&format!(
+                "keel_requests_total{{{l}}} {}\nkeel_errors_total{{{l}}} {}\n",
+                m.1.requests.load(Ordering::Relaxed),
+                m.1.errors.load(Ordering::Relaxed)
+            ));
+            for q in [0.5, 0.99, 0.999] {
+                s.push_str(&format!(
+                    "keel_latency_seconds{{{l},quantile=\"{q}\"}} {:e}\n",
+                    m.0.quantile(q) as f64 / 1e9
+                ));
+            }
+        }
+        let sh = self.shadow_stats();
+        s.push_str(&format!(
+            "# TYPE keel_shadow_compared_total counter\nkeel_shadow_compared_total{{model=\"{0}\"}} {1}\n# TYPE keel_shadow_dropped_total counter\nkeel_shadow_dropped_total{{model=\"{0}\"}} {2}\n# TYPE keel_shadow_agreement gauge\nkeel_shadow_agreement{{model=\"{0}\"}} {3}\n",
+            self.name,
+            sh.compared,
+            sh.dropped,
+            if sh.compared == 0 { 0.0 } else { sh.agreed as f64 / sh.compared as f64 }
+        ));
+        s
+    }
+
+    /// Puts registered version `version` in shadow beside the champion (alias `shadow`).
+    pub fn start_shadow(&self, version: u32, reason: &str) -> Result<()> {
+        let m = ServedModel::from_bundle(&self.registry.load(&self.name, version)?)?;
+        self.registry
+            .set_alias(&self.name, SHADOW, version, reason)?;
+        let s = self.state();
+        self.swap(State {
+            champion: s.champion.clone(),
+            challenger: Some((m, Stage::Shadow)),
+        });
+        Ok(())
+    }
+
+    /// Shadow -> canary through `gate`, or with `override_reason` (recorded in the audit).
+    pub fn promote_to_canary(
+        &self,
+        gate: &ShadowGate,
+        override_reason: Option<&str>,
+    ) -> Result<()> {
+        let s = self.state();
+        let Some((m, Stage::Shadow)) = &s.challenger else {
+            return Err(ServeError::Stage("no challenger in shadow".into()));
+        };
+        let st = self.shadow_stats();
+        let agreement = if st.compared == 0 {
+            0.0
+        } else {
+            st.agreed as f64 / st.compared as f64
+        };
+        let mut failed = Vec::new();
+        if st.compared < gate.min_samples {
+            failed.push(format!("{} compared < {}", st.compared, gate.min_samples));
+        }
+        if agreement < gate.min_agreement {
+            failed.push(format!("agreement {agreement:.4} < {}", gate.min_agreement));
+        }
+        if st.mean_abs_diff > gate.max_mean_diff {
+            failed.push(format!(
+                "mean |diff| {:.4} > {}",
+                st.mean_abs_diff, gate.max_mean_diff
+            ));
+        }
+        let reason = self.gate_reason("shadow -> canary", &failed, override_reason)?;
+        self.registry
+            .set_alias(&self.name, CANARY, m.version, &reason)?;
+        self.registry
+            .remove_alias(&self.name, SHADOW, "moved to canary")?;
+        self.swap(State {
+            champion: s.champion.clone(),
+            challenger: Some((
+                m.clone(),
+                Stage::Canary {
+                    percent: self.cfg.canary_percent,
+                },
+            )),
+        });
+        Ok(())
+    }
+
+    fn gate_reason(
+        &self,
+        step: &str,
+        failed: &[String],
+        override_reason: Option<&str>,
+    ) -> Result<String> {
+        match (failed.is_empty(), override_reason) {
+            (true, _) => Ok(format!("{step}: gate passed")),
+            (false, Some(r)) if !r.trim().is_empty() => Ok(format!(
+                "{step}: OVERRIDE ({r}); failed checks: {}",
+                failed.join("; ")
+            )),
+            _ => Err(ServeError::GateFailed(failed.join("; "))),
+        }
+    }
+
+    /// Canary -> champion through `gate` (with label evidence when available), or with
+    /// `override_reason`.
+    pub fn promote_to_champion(
+        &self,
+        gate: &CanaryGate,
+        labels: Option<LabelEvidence>,
+        override_reason: Option<&str>,
+    ) -> Result<()> {
+        let s = self.state();
+        let Some((m, Stage::Canary { .. })) = &s.challenger else {
+            return Err(ServeError::Stage("no challenger on canary".into()));
+        };
+        let (n, errors, _, p99) = self.route_stats(m.version, Route::Canary);
+        let mut failed = Vec::new();
+        if n < gate.min_samples {
+            failed.push(format!("{n} canary requests < {}", gate.min_samples));
+        }
+        if p99 > gate.max_p99_us {
+            failed.push(format!("canary p99 {p99:.1} us > {}", gate.max_p99_us));
+        }
+        let rate = if n == 0 {
+            0.0
+        } else {
+            errors as f64 / n as f64
+        };
+        if rate > gate.max_error_rate {
+            failed.push(format!("error rate {rate:.4} > {}", gate.max_error_rate));
+        }
+        match labels {
+            Some(l) if l.challenger < l.champion - gate.metric_margin => failed.push(format!(
+                "challenger metric {:.4} worse than champion {:.4} by more than {}",
+                l.challenger, l.champion, gate.metric_margin
+            )),
+            None if gate.require_labels => failed.push("no label evidence yet".into()),
+            _ => {}
+        }
+        let reason = self.gate_reason("canary -> champion", &failed, override_reason)?;
+        self.registry
+            .set_alias(&self.name, CHAMPION, m.version, &reason)?;
+        self.registry.remove_alias(&self.name, CANARY, "promoted")?;
+        self.swap(State {
+            champion: m.clone(),
+            challenger: None,
+        });
+        Ok(())
+    }
+
+    /// Rolls back at once: a challenger is withdrawn; without one, the champion alias moves
+    /// back to its previous version. In-flight requests finish on the model they started with.
+    pub fn rollback(&self, reason: &str) -> Result<u32> {
+        let s = self.state();
+        if let Some((m, stage)) = &s.challenger {
+            let alias = if matches!(stage, Stage::Shadow) {
+                SHADOW
+            } else {
+                CANARY
+            };
+            self.swap(State {
+                champion: s.champion.clone(),
+                challenger: None,
+            });
+            self.registry.remove_alias(&self.name, alias, reason)?;
+            return Ok(m.version);
+        }
+        let ev = self.registry.rollback(&self.name, CHAMPION, reason)?;
+        let Some(v) = ev.to else {
+            // Never leave the model without a champion: undo and refuse.
+            if let Some(from) = ev.from {
+                self.registry.set_alias(
+                    &self.name,
+                    CHAMPION,
+                    from,
+                    "undo: rollback would unset champion",
+                )?;
+            }
+            return Err(ServeError::Stage(
+                "no earlier champion to roll back to".into(),
+            ));
+        };
+        let m = ServedModel::from_bundle(&self.registry.load(&self.name, v)?)?;
+        self.swap(State {
+            champion: m,
+            challenger: None,
+        });
+        Ok(v)
+    }
+}

@@ -1,0 +1,78 @@
+//! # keel-serve
+//!
+//! The in-process serving runtime. A [`Deployment`] serves one registered model:
+//!
+//! - the **champion** answers; a request's features come from the feature service in the store
+//!   (entity lookup, freshness reported) plus request-time values, through the version's frozen
+//!   `FittedPipeline`, into a [`Predictor`] (GBDT or deep);
+//! - a challenger in **shadow** receives a mirror of the traffic on a worker thread through a
+//!   bounded queue (overload drops and counts shadow work, never slowing the champion);
+//!   agreement, score differences and latency are recorded;
+//! - on **canary**, an FNV hash of the routing key sends `k`% of keys (sticky) to it;
+//! - promotion shadow -> canary -> champion only through [`ShadowGate`] / [`CanaryGate`], or
+//!   with an override whose reason lands in the registry's audit log;
+//! - [`Deployment::rollback`] swaps state atomically (in-flight requests finish on the model
+//!   they started with); all state is the registry's aliases (`champion`, `shadow`, `canary`),
+//!   so a restarted service comes back as it was;
+//! - every response carries model version and route; a bounded, sampled prediction log feeds
+//!   `keel_monitor::Monitor`; HDR latency histograms per version and route, counters and
+//!   Prometheus text exposition.
+//!
+//! Serving links no training code: this crate depends on keel-transform without `fit` and on
+//! keel-gbdt without `train`.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod deployment;
+mod predictor;
+
+pub use deployment::{
+    fnv1a, CanaryGate, Deployment, DeploymentConfig, LabelEvidence, Request, Response, Route,
+    ShadowGate, ShadowStats, Stage, CANARY, CHAMPION, SHADOW,
+};
+pub use predictor::{DeepPredictor, GbdtPredictor, Predictor, ServedModel};
+
+/// Errors of keel-serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The request cannot be served as sent.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A promotion gate failed (and no override was given).
+    #[error("gate failed: {0}")]
+    GateFailed(String),
+    /// The deployment is not in the stage the call needs.
+    #[error("stage: {0}")]
+    Stage(String),
+    /// A model flavor this runtime cannot serve.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Feature store failure.
+    #[error(transparent)]
+    Store(#[from] keel_store::StoreError),
+    /// Transform failure (unknown category with the error policy, wrong types...).
+    #[error(transparent)]
+    Transform(#[from] keel_transform::TransformError),
+    /// GBDT failure.
+    #[error(transparent)]
+    Gbdt(#[from] keel_gbdt::GbdtError),
+    /// Deep model failure.
+    #[error(transparent)]
+    Deep(#[from] keel_deep::DeepError),
+    /// Registry failure.
+    #[error(transparent)]
+    Registry(#[from] keel_registry::RegistryError),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = ServeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deployment_is_send_sync() {
+        fn assert<T: Send + Sync>() {}
+        assert::<super::Deployment>();
+    }
+}
