@@ -72,6 +72,9 @@ pub enum TrainError {
     /// Tracking or registration failed.
     #[error(transparent)]
     Registry(#[from] keel_registry::RegistryError),
+    /// A deep model failed.
+    #[error(transparent)]
+    Deep(#[from] keel_deep::DeepError),
     /// JSON encoding failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),

@@ -83,13 +83,28 @@ impl<'a> RetrainLoop<'a> {
         let out = self.job.run(self.registry, latest)?;
         let champion = self.registry.load_alias(&model, CHAMPION_ALIAS)?;
         let cp = FittedPipeline::from_bytes(champion.file("pipeline")?)?;
-        let cm = GbdtModel::from_bytes(champion.file("model")?)?;
         let y = labels(holdout, &label)?;
         let score = |p: &FittedPipeline, m: &GbdtModel| -> Result<Vec<f64>> {
             let x = p.transform(holdout)?;
             Ok(m.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?)
         };
-        let champion_scores = score(&cp, &cm)?;
+        // The champion may be a GBDT or a deep model.
+        let champion_scores = match champion.version.meta.flavor.as_str() {
+            "deep" => {
+                let (mlp, _) =
+                    keel_deep::Mlp::from_parts(champion.file("model")?, champion.file("weights")?)?;
+                let x = cp.transform(holdout)?;
+                let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+                let rows = x.nrows();
+                let k = mlp.outputs();
+                mlp.predict_batch(&xf, &[], rows)?
+                    .iter()
+                    .step_by(k.max(1))
+                    .map(|v| f64::from(*v))
+                    .collect()
+            }
+            _ => score(&cp, &GbdtModel::from_bytes(champion.file("model")?)?)?,
+        };
         let challenger_scores = score(&out.pipeline, &out.model)?;
         let p99 = single_row_p99_us(&out.pipeline, &out.model, holdout)?;
         let gate = self
