@@ -336,6 +336,27 @@ impl Deployment {
         })
     }
 
+    /// The model's registry name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The champion alone: no canary routing, no shadow mirror, no log (batch jobs).
+    pub(crate) fn predict_champion(&self, req: Request) -> Result<Response> {
+        let state = self.state();
+        let model = &state.champion;
+        let (inputs, freshness_ms, missing) = self.inputs(model, &req)?;
+        let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
+        Ok(Response {
+            request_id: req.request_id,
+            scores: model.score(&refs)?,
+            model_version: model.version,
+            route: Route::Champion,
+            freshness_ms,
+            missing_features: missing,
+        })
+    }
+
     /// Replaces the clock (freshness and log timestamps).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Deployment {
         self.clock = clock;

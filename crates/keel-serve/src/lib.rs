@@ -18,18 +18,26 @@
 //!   `keel_monitor::Monitor`; HDR latency histograms per version and route, counters and
 //!   Prometheus text exposition.
 //!
+//! - [`Deployment::precompute`] scores every entity in a multi-threaded batch job into a
+//!   versioned feature view (model version recorded), so relaxed-latency callers do a single
+//!   lookup ([`lookup_precomputed`]); [`load::open_loop`] measures either path at a fixed
+//!   arrival rate (p50/p99/p999 from scheduled start times).
+//!
 //! Serving links no training code: this crate depends on keel-transform without `fit` and on
 //! keel-gbdt without `train`.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod deployment;
+pub mod load;
+mod precompute;
 mod predictor;
 
 pub use deployment::{
     fnv1a, CanaryGate, Deployment, DeploymentConfig, LabelEvidence, Request, Response, Route,
     ShadowGate, ShadowStats, Stage, CANARY, CHAMPION, SHADOW,
 };
+pub use precompute::{lookup_precomputed, precomputed_names, PrecomputeReport};
 pub use predictor::{DeepPredictor, GbdtPredictor, Predictor, ServedModel};
 
 /// Errors of keel-serve.

@@ -332,3 +332,50 @@ fn rollback_under_load_fails_no_request() {
     assert!(served.load(Ordering::Relaxed) > 100);
     assert_eq!(d.versions(), (1, None));
 }
+
+#[test]
+fn precomputed_predictions_match_online_and_the_open_loop_harness_measures_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            log_sample_rate: 0.0,
+            ..DeploymentConfig::default()
+        },
+    );
+    let keys: Vec<Vec<Value>> = (0..200)
+        .map(|i| vec![Value::Str(format!("card{i}"))])
+        .collect();
+    let rep = d
+        .precompute(&store, ("card_features", 1), &keys, NOW - 1000, 2)
+        .unwrap();
+    assert_eq!((rep.scored, rep.errors, rep.model_version), (200, 0, 1));
+    assert_eq!(rep.view, "fraud_predictions");
+    for i in [0usize, 57, 199] {
+        let online = d.predict(req(i)).unwrap();
+        let (score, v) = lookup_precomputed(&store, "fraud", &keys[i])
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, 1);
+        assert_eq!(score.to_bits(), online.scores[0].to_bits(), "card{i}");
+    }
+    assert_eq!(
+        lookup_precomputed(&store, "fraud", &[Value::Str("nobody".into())]).unwrap(),
+        None
+    );
+    let online = load::open_loop(1000.0, std::time::Duration::from_millis(300), 2, |i| {
+        d.predict(req(i as usize)).is_ok()
+    });
+    let pre = load::open_loop(1000.0, std::time::Duration::from_millis(300), 2, |i| {
+        lookup_precomputed(&store, "fraud", &keys[i as usize % 200]).is_ok_and(|r| r.is_some())
+    });
+    for r in [&online, &pre] {
+        assert_eq!((r.sent, r.errors), (300, 0), "{r:?}");
+        assert!(
+            r.p50_us > 0.0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us,
+            "{r:?}"
+        );
+    }
+}
