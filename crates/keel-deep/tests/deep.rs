@@ -307,3 +307,73 @@ fn deep_artifact_corpus_replays() {
     }
     assert!(n >= 2, "seed corpus missing");
 }
+
+/// keel's MLP forward pass agrees with onnxruntime running the same weights exported to ONNX
+/// (`tests/fixtures/onnxruntime_mlp.py parity`). `KEEL_BLESS=1` rewrites the weights and config
+/// the script reads; then rerun the script to refresh `mlp_small_ort.json`.
+#[test]
+fn forward_pass_matches_onnxruntime() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cfg = MlpConfig {
+        numeric: 8,
+        embeddings: vec![],
+        hidden: vec![16, 16],
+        layer_norm: false,
+        residual: false,
+        dropout: 0.0,
+        head: Head::Binary,
+    };
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        let m = Mlp::new(cfg.clone(), 11).unwrap();
+        std::fs::write(
+            dir.join("mlp_small.safetensors"),
+            m.weights_safetensors().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("mlp_small.json"),
+            serde_json::to_vec(&cfg).unwrap(),
+        )
+        .unwrap();
+    }
+    let m = Mlp::from_safetensors(
+        cfg,
+        &std::fs::read(dir.join("mlp_small.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("mlp_small_ort.json")).unwrap()).unwrap();
+    let x: Vec<f32> = want["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let y: Vec<f32> = want["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let batch = m.predict_batch(&x, &[], y.len()).unwrap();
+    let mut one = [0f32];
+    for (i, w) in y.iter().enumerate() {
+        assert!(
+            (batch[i] - w).abs() <= 1e-5,
+            "row {i}: candle {} onnxruntime {w}",
+            batch[i]
+        );
+        m.predict_one(&x[i * 8..(i + 1) * 8], &[], &mut one)
+            .unwrap();
+        assert!(
+            (one[0] - w).abs() <= 1e-5,
+            "row {i}: packed {} onnxruntime {w}",
+            one[0]
+        );
+    }
+}
