@@ -480,10 +480,23 @@ impl Store {
         rocks.ingest_sorted(&v.cf_name(), &pairs, &self.path)
     }
 
-    fn resolve(&self, refs: &[FeatureRef]) -> Result<Vec<(FeatureView, usize)>> {
+    fn resolve(&self, refs: &[FeatureRef]) -> Result<Vec<(Arc<FeatureView>, usize)>> {
+        // One copy of each distinct view, shared by its refs (a service of 50 features from one
+        // view must not copy the view 50 times per request).
+        let mut seen: Vec<Arc<FeatureView>> = Vec::new();
         refs.iter()
             .map(|r| {
-                let v = self.view(&r.view, r.version)?;
+                let v = match seen
+                    .iter()
+                    .find(|v| v.name == r.view && v.version == r.version)
+                {
+                    Some(v) => Arc::clone(v),
+                    None => {
+                        let v = Arc::new(self.view(&r.view, r.version)?);
+                        seen.push(Arc::clone(&v));
+                        v
+                    }
+                };
                 let i = v
                     .feature_index(&r.feature)
                     .ok_or_else(|| StoreError::Unknown {
@@ -498,19 +511,21 @@ impl Store {
     /// Reads `refs` for one entity key as of `at_ms` (`cutoff`: ignore rows created later).
     fn read_one(
         &self,
-        views: &[(FeatureView, usize)],
+        views: &[(Arc<FeatureView>, usize)],
         key: &[Value],
         at_ms: i64,
         cutoff: Option<i64>,
         out: &mut Vec<FeatureValue>,
     ) -> Result<()> {
-        // One lookup per view version, shared by its features.
-        let mut cache: Vec<(String, Hit)> = Vec::new();
+        // One lookup per view version, shared by its features (by index: decoded rows are not
+        // copied per feature).
+        let mut cache: Vec<(*const FeatureView, Hit)> = Vec::new();
         for (v, fi) in views {
-            let cf = v.cf_name();
-            let hit = match cache.iter().find(|(c, _)| *c == cf) {
-                Some((_, h)) => h.clone(),
+            let id = Arc::as_ptr(v);
+            let slot = match cache.iter().position(|(c, _)| *c == id) {
+                Some(i) => i,
                 None => {
+                    let cf = v.cf_name();
                     let keys = self.join_keys(v)?;
                     if key.len() != keys.len()
                         || key
@@ -543,11 +558,11 @@ impl Store {
                         }
                         None => None,
                     };
-                    cache.push((cf, h.clone()));
-                    h
+                    cache.push((id, h));
+                    cache.len() - 1
                 }
             };
-            out.push(match hit {
+            out.push(match &cache[slot].1 {
                 None => FeatureValue {
                     value: Value::Null,
                     status: Status::NotFound,
@@ -557,13 +572,13 @@ impl Store {
                     FeatureValue {
                         value: Value::Null,
                         status: Status::Expired,
-                        event_ms: Some(event),
+                        event_ms: Some(*event),
                     }
                 }
                 Some((event, vals)) => FeatureValue {
                     value: vals[*fi].clone(),
                     status: Status::Present,
-                    event_ms: Some(event),
+                    event_ms: Some(*event),
                 },
             });
         }
@@ -759,7 +774,7 @@ type Hit = Option<(i64, Vec<Value>)>;
 type Group<'a> = (
     String,
     Vec<&'a Column>,
-    Vec<(FeatureView, usize)>,
+    Vec<(Arc<FeatureView>, usize)>,
     Vec<usize>,
 );
 
