@@ -146,6 +146,24 @@ fn main() -> Result<()> {
             r.achieved_rate, r.p50_us, r.p99_us, r.p999_us, r.errors
         )
     };
+    // Where the time goes, one request at a time: the store read alone, then the whole path.
+    let mut t_store = Vec::new();
+    let mut t_all = Vec::new();
+    for i in 0..5_000u64 {
+        let key = vec![Value::I64((i as usize * 7 % ENTITIES) as i64)];
+        let t = std::time::Instant::now();
+        store.get_online("load_v1", &[key])?;
+        t_store.push(t.elapsed().as_nanos() as f64 / 1e3);
+        let t = std::time::Instant::now();
+        d.predict(req(i))?;
+        t_all.push(t.elapsed().as_nanos() as f64 / 1e3);
+    }
+    t_store.sort_by(f64::total_cmp);
+    t_all.sort_by(f64::total_cmp);
+    println!(
+        "closed loop, one at a time: store read of {FEATURES} features p50 {:.1} us; whole request p50 {:.1} us",
+        t_store[2_500], t_all[2_500]
+    );
     println!("open loop at {rate:.0} req/s for {secs:.0} s, 2 workers; model: 500 trees x {FEATURES} features");
     let online = load::open_loop(rate, dur, 2, |i| d.predict(req(i)).is_ok());
     print("online (lookup + transform + GBDT)", &online);
