@@ -205,22 +205,61 @@ pub(crate) fn column_values(col: &Column, kind: ColumnKind) -> Values {
         ),
         ColumnKind::Categorical => {
             let mut h: HashMap<String, usize> = HashMap::new();
-            for label in (0..n).filter_map(|i| match col.get(i) {
-                ValueRef::Null => None,
-                ValueRef::Str(s) | ValueRef::Category(_, s) => Some(s.to_string()),
-                ValueRef::F64(x) if x.is_nan() => None,
-                ValueRef::F32(x) if x.is_nan() => None,
-                ValueRef::F64(x) => Some(format!("{x}")),
-                ValueRef::F32(x) => Some(format!("{x}")),
-                ValueRef::I64(x) => Some(x.to_string()),
-                ValueRef::Bool(b) => Some(b.to_string()),
-                _ => None,
-            }) {
-                *h.entry(label).or_insert(0) += 1;
+            for l in (0..n).filter_map(|i| label(col.get(i))) {
+                *h.entry(l).or_insert(0) += 1;
             }
             Values::Cat(h)
         }
     }
+}
+
+/// The label a value counts under in a categorical comparison; `None` when missing.
+pub(crate) fn label(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Str(s) | ValueRef::Category(_, s) => Some(s.to_string()),
+        ValueRef::F64(x) if !x.is_nan() => Some(format!("{x}")),
+        ValueRef::F32(x) if !x.is_nan() => Some(format!("{x}")),
+        ValueRef::I64(x) => Some(x.to_string()),
+        ValueRef::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The distinct keys of both samples, sorted.
+fn union_keys<'a>(
+    hr: &'a HashMap<String, usize>,
+    hc: &'a HashMap<String, usize>,
+) -> Vec<&'a String> {
+    let mut keys: Vec<&String> = hr.keys().chain(hc.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Judges one column: the override or Evidently's default test (by kind, reference size and
+/// distinct values over both samples), its threshold, score and verdict.
+pub(crate) fn judge(
+    column: &str,
+    kind: ColumnKind,
+    r: &Values,
+    c: &Values,
+    o: &ColumnOptions,
+) -> Result<ColumnDrift> {
+    let n_unique = union_keys(&counts(r), &counts(c)).len();
+    let test = o
+        .test
+        .unwrap_or_else(|| default_test(kind, r.len(), n_unique));
+    let threshold = o.threshold.unwrap_or_else(|| test.default_threshold());
+    let s = score(test, r, c)?;
+    Ok(ColumnDrift {
+        column: column.to_string(),
+        kind,
+        test,
+        score: s,
+        threshold,
+        drift: drifted(test, s, threshold),
+        sizes: (r.len(), c.len()),
+    })
 }
 
 /// The kind Evidently infers for a dtype: numbers are numerical, text is categorical.
@@ -283,9 +322,7 @@ pub(crate) fn binned(r: &Values, c: &Values, fill_zeroes: bool) -> (Vec<f64>, Ve
         }
         _ => {
             let (hr, hc) = (counts(r), counts(c));
-            let mut keys: Vec<&String> = hr.keys().chain(hc.keys()).collect();
-            keys.sort();
-            keys.dedup();
+            let keys = union_keys(&hr, &hc);
             (
                 keys.iter()
                     .map(|k| *hr.get(*k).unwrap_or(&0) as f64 / r.len() as f64)
@@ -380,9 +417,7 @@ pub(crate) fn score(test: DriftTest, r: &Values, c: &Values) -> Result<f64> {
         },
         DriftTest::ChiSquare => {
             let (hr, hc) = (counts(r), counts(c));
-            let mut keys: Vec<&String> = hr.keys().chain(hc.keys()).collect();
-            keys.sort();
-            keys.dedup();
+            let keys = union_keys(&hr, &hc);
             let k = c.len() as f64 / r.len() as f64;
             let exp: Vec<f64> = keys
                 .iter()
@@ -399,9 +434,7 @@ pub(crate) fn score(test: DriftTest, r: &Values, c: &Values) -> Result<f64> {
         }
         DriftTest::ChiSquareTwoSample => {
             let (hr, hc) = (counts(r), counts(c));
-            let mut keys: Vec<&String> = hr.keys().chain(hc.keys()).collect();
-            keys.sort();
-            keys.dedup();
+            let keys = union_keys(&hr, &hc);
             let (nr, nc) = (r.len() as f64, c.len() as f64);
             let n = nr + nc;
             let mut stat = 0.0;
@@ -428,9 +461,7 @@ pub(crate) fn score(test: DriftTest, r: &Values, c: &Values) -> Result<f64> {
             if hr.len() == 1 && hc.len() == 1 && hr.keys().next() == hc.keys().next() {
                 1.0
             } else {
-                let mut keys: Vec<&String> = hr.keys().chain(hc.keys()).collect();
-                keys.sort();
-                let first = keys[0];
+                let first = union_keys(&hr, &hc)[0];
                 // Indicator "not the first category", as Evidently computes it.
                 let x1 = (r.len() - hr.get(first).copied().unwrap_or(0)) as f64;
                 let x2 = (c.len() - hc.get(first).copied().unwrap_or(0)) as f64;
@@ -491,24 +522,7 @@ pub fn detect_drift(
                 if r.len() == 0 { "reference" } else { "current" }
             )));
         }
-        let mut all = counts(&r);
-        for (k, v) in counts(&c) {
-            *all.entry(k).or_insert(0) += v;
-        }
-        let test = o
-            .test
-            .unwrap_or_else(|| default_test(kind, r.len(), all.len()));
-        let threshold = o.threshold.unwrap_or_else(|| test.default_threshold());
-        let s = score(test, &r, &c)?;
-        columns.push(ColumnDrift {
-            column: name.clone(),
-            kind,
-            test,
-            score: s,
-            threshold,
-            drift: drifted(test, s, threshold),
-            sizes: (r.len(), c.len()),
-        });
+        columns.push(judge(name, kind, &r, &c, &o)?);
     }
     Ok(report(columns, opts.drift_share))
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use keel_core::{Frame, Kind, Persisted, ValueRef};
 use serde::{Deserialize, Serialize};
 
-use crate::drift::{self, ColumnDrift, ColumnKind, DriftOptions, DriftReport, Values};
+use crate::drift::{self, ColumnKind, DriftOptions, DriftReport, Values};
 use crate::{MonitorError, Result};
 
 /// Default reservoir size per numerical column.
@@ -147,28 +147,10 @@ impl ColumnProfile {
                     }
                 }
             }
-            ColumnProfile::Categorical { counts, missing } => {
-                let label = match v {
-                    ValueRef::Null => None,
-                    ValueRef::Str(s) | ValueRef::Category(_, s) => Some(s.to_string()),
-                    ValueRef::F64(x) if !x.is_nan() => Some(format!("{x}")),
-                    ValueRef::F32(x) if !x.is_nan() => Some(format!("{x}")),
-                    ValueRef::I64(x) => Some(x.to_string()),
-                    ValueRef::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                };
-                match label {
-                    None => *missing += 1,
-                    Some(l) => {
-                        let key = if counts.contains_key(&l) || counts.len() < MAX_LABELS {
-                            l
-                        } else {
-                            OTHER_LABEL.to_string()
-                        };
-                        *counts.entry(key).or_insert(0) += 1;
-                    }
-                }
-            }
+            ColumnProfile::Categorical { counts, missing } => match drift::label(v) {
+                None => *missing += 1,
+                Some(l) => count_label(counts, l, 1),
+            },
         }
     }
 
@@ -243,12 +225,7 @@ impl ColumnProfile {
                 },
             ) => {
                 for (k, v) in c2 {
-                    let key = if counts.contains_key(k) || counts.len() < MAX_LABELS {
-                        k.clone()
-                    } else {
-                        OTHER_LABEL.to_string()
-                    };
-                    *counts.entry(key).or_insert(0) += v;
+                    count_label(counts, k.clone(), *v);
                 }
                 *missing += m2;
                 Ok(())
@@ -270,6 +247,17 @@ impl ColumnProfile {
             ),
         }
     }
+}
+
+/// Adds `n` to a label's count; past [`MAX_LABELS`] distinct labels, new ones fold into
+/// [`OTHER_LABEL`].
+fn count_label(counts: &mut BTreeMap<String, u64>, label: String, n: u64) {
+    let key = if counts.contains_key(&label) || counts.len() < MAX_LABELS {
+        label
+    } else {
+        OTHER_LABEL.to_string()
+    };
+    *counts.entry(key).or_insert(0) += n;
 }
 
 /// A profile of a dataset: one [`ColumnProfile`] per column. Persisted in the core envelope
@@ -390,35 +378,7 @@ impl Profile {
                 continue;
             }
             let o = opts.per_column.get(name).cloned().unwrap_or_default();
-            let mut uniq: std::collections::HashSet<u64> = std::collections::HashSet::new();
-            let n_unique = match (&rv, &cv) {
-                (Values::Num(a), Values::Num(b)) => {
-                    for x in a.iter().chain(b) {
-                        uniq.insert(if *x == 0.0 { 0 } else { x.to_bits() });
-                    }
-                    uniq.len()
-                }
-                (Values::Cat(a), Values::Cat(b)) => a
-                    .keys()
-                    .chain(b.keys())
-                    .collect::<std::collections::HashSet<_>>()
-                    .len(),
-                _ => 0,
-            };
-            let test = o
-                .test
-                .unwrap_or_else(|| drift::default_test(r.kind(), rv.len(), n_unique));
-            let threshold = o.threshold.unwrap_or_else(|| test.default_threshold());
-            let score = drift::score(test, &rv, &cv)?;
-            columns.push(ColumnDrift {
-                column: name.clone(),
-                kind: r.kind(),
-                test,
-                score,
-                threshold,
-                drift: drift::drifted(test, score, threshold),
-                sizes: (rv.len(), cv.len()),
-            });
+            columns.push(drift::judge(name, r.kind(), &rv, &cv, &o)?);
         }
         Ok(drift::report(columns, opts.drift_share))
     }
