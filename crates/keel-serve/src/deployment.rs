@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -236,6 +236,14 @@ struct ShadowJob {
 
 type Key = (u32, Route);
 
+/// A scored request before routing metadata is attached.
+struct Answer {
+    inputs: Vec<Value>,
+    scores: Vec<f64>,
+    freshness_ms: Option<i64>,
+    missing: usize,
+}
+
 /// A model deployment: see the module docs. `Send + Sync`; share it across request threads.
 pub struct Deployment {
     name: String,
@@ -246,7 +254,8 @@ pub struct Deployment {
     state: RwLock<Arc<State>>,
     latency: RwLock<BTreeMap<Key, Arc<(Hist, Counters)>>>,
     shadow: Arc<Shadow>,
-    shadow_tx: Mutex<Option<SyncSender<ShadowJob>>>,
+    /// The shadow worker's queue, started on first use.
+    shadow_tx: OnceLock<SyncSender<ShadowJob>>,
     log: Mutex<VecDeque<PredictionRecord>>,
     next_id: AtomicU64,
 }
@@ -330,7 +339,7 @@ impl Deployment {
             })),
             latency: RwLock::new(BTreeMap::new()),
             shadow: Arc::new(Shadow::new()),
-            shadow_tx: Mutex::new(None),
+            shadow_tx: OnceLock::new(),
             log: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
         })
@@ -345,15 +354,28 @@ impl Deployment {
     pub(crate) fn predict_champion(&self, req: Request) -> Result<Response> {
         let state = self.state();
         let model = &state.champion;
-        let (inputs, freshness_ms, missing) = self.inputs(model, &req)?;
-        let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
+        let a = self.answer(model, &req)?;
         Ok(Response {
             request_id: req.request_id,
-            scores: model.score(&refs)?,
+            scores: a.scores,
             model_version: model.version,
             route: Route::Champion,
+            freshness_ms: a.freshness_ms,
+            missing_features: a.missing,
+        })
+    }
+
+    /// Assembles `req`'s raw inputs for `model` and scores them. The one scoring path of online
+    /// and batch requests.
+    fn answer(&self, model: &ServedModel, req: &Request) -> Result<Answer> {
+        let (inputs, freshness_ms, missing) = self.inputs(model, req)?;
+        let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
+        let scores = model.score(&refs)?;
+        Ok(Answer {
+            inputs,
+            scores,
             freshness_ms,
-            missing_features: missing,
+            missing,
         })
     }
 
@@ -466,14 +488,12 @@ impl Deployment {
         };
         let metrics = self.metrics_for((model.version, route));
         metrics.1.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .inputs(model, &req)
-            .and_then(|(inputs, fresh, missing)| {
-                let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
-                let scores = model.score(&refs)?;
-                Ok((inputs, scores, fresh, missing))
-            });
-        let (inputs, scores, freshness_ms, missing) = match result {
+        let Answer {
+            inputs,
+            scores,
+            freshness_ms,
+            missing,
+        } = match self.answer(model, &req) {
             Ok(r) => r,
             Err(e) => {
                 metrics.1.errors.fetch_add(1, Ordering::Relaxed);
@@ -520,8 +540,8 @@ impl Deployment {
     }
 
     fn mirror(&self, job: ShadowJob) {
-        let mut tx = self.shadow_tx.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.is_none() {
+        // No lock per mirrored request: the queue is created once, then only `try_send`.
+        let tx = self.shadow_tx.get_or_init(|| {
             let (s, r) = sync_channel::<ShadowJob>(self.cfg.shadow_queue.max(1));
             let stats = self.shadow.clone();
             let tol = self.cfg.agreement_tolerance;
@@ -556,14 +576,12 @@ impl Deployment {
                     }
                 })
                 .ok();
-            *tx = Some(s);
-        }
-        if let Some(s) = tx.as_ref() {
-            match s.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.shadow.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            s
+        });
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shadow.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
