@@ -219,10 +219,19 @@ impl TrainingJob {
 
         let pipeline = cfg.transform.fit(&train)?;
         let features: Vec<String> = pipeline.output_names().to_vec();
-        let prepare = |f: &Frame| -> Result<Frame> {
-            with_label(&pipeline.transform_frame(f)?, f, &cfg.label)
-        };
-        let (xtrain, xvalid) = (prepare(&train)?, prepare(&valid)?);
+        // Each split is transformed once; the matrices feed training, scoring and the profile.
+        let (mtrain, mvalid, mtest) = (
+            pipeline.transform(&train)?,
+            pipeline.transform(&valid)?,
+            pipeline.transform(&test)?,
+        );
+        let (ytrain, yvalid, ytest) = (
+            labels(&train, &cfg.label)?,
+            labels(&valid, &cfg.label)?,
+            labels(&test, &cfg.label)?,
+        );
+        let xtrain = with_label(&pipeline.output_frame(&mtrain)?, &ytrain, &cfg.label)?;
+        let xvalid = with_label(&pipeline.output_frame(&mvalid)?, &yvalid, &cfg.label)?;
         let mut lgbm = cfg.params.clone();
         lgbm.entry("objective").or_insert("binary".into());
         let trained = keel_gbdt::train(
@@ -238,19 +247,17 @@ impl TrainingJob {
         let model = trained.model;
 
         let mut scores = BTreeMap::new();
-        for (name, part) in [("valid", &valid), ("test", &test)] {
-            if part.nrows() == 0 {
+        for (name, x, y) in [("valid", &mvalid, &yvalid), ("test", &mtest, &ytest)] {
+            if x.nrows() == 0 {
                 continue;
             }
-            let x = pipeline.transform(part)?;
             let p = model.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?;
-            let y = labels(part, &cfg.label)?;
-            for (k, v) in evaluate(&self.objective(), &y, &p, model.num_outputs())? {
+            for (k, v) in evaluate(&self.objective(), y, &p, model.num_outputs())? {
                 scores.insert(format!("{name}.{k}"), v);
             }
         }
         run.log_metrics(scores.iter().map(|(k, v)| (k.as_str(), *v)), 0)?;
-        let reference = reference_profile(&pipeline, &model, &train, cfg.seed)?;
+        let reference = reference_profile(&pipeline, &model, &train, &mtrain, cfg.seed)?;
         let model_bytes = model.to_bytes()?;
         run.log_artifact("model.txt", trained.lightgbm_text.as_bytes())?;
         run.log_artifact("pipeline.bin", &pipeline.to_bytes()?)?;
@@ -366,8 +373,7 @@ pub(crate) fn labels(frame: &Frame, label: &str) -> Result<Vec<f64>> {
         .collect()
 }
 
-fn with_label(features: &Frame, src: &Frame, label: &str) -> Result<Frame> {
-    let y = labels(src, label)?;
+fn with_label(features: &Frame, y: &[f64], label: &str) -> Result<Frame> {
     let mut fields: Vec<Field> = features.schema().fields().to_vec();
     let mut cols: Vec<Column> = features.columns().to_vec();
     if fields.iter().any(|f| f.name == label) {
@@ -376,16 +382,17 @@ fn with_label(features: &Frame, src: &Frame, label: &str) -> Result<Frame> {
         )));
     }
     fields.push(Field::new(label, keel_core::DType::F64));
-    cols.push(Column::F64(y.into()));
+    cols.push(Column::F64(y.to_vec().into()));
     Ok(Frame::new(fields, cols)?)
 }
 
 /// The reference profile of the training rows: the pipeline's raw inputs and the first model
-/// output.
+/// output (`x` is the training rows already transformed).
 fn reference_profile(
     pipeline: &FittedPipeline,
     model: &GbdtModel,
     train: &Frame,
+    x: &ndarray::Array2<f64>,
     seed: u64,
 ) -> Result<keel_monitor::Profile> {
     use keel_monitor::{default_kind, ColumnKind, Profile, DEFAULT_SAMPLE, PREDICTION_COLUMN};
@@ -396,7 +403,6 @@ fn reference_profile(
         .collect();
     cols.push((PREDICTION_COLUMN.to_string(), ColumnKind::Numerical));
     let mut profile = Profile::new(&cols, DEFAULT_SAMPLE, seed);
-    let x = pipeline.transform(train)?;
     let k = model.num_outputs();
     let p = model.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?;
     let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();

@@ -519,7 +519,20 @@ impl FittedPipeline {
     /// Transforms a batch into a [`Frame`] of f64 columns named by
     /// [`FittedPipeline::output_names`] (missing values are NaN).
     pub fn transform_frame(&self, frame: &Frame) -> Result<Frame> {
-        let m = self.transform(frame)?;
+        self.output_frame(&self.transform(frame)?)
+    }
+
+    /// Wraps an already transformed `nrows x width` matrix as a [`Frame`] named by
+    /// [`FittedPipeline::output_names`] (so a caller that needs both the matrix and the frame
+    /// transforms once).
+    pub fn output_frame(&self, m: &Array2<f64>) -> Result<Frame> {
+        if m.ncols() != self.width() {
+            return Err(TransformError::Shape(format!(
+                "matrix has {} columns, the pipeline outputs {}",
+                m.ncols(),
+                self.width()
+            )));
+        }
         let fields = self
             .outputs
             .iter()
