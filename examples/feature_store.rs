@@ -42,6 +42,7 @@ fn main() -> Result<()> {
         StoreOptions {
             clock: clock.clone(),
             sync_writes: true,
+            ..Default::default()
         },
     )?;
 
@@ -131,6 +132,7 @@ fn main() -> Result<()> {
             &refs,
             HistoricalOptions {
                 no_backfill_leak: leak,
+                ..Default::default()
             },
         )?;
         let s = t.column("spend_24h")?;

@@ -324,6 +324,7 @@ fn main() -> Result<()> {
         StoreOptions {
             clock: clock.clone(),
             sync_writes: false,
+            ..Default::default()
         },
     )?;
     store.apply(&definitions())?;
@@ -371,6 +372,7 @@ fn main() -> Result<()> {
         &refs,
         HistoricalOptions {
             no_backfill_leak: true,
+            ..Default::default()
         },
     )?;
     println!(

@@ -79,6 +79,7 @@ fn main() -> Result<()> {
         StoreOptions {
             clock: clock.clone(),
             sync_writes: false,
+            ..Default::default()
         },
     )?);
     store.apply(&Definitions {

@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use keel_benches::store::{definitions, load, rows, sqlite};
-use keel_store::{Store, Value};
+use keel_store::{Store, StoreOptions, Value};
 use std::hint::black_box;
 
 const FEATURES: usize = 50;
@@ -12,10 +12,26 @@ const ENTITIES: i64 = 10_000;
 
 fn online(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Store::open(dir.path().join("keel")).expect("store");
-    store.apply(&definitions(FEATURES)).expect("apply");
     let data = rows(0..ENTITIES, 3, FEATURES);
-    load(&store, &data, 1000);
+    let open = |name: &str, row_cache_entries: usize| {
+        let store = Store::open_with(
+            dir.path().join(name),
+            StoreOptions {
+                row_cache_entries,
+                ..Default::default()
+            },
+        )
+        .expect("store");
+        store.apply(&definitions(FEATURES)).expect("apply");
+        load(&store, &data, 1000);
+        // A populated store serves from SST files (the memtable holds only recent writes).
+        store.compact("user_features", 1).expect("compact");
+        store
+    };
+    // Default options: hot entities come from the row cache (all 10k fit here).
+    let store = open("keel", StoreOptions::default().row_cache_entries);
+    // Every read seeks RocksDB and decodes.
+    let uncached = open("keel-uncached", 0);
     // Feast's online store keeps only the latest row per entity.
     let latest: Vec<_> = data
         .iter()
@@ -25,16 +41,14 @@ fn online(c: &mut Criterion) {
     let conn = sqlite(&dir.path().join("feast.db"), &latest, FEATURES);
     let mut g = c.benchmark_group("store_online");
     let mut i = 0i64;
-    g.bench_function(BenchmarkId::new("keel", "1x50"), |b| {
-        b.iter(|| {
-            i = (i + 7919) % ENTITIES;
-            black_box(
-                store
-                    .get_online("svc", &[vec![Value::I64(i)]])
-                    .expect("read"),
-            )
-        })
-    });
+    for (name, s) in [("keel", &store), ("keel_no_row_cache", &uncached)] {
+        g.bench_function(BenchmarkId::new(name, "1x50"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % ENTITIES;
+                black_box(s.get_online("svc", &[vec![Value::I64(i)]]).expect("read"))
+            })
+        });
+    }
     let mut st = conn
         .prepare_cached("SELECT entity_key, feature_name, value, event_ts FROM proj_user_features WHERE entity_key = ?1")
         .expect("prepare");
@@ -53,9 +67,11 @@ fn online(c: &mut Criterion) {
     let keys: Vec<Vec<Value>> = (0..100)
         .map(|k| vec![Value::I64(k * 97 % ENTITIES)])
         .collect();
-    g.bench_function(BenchmarkId::new("keel", "100x50"), |b| {
-        b.iter(|| black_box(store.get_online("svc", &keys).expect("read")))
-    });
+    for (name, s) in [("keel", &store), ("keel_no_row_cache", &uncached)] {
+        g.bench_function(BenchmarkId::new(name, "100x50"), |b| {
+            b.iter(|| black_box(s.get_online("svc", &keys).expect("read")))
+        });
+    }
     let placeholders = vec!["?"; 100].join(",");
     let mut st100 = conn
         .prepare(&format!(

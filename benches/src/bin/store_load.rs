@@ -1,12 +1,91 @@
-//! Feature-store throughput harness: ingest rate (20 features, WAL on, no fsync per batch) and
-//! the point-in-time join of an entity table against the history.
+//! Feature-store harness: online read latency p50/p99 against SQLite in Feast's layout (1 and
+//! 100 entities x 50 features, 100k entities, random keys), ingest rate (20 features, WAL on,
+//! no fsync per batch) and the point-in-time join of an entity table against the history.
 //!
 //! `cargo run --release -p keel-benches --bin store_load -- [HISTORY_ROWS] [ENTITY_ROWS]`
 //! (defaults 1,000,000 and 100,000; the scale is 10,000,000 and 1,000,000).
-use keel_benches::store::{definitions, rows};
+use keel_benches::store::{definitions, load, rows, sqlite};
 use keel_core::{Column, DType, Field, Frame};
-use keel_store::{FeatureRef, HistoricalOptions, Store};
-use std::time::Instant;
+use keel_store::{FeatureRef, HistoricalOptions, Store, StoreOptions, Value};
+use std::time::{Duration, Instant};
+
+fn percentiles(mut d: Vec<Duration>) -> String {
+    d.sort();
+    let p = |q: f64| d[((d.len() as f64 * q) as usize).min(d.len() - 1)].as_secs_f64() * 1e6;
+    format!("p50 {:>7.1} us  p99 {:>7.1} us", p(0.5), p(0.99))
+}
+
+/// Online reads with random keys (xorshift), `batch` entities per read.
+fn online_latency() {
+    const ENTITIES: i64 = 100_000;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = rows(0..ENTITIES, 3, 50);
+    let latest: Vec<_> = data
+        .iter()
+        .filter(|r| r.event_ms >= 1_700_000_000_000 + 2 * 3_600_000)
+        .cloned()
+        .collect();
+    let conn = sqlite(&dir.path().join("feast.db"), &latest, 50);
+    let mut single = conn
+        .prepare_cached("SELECT entity_key, feature_name, value, event_ts FROM proj_user_features WHERE entity_key = ?1")
+        .expect("prepare");
+    for (name, cache) in [
+        ("keel (row cache 16k of 100k entities)", 16_384),
+        ("keel (no row cache)", 0),
+    ] {
+        let store = Store::open_with(
+            dir.path().join(format!("keel{cache}")),
+            StoreOptions {
+                row_cache_entries: cache,
+                ..Default::default()
+            },
+        )
+        .expect("store");
+        store.apply(&definitions(50)).expect("apply");
+        load(&store, &data, 1000);
+        store.compact("user_features", 1).expect("compact");
+        for batch in [1usize, 100] {
+            let mut x = 88_172_645_463_325_252u64;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % ENTITIES as u64) as i64
+            };
+            let n = if batch == 1 { 200_000 } else { 5_000 };
+            let mut d = Vec::with_capacity(n);
+            for _ in 0..n {
+                let keys: Vec<Vec<Value>> = (0..batch).map(|_| vec![Value::I64(next())]).collect();
+                let t = Instant::now();
+                std::hint::black_box(store.get_online("svc", &keys).expect("read"));
+                d.push(t.elapsed());
+            }
+            println!("online {batch}x50 {name:<40} {}", percentiles(d));
+        }
+    }
+    let mut x = 88_172_645_463_325_252u64;
+    let mut d = Vec::with_capacity(200_000);
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let k = (x % ENTITIES as u64) as i64;
+        let t = Instant::now();
+        let mut rows = single.query([k.to_be_bytes()]).expect("query");
+        let mut n = 0;
+        while let Some(r) = rows.next().expect("row") {
+            let v: Vec<u8> = r.get(2).expect("value");
+            n += v.len();
+        }
+        std::hint::black_box(n);
+        d.push(t.elapsed());
+    }
+    println!(
+        "online 1x50 {:<40} {}",
+        "sqlite (Feast layout)",
+        percentiles(d)
+    );
+}
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -15,6 +94,9 @@ fn main() {
         .collect();
     let history = args.first().copied().unwrap_or(1_000_000);
     let entity_rows = args.get(1).copied().unwrap_or(100_000);
+    if std::env::var_os("KEEL_SKIP_ONLINE").is_none() {
+        online_latency();
+    }
     let features = 20;
     let per_entity = 10i64;
     let entities = (history as i64 / per_entity).max(1);

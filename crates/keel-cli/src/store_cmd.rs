@@ -260,7 +260,14 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             }
             let _ = first;
             let ents = read_typed(&entities, fields, &["event_timestamp"])?;
-            let out = store.historical(&ents, &refs, HistoricalOptions { no_backfill_leak })?;
+            let out = store.historical(
+                &ents,
+                &refs,
+                HistoricalOptions {
+                    no_backfill_leak,
+                    ..Default::default()
+                },
+            )?;
             out.to_csv_path(&output)?;
             println!(
                 "wrote {} rows x {} columns to {}",

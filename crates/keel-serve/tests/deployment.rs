@@ -48,6 +48,7 @@ fn setup(dir: &std::path::Path) -> (Registry, Arc<Store>) {
         StoreOptions {
             clock: Arc::new(ManualClock::new(NOW)),
             sync_writes: false,
+            ..Default::default()
         },
     )
     .unwrap();

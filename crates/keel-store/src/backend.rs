@@ -44,7 +44,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Creates the storage of a view version if missing, with its history retention.
     fn ensure_view(&self, name: &str, retention_ms: Option<i64>) -> Result<()>;
     /// Applies every write of `batch` or none. With `sync`, returns after the log is on disk.
-    fn commit(&self, batch: Batch, sync: bool) -> Result<()>;
+    fn commit(&self, batch: &Batch, sync: bool) -> Result<()>;
     /// The row of entity `prefix` with the greatest (event, created) such that
     /// `event <= event_bound` and, when given, `created <= created_cutoff`.
     fn latest(
@@ -54,8 +54,37 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         event_bound: i64,
         created_cutoff: Option<i64>,
     ) -> Result<Option<Found>>;
+    /// [`Backend::latest`] for many lookups in one view, answered in order through
+    /// `found(index, row)`. Callers sort lookups by entity and time so an implementation can
+    /// reuse one cursor (RocksDB) or pipeline the requests (a network backend); the default
+    /// asks [`Backend::latest`] once per lookup.
+    fn latest_each(
+        &self,
+        view: &str,
+        lookups: &[Lookup<'_>],
+        found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
+    ) -> Result<()> {
+        for (i, l) in lookups.iter().enumerate() {
+            found(
+                i,
+                self.latest(view, l.prefix, l.event_bound, l.created_cutoff)?,
+            )?;
+        }
+        Ok(())
+    }
     /// Every row of entity `prefix`, oldest first (for tests and tools).
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>>;
+}
+
+/// One lookup of [`Backend::latest_each`]: the same arguments as [`Backend::latest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup<'a> {
+    /// Encoded entity (hash prefix and entity bytes).
+    pub prefix: &'a [u8],
+    /// Greatest event time accepted.
+    pub event_bound: i64,
+    /// Greatest creation time accepted, when given.
+    pub created_cutoff: Option<i64>,
 }
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -64,6 +93,7 @@ const REGISTRY: &str = "registry";
 /// The embedded RocksDB backend: one column family per view version, one for the registry.
 pub struct RocksBackend {
     db: Db,
+    cache: rocksdb::Cache,
     retention: Arc<RwLock<HashMap<String, i64>>>,
     clock: Arc<dyn Clock>,
     path: std::path::PathBuf,
@@ -81,6 +111,7 @@ fn view_options(
     name: &str,
     retention: &Arc<RwLock<HashMap<String, i64>>>,
     clock: &Arc<dyn Clock>,
+    cache: &rocksdb::Cache,
 ) -> Options {
     let mut o = Options::default();
     o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
@@ -88,8 +119,21 @@ fn view_options(
     let mut t = BlockBasedOptions::default();
     t.set_bloom_filter(10.0, false);
     t.set_whole_key_filtering(false);
+    // Online reads are prefix seeks: a hash index over the entity prefix finds the data block
+    // without a binary search of the index, and short restart intervals shorten the in-block
+    // scan to the entity's newest row.
+    t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
+    t.set_block_restart_interval(4);
+    t.set_block_cache(cache);
     o.set_block_based_table_factory(&t);
     o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Bulk ingest: larger memtables mean fewer, larger flushes and less write amplification
+    // in level 0 (10M rows x 20 features went from 429k to {see README} rows/s).
+    o.set_write_buffer_size(128 << 20);
+    o.set_max_write_buffer_number(4);
+    o.set_level_zero_slowdown_writes_trigger(40);
+    o.set_level_zero_stop_writes_trigger(64);
+    o.set_max_bytes_for_level_base(512 << 20);
     // Retention: history older than the view's retention is dropped when compaction reaches it.
     // A factory (owned by RocksDB through a shared pointer), not a bare filter: RocksDB keeps
     // only a raw pointer to a bare filter, which would dangle once these options are dropped.
@@ -116,9 +160,7 @@ impl rocksdb::compaction_filter::CompactionFilter for RetentionFilter {
         use rocksdb::compaction_filter::Decision;
         match self.cutoff {
             // The event time is the 8 bytes before the last 8 (see key.rs).
-            Some(cutoff) if k.len() >= 24 && key::ts_from(&k[k.len() - 16..]) < cutoff => {
-                Decision::Remove
-            }
+            Some(cutoff) if key::event_of(k).is_some_and(|e| e < cutoff) => Decision::Remove,
             _ => Decision::Keep,
         }
     }
@@ -148,27 +190,37 @@ impl rocksdb::compaction_filter_factory::CompactionFilterFactory for RetentionFa
 }
 
 impl RocksBackend {
-    /// Opens (creating if needed) a store at `path`.
+    /// Opens (creating if needed) a store at `path` with a 256 MiB block cache.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_inner(path, clock, false)
+        Self::open_with_cache(path, clock, 256 << 20, false)
     }
 
     /// Opens a checkpoint (or any store) read-only.
     pub fn open_read_only(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_inner(path, clock, true)
+        Self::open_with_cache(path, clock, 256 << 20, true)
     }
 
-    fn open_inner(path: &Path, clock: Arc<dyn Clock>, read_only: bool) -> Result<Self> {
+    /// Opens a store with a block cache of `cache_bytes` shared by every view, optionally
+    /// read-only.
+    pub fn open_with_cache(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        cache_bytes: usize,
+        read_only: bool,
+    ) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // Flushes and compactions run beside writers instead of queueing behind each other.
+        opts.set_max_background_jobs(4);
         let retention = Arc::new(RwLock::new(HashMap::new()));
+        let cache = rocksdb::Cache::new_lru_cache(cache_bytes);
         let existing = Db::list_cf(&opts, path).unwrap_or_default();
         let mut cfs = vec![ColumnFamilyDescriptor::new(REGISTRY, Options::default())];
         for name in existing.iter().filter(|n| n.starts_with("fv:")) {
             cfs.push(ColumnFamilyDescriptor::new(
                 name,
-                view_options(name, &retention, &clock),
+                view_options(name, &retention, &clock, &cache),
             ));
         }
         let db = if read_only {
@@ -178,6 +230,7 @@ impl RocksBackend {
         };
         let backend = RocksBackend {
             db,
+            cache,
             retention,
             clock,
             path: path.to_path_buf(),
@@ -220,7 +273,7 @@ impl RocksBackend {
     ) -> Result<()> {
         let cf = self.cf(view)?;
         let file = tmp.join(format!("keel-bulk-{}.sst", std::process::id()));
-        let opts = view_options(view, &self.retention, &self.clock);
+        let opts = view_options(view, &self.retention, &self.clock, &self.cache);
         let mut w = rocksdb::SstFileWriter::create(&opts);
         w.open(&file)?;
         for (k, v) in pairs {
@@ -277,13 +330,15 @@ impl Backend for RocksBackend {
             m.insert(name.to_string(), ms);
         }
         if self.db.cf_handle(name).is_none() {
-            self.db
-                .create_cf(name, &view_options(name, &self.retention, &self.clock))?;
+            self.db.create_cf(
+                name,
+                &view_options(name, &self.retention, &self.clock, &self.cache),
+            )?;
         }
         Ok(())
     }
 
-    fn commit(&self, batch: Batch, sync: bool) -> Result<()> {
+    fn commit(&self, batch: &Batch, sync: bool) -> Result<()> {
         let mut wb = WriteBatch::default();
         let reg = self.cf(REGISTRY)?;
         for (k, v) in &batch.registry {
@@ -313,31 +368,60 @@ impl Backend for RocksBackend {
         event_bound: i64,
         created_cutoff: Option<i64>,
     ) -> Result<Option<Found>> {
+        let mut out = None;
+        let one = Lookup {
+            prefix,
+            event_bound,
+            created_cutoff,
+        };
+        self.latest_each(view, &[one], &mut |_, f| {
+            out = f;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn latest_each(
+        &self,
+        view: &str,
+        lookups: &[Lookup<'_>],
+        found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
+    ) -> Result<()> {
+        // One iterator for every lookup: creating one costs about as much as a seek.
         let cf = self.cf(view)?;
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_prefix_same_as_start(true);
         let mut it = self.db.raw_iterator_cf_opt(&cf, ro);
-        it.seek_for_prev(key::row_key(prefix, event_bound, i64::MAX));
-        while it.valid() {
-            let Some(k) = it.key() else { break };
-            if !k.starts_with(prefix) {
-                break;
+        let mut seek_key = Vec::with_capacity(64);
+        for (i, l) in lookups.iter().enumerate() {
+            // Keys run newest first: the first key at or after (T, +inf) is the latest row at
+            // or before T; step forward past rows created after the cutoff.
+            seek_key.clear();
+            key::push_row_key(&mut seek_key, l.prefix, l.event_bound, i64::MAX);
+            it.seek(&seek_key);
+            let mut hit = None;
+            while it.valid() {
+                let Some(k) = it.key() else { break };
+                if !k.starts_with(l.prefix) {
+                    break;
+                }
+                let Some((event, created)) = key::split_times(k, l.prefix.len()) else {
+                    break; // not a row key of this entity
+                };
+                if l.created_cutoff.is_none_or(|c| created <= c) {
+                    hit = Some(Found {
+                        event,
+                        created,
+                        value: it.value().unwrap_or_default().to_vec(),
+                    });
+                    break;
+                }
+                it.next();
             }
-            let Some((event, created)) = key::split_times(k, prefix.len()) else {
-                break; // a longer entity key sharing this prefix: not ours, and nothing older is
-            };
-            if created_cutoff.is_none_or(|c| created <= c) {
-                let value = it.value().unwrap_or_default().to_vec();
-                return Ok(Some(Found {
-                    event,
-                    created,
-                    value,
-                }));
-            }
-            it.prev();
+            it.status()?;
+            found(i, hit)?;
         }
-        it.status()?;
-        Ok(None)
+        Ok(())
     }
 
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>> {
@@ -351,6 +435,7 @@ impl Backend for RocksBackend {
                 });
             }
         })?;
+        out.reverse(); // stored newest first
         Ok(out)
     }
 }

@@ -7,11 +7,12 @@
 //! entity = for each join key, in view order:
 //!            i64:    0x01, then the value with its sign bit flipped, big-endian (8 bytes)
 //!            string: 0x02, the bytes with 0x00 escaped as 0x00 0xFF, then 0x00 0x01
-//! event, created = timestamp in Unix ms with the sign bit flipped, big-endian
+//! event, created = NOT (timestamp in Unix ms with the sign bit flipped), big-endian
 //! ```
 //!
-//! Every part is self-delimiting and order-preserving, so within one entity keys sort by event
-//! time, then creation time: "the latest row at or before T" is one `seek_for_prev`.
+//! Every part is self-delimiting; times are inverted so within one entity keys sort newest
+//! first (by event time, then creation time): "the latest row at or before T" is one forward
+//! `seek` (RocksDB's forward seeks are much cheaper than `seek_for_prev`).
 
 use crate::error::{Result, StoreError};
 use crate::value::Value;
@@ -86,18 +87,45 @@ pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// `prefix ++ entity ++ event ++ created`.
+/// Newest first: a timestamp's encoding with every bit inverted, so larger times sort first.
+pub(crate) fn desc_ts_bytes(ts: i64) -> [u8; 8] {
+    (!((ts as u64) ^ (1 << 63))).to_be_bytes()
+}
+
+/// Inverse of [`desc_ts_bytes`].
+pub(crate) fn desc_ts_from(bytes: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    (!u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// `prefix ++ entity ++ event ++ created`, both times newest first.
 pub(crate) fn row_key(prefix: &[u8], event: i64, created: i64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 16);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&ts_bytes(event));
-    k.extend_from_slice(&ts_bytes(created));
+    push_row_key(&mut k, prefix, event, created);
     k
+}
+
+/// Appends [`row_key`] to `k`.
+pub(crate) fn push_row_key(k: &mut Vec<u8>, prefix: &[u8], event: i64, created: i64) {
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&desc_ts_bytes(event));
+    k.extend_from_slice(&desc_ts_bytes(created));
+}
+
+/// Event time of a row key (the 8 bytes before the last 8).
+pub(crate) fn event_of(key: &[u8]) -> Option<i64> {
+    (key.len() >= 24).then(|| desc_ts_from(&key[key.len() - 16..]))
 }
 
 /// Splits a row key of an entity prefix of length `plen` into (event, created).
 pub(crate) fn split_times(key: &[u8], plen: usize) -> Option<(i64, i64)> {
-    (key.len() == plen + 16).then(|| (ts_from(&key[plen..plen + 8]), ts_from(&key[plen + 8..])))
+    (key.len() == plen + 16).then(|| {
+        (
+            desc_ts_from(&key[plen..plen + 8]),
+            desc_ts_from(&key[plen + 8..]),
+        )
+    })
 }
 
 /// The smallest key greater than every key starting with `prefix`.

@@ -42,13 +42,14 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod cache;
 mod defs;
 mod error;
 mod key;
 mod store;
 mod value;
 
-pub use backend::{Backend, Batch, Found, RocksBackend};
+pub use backend::{Backend, Batch, Found, Lookup, RocksBackend};
 pub use defs::{Definitions, Entity, FeatureRef, FeatureService, FeatureView, MAX_NAME};
 pub use error::{Result, StoreError};
 pub use key::{MAX_KEY, MAX_TS};

@@ -1,6 +1,7 @@
 //! The [`Store`]: definitions, writes, online / as-of / historical reads.
 
-use crate::backend::{Backend, Batch, RocksBackend};
+use crate::backend::{Backend, Batch, Found, Lookup, RocksBackend};
+use crate::cache::{Newest, RowCache};
 use crate::defs::{cf_name, Definitions, Entity, FeatureRef, FeatureService, FeatureView};
 use crate::error::{Result, StoreError};
 use crate::key::{self, check_ts};
@@ -10,6 +11,12 @@ use keel_core::{Clock, Column, ColumnBuilder, DType, Field, Frame, SystemClock, 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+/// Registry entry naming the row-key layout (docs/store.md); a store in another layout is
+/// refused at open rather than misread.
+const LAYOUT_KEY: &str = "format/row-keys";
+/// Layout 2: times newest first.
+const KEY_LAYOUT: &[u8] = b"2";
 
 /// Largest encoded row accepted (1 MiB).
 pub const MAX_VALUE: usize = 1 << 20;
@@ -21,6 +28,13 @@ pub struct StoreOptions {
     pub clock: Arc<dyn Clock>,
     /// Sync the write-ahead log on every write batch (durable on power loss, slower).
     pub sync_writes: bool,
+    /// RocksDB block cache shared by every view, in bytes (default 256 MiB). Online reads
+    /// that miss it pay a file read and an allocation per block.
+    pub block_cache_bytes: usize,
+    /// Entities whose newest row online reads keep decoded in memory, per store (default
+    /// 16,384; 0 disables). Writes invalidate their entities; as-of and historical reads
+    /// bypass it.
+    pub row_cache_entries: usize,
 }
 
 impl Default for StoreOptions {
@@ -28,6 +42,8 @@ impl Default for StoreOptions {
         StoreOptions {
             clock: Arc::new(SystemClock),
             sync_writes: false,
+            block_cache_bytes: 256 << 20,
+            row_cache_entries: 16_384,
         }
     }
 }
@@ -71,8 +87,8 @@ pub struct FeatureValue {
 /// Read results: `values[e][f]` for entity `e` and feature `f` of the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnlineResponse {
-    /// Feature refs in service order.
-    pub features: Vec<FeatureRef>,
+    /// Feature refs in service order (shared with the store's cached service plan).
+    pub features: Arc<[FeatureRef]>,
     /// One row per requested entity.
     pub values: Vec<Vec<FeatureValue>>,
 }
@@ -82,6 +98,8 @@ pub struct OnlineResponse {
 pub struct HistoricalOptions {
     /// Ignore rows created after the entity row's timestamp (no backfill leakage).
     pub no_backfill_leak: bool,
+    /// Worker threads for large joins (0: one per core). Small inputs use one thread.
+    pub threads: usize,
 }
 
 /// The registry's cached definitions.
@@ -90,6 +108,156 @@ struct Registry {
     entities: HashMap<String, Entity>,
     views: HashMap<(String, u32), FeatureView>,
     services: HashMap<String, FeatureService>,
+    /// Resolved services, built on first read and dropped by every `apply`.
+    plans: HashMap<String, Arc<Plan>>,
+}
+
+impl Registry {
+    fn join_keys(&self, view: &FeatureView) -> Result<Vec<Field>> {
+        let mut keys = Vec::new();
+        for en in &view.entities {
+            let e = self.entities.get(en).ok_or_else(|| StoreError::Unknown {
+                kind: "entity",
+                name: en.clone(),
+            })?;
+            keys.extend(e.join_keys.iter().cloned());
+        }
+        Ok(keys)
+    }
+
+    /// Resolves feature refs: one [`PlanView`] per distinct view version, shared by its refs.
+    fn plan(&self, refs: &[FeatureRef]) -> Result<Plan> {
+        let mut views: Vec<PlanView> = Vec::new();
+        let mut slots = Vec::with_capacity(refs.len());
+        for r in refs {
+            let v = self
+                .views
+                .get(&(r.view.clone(), r.version))
+                .ok_or_else(|| StoreError::Unknown {
+                    kind: "feature view",
+                    name: format!("{}@{}", r.view, r.version),
+                })?;
+            let fi = v
+                .feature_index(&r.feature)
+                .ok_or_else(|| StoreError::Unknown {
+                    kind: "feature",
+                    name: r.to_string(),
+                })?;
+            let cf = v.cf_name();
+            let vi = match views.iter().position(|p| p.cf == cf) {
+                Some(i) => i,
+                None => {
+                    views.push(PlanView {
+                        name: v.name.clone(),
+                        cf,
+                        keys: self.join_keys(v)?,
+                        ttl_ms: v.ttl_ms,
+                        width: v.features.len(),
+                    });
+                    views.len() - 1
+                }
+            };
+            slots.push(Slot {
+                view: vi,
+                index: fi,
+                dtype: v.features[fi].dtype,
+            });
+        }
+        Ok(Plan {
+            refs: refs.into(),
+            views,
+            slots,
+        })
+    }
+}
+
+/// Feature refs resolved against the registry: what a read needs, without touching the
+/// registry again (cached per feature service, so an online read resolves nothing).
+#[derive(Debug)]
+struct Plan {
+    refs: Arc<[FeatureRef]>,
+    views: Vec<PlanView>,
+    /// Per ref, in ref order.
+    slots: Vec<Slot>,
+}
+
+/// Where one ref's value comes from.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Index into [`Plan::views`].
+    view: usize,
+    /// Feature index in the view's stored row.
+    index: usize,
+    dtype: DType,
+}
+
+/// One view version of a plan: read once per entity, shared by its refs.
+#[derive(Debug)]
+struct PlanView {
+    name: String,
+    cf: String,
+    keys: Vec<Field>,
+    ttl_ms: Option<i64>,
+    width: usize,
+}
+
+/// A decoded lookup result: event time and the row's values.
+type Hit = (i64, Vec<Value>);
+
+impl PlanView {
+    /// Checks `key` against the join keys and encodes it.
+    fn prefix(&self, key: &[Value]) -> Result<Vec<u8>> {
+        if key.len() != self.keys.len()
+            || key
+                .iter()
+                .zip(&self.keys)
+                .any(|(k, f)| k.is_null() || !k.fits(f.dtype))
+        {
+            return Err(StoreError::BadValue {
+                what: format!("key for view `{}`", self.name),
+                reason: format!("{key:?} does not match join keys {:?}", self.keys),
+            });
+        }
+        key::entity_prefix(key)
+    }
+
+    /// Decodes a stored row; a damaged one is a typed error for this read only.
+    fn decode(&self, f: Found) -> Result<Hit> {
+        let corrupt = |source| StoreError::Corrupt {
+            view: self.cf.clone(),
+            source,
+        };
+        let row: StoredRow = envelope::decode(&f.value).map_err(corrupt)?;
+        if row.0.len() != self.width {
+            return Err(corrupt(keel_core::EnvelopeError::Corrupt(
+                "row width".into(),
+            )));
+        }
+        Ok((f.event, row.0))
+    }
+
+    /// Feature `index` of a lookup at `at_ms`, TTL enforced.
+    fn value(&self, hit: Option<&Hit>, index: usize, at_ms: i64) -> FeatureValue {
+        match hit {
+            None => FeatureValue {
+                value: Value::Null,
+                status: Status::NotFound,
+                event_ms: None,
+            },
+            Some((event, _)) if self.ttl_ms.is_some_and(|ttl| at_ms - event > ttl) => {
+                FeatureValue {
+                    value: Value::Null,
+                    status: Status::Expired,
+                    event_ms: Some(*event),
+                }
+            }
+            Some((event, vals)) => FeatureValue {
+                value: vals[index].clone(),
+                status: Status::Present,
+                event_ms: Some(*event),
+            },
+        }
+    }
 }
 
 /// An embedded, versioned, point-in-time-correct feature store. `Send + Sync`: share one
@@ -99,6 +267,7 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     rocks: Option<Arc<RocksBackend>>,
     registry: RwLock<Registry>,
+    cache: RowCache,
     opts: StoreOptions,
     path: PathBuf,
 }
@@ -126,15 +295,22 @@ impl Store {
 
     /// Opens or creates a store with options.
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
-        let rocks = Arc::new(RocksBackend::open(path.as_ref(), Arc::clone(&opts.clock))?);
+        let rocks = Arc::new(RocksBackend::open_with_cache(
+            path.as_ref(),
+            Arc::clone(&opts.clock),
+            opts.block_cache_bytes,
+            false,
+        )?);
         Self::from_rocks(rocks, opts, path.as_ref())
     }
 
     /// Opens a checkpoint (or store) read-only: reads work, writes fail.
     pub fn open_read_only(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
-        let rocks = Arc::new(RocksBackend::open_read_only(
+        let rocks = Arc::new(RocksBackend::open_with_cache(
             path.as_ref(),
             Arc::clone(&opts.clock),
+            opts.block_cache_bytes,
+            true,
         )?);
         Self::from_rocks(rocks, opts, path.as_ref())
     }
@@ -145,6 +321,7 @@ impl Store {
             backend,
             rocks: Some(rocks),
             registry: RwLock::default(),
+            cache: RowCache::new(opts.row_cache_entries),
             opts,
             path: path.to_path_buf(),
         };
@@ -158,6 +335,7 @@ impl Store {
             backend,
             rocks: None,
             registry: RwLock::default(),
+            cache: RowCache::new(opts.row_cache_entries),
             opts,
             path: PathBuf::new(),
         };
@@ -167,6 +345,7 @@ impl Store {
 
     fn load_registry(&self) -> Result<()> {
         let mut reg = Registry::default();
+        let layout = self.backend.registry_get(LAYOUT_KEY)?;
         for (_, b) in self.backend.registry_scan("entity/")? {
             let e: Entity = envelope::decode(&b)?;
             reg.entities.insert(e.name.clone(), e);
@@ -174,6 +353,13 @@ impl Store {
         for (_, b) in self.backend.registry_scan("view/")? {
             let v: FeatureView = envelope::decode(&b)?;
             reg.views.insert((v.name.clone(), v.version), v);
+        }
+        if !reg.views.is_empty() && layout.as_deref() != Some(KEY_LAYOUT) {
+            return Err(StoreError::Definition(format!(
+                "this store's row keys use layout {:?}; this build reads layout {:?} (docs/store.md)",
+                layout.map(|l| String::from_utf8_lossy(&l).into_owned()),
+                String::from_utf8_lossy(KEY_LAYOUT)
+            )));
         }
         for (_, b) in self.backend.registry_scan("service/")? {
             let s: FeatureService = envelope::decode(&b)?;
@@ -240,6 +426,9 @@ impl Store {
             }
         }
         let mut batch = Batch::default();
+        batch
+            .registry
+            .push((LAYOUT_KEY.into(), KEY_LAYOUT.to_vec()));
         for e in &defs.entities {
             batch
                 .registry
@@ -257,12 +446,13 @@ impl Store {
                 .registry
                 .push((format!("service/{}", s.name), envelope::encode(s)?));
         }
-        self.backend.commit(batch, true)?;
+        self.commit(&batch, true)?;
         reg.entities = entities;
         reg.views = views;
         for s in &defs.services {
             reg.services.insert(s.name.clone(), s.clone());
         }
+        reg.plans.clear();
         Ok(())
     }
 
@@ -290,18 +480,54 @@ impl Store {
             })
     }
 
+    /// Commits a batch, then drops the row-cache entries of every entity it touched.
+    fn commit(&self, batch: &Batch, sync: bool) -> Result<()> {
+        self.backend.commit(batch, sync)?;
+        let puts = batch
+            .puts
+            .iter()
+            .map(|(cf, k, _)| (cf.as_str(), &k[..k.len().saturating_sub(16)]));
+        let ranges = batch
+            .delete_ranges
+            .iter()
+            .map(|(cf, from, _)| (cf.as_str(), &from[..]));
+        self.cache.invalidate(puts.chain(ranges));
+        Ok(())
+    }
+
     /// The join key fields of a view (its entities' keys, concatenated).
     pub fn join_keys(&self, view: &FeatureView) -> Result<Vec<Field>> {
-        let reg = self.registry.read().map_err(|_| poisoned())?;
-        let mut keys = Vec::new();
-        for en in &view.entities {
-            let e = reg.entities.get(en).ok_or_else(|| StoreError::Unknown {
-                kind: "entity",
-                name: en.clone(),
-            })?;
-            keys.extend(e.join_keys.iter().cloned());
+        self.registry
+            .read()
+            .map_err(|_| poisoned())?
+            .join_keys(view)
+    }
+
+    /// The resolved plan of a feature service, built once and cached until the next `apply`.
+    fn service_plan(&self, service: &str) -> Result<Arc<Plan>> {
+        if let Some(p) = self
+            .registry
+            .read()
+            .map_err(|_| poisoned())?
+            .plans
+            .get(service)
+        {
+            return Ok(Arc::clone(p));
         }
-        Ok(keys)
+        let mut reg = self.registry.write().map_err(|_| poisoned())?;
+        if let Some(p) = reg.plans.get(service) {
+            return Ok(Arc::clone(p));
+        }
+        let s = reg
+            .services
+            .get(service)
+            .ok_or_else(|| StoreError::Unknown {
+                kind: "feature service",
+                name: service.into(),
+            })?;
+        let plan = Arc::new(reg.plan(&s.features)?);
+        reg.plans.insert(service.to_string(), Arc::clone(&plan));
+        Ok(plan)
     }
 
     /// Validates rows and encodes them into `batch`; nothing is written on error.
@@ -377,7 +603,7 @@ impl Store {
         let v = self.view(view, version)?;
         let mut batch = Batch::default();
         self.encode_rows(&v, rows, &mut batch)?;
-        self.backend.commit(batch, self.opts.sync_writes)
+        self.commit(&batch, self.opts.sync_writes)
     }
 
     /// Rows of a frame for a view: join key columns by name, `event_timestamp` (i64 ms),
@@ -449,7 +675,7 @@ impl Store {
         batch
             .registry
             .push((wm_key, key::ts_bytes(until_ms.max(from)).to_vec()));
-        self.backend.commit(batch, self.opts.sync_writes)?;
+        self.commit(&batch, self.opts.sync_writes)?;
         Ok(rows.len())
     }
 
@@ -477,136 +703,114 @@ impl Store {
             pairs.insert(k, val);
         }
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs.into_iter().collect();
-        rocks.ingest_sorted(&v.cf_name(), &pairs, &self.path)
-    }
-
-    fn resolve(&self, refs: &[FeatureRef]) -> Result<Vec<(Arc<FeatureView>, usize)>> {
-        // One copy of each distinct view, shared by its refs (a service of 50 features from one
-        // view must not copy the view 50 times per request).
-        let mut seen: Vec<Arc<FeatureView>> = Vec::new();
-        refs.iter()
-            .map(|r| {
-                let v = match seen
-                    .iter()
-                    .find(|v| v.name == r.view && v.version == r.version)
-                {
-                    Some(v) => Arc::clone(v),
-                    None => {
-                        let v = Arc::new(self.view(&r.view, r.version)?);
-                        seen.push(Arc::clone(&v));
-                        v
-                    }
-                };
-                let i = v
-                    .feature_index(&r.feature)
-                    .ok_or_else(|| StoreError::Unknown {
-                        kind: "feature",
-                        name: r.to_string(),
-                    })?;
-                Ok((v, i))
-            })
-            .collect()
-    }
-
-    /// Reads `refs` for one entity key as of `at_ms` (`cutoff`: ignore rows created later).
-    fn read_one(
-        &self,
-        views: &[(Arc<FeatureView>, usize)],
-        key: &[Value],
-        at_ms: i64,
-        cutoff: Option<i64>,
-        out: &mut Vec<FeatureValue>,
-    ) -> Result<()> {
-        // One lookup per view version, shared by its features (by index: decoded rows are not
-        // copied per feature).
-        let mut cache: Vec<(*const FeatureView, Hit)> = Vec::new();
-        for (v, fi) in views {
-            let id = Arc::as_ptr(v);
-            let slot = match cache.iter().position(|(c, _)| *c == id) {
-                Some(i) => i,
-                None => {
-                    let cf = v.cf_name();
-                    let keys = self.join_keys(v)?;
-                    if key.len() != keys.len()
-                        || key
-                            .iter()
-                            .zip(&keys)
-                            .any(|(k, f)| k.is_null() || !k.fits(f.dtype))
-                    {
-                        return Err(StoreError::BadValue {
-                            what: format!("key for view `{}`", v.name),
-                            reason: format!("{key:?} does not match join keys {keys:?}"),
-                        });
-                    }
-                    let prefix = key::entity_prefix(key)?;
-                    let found = self.backend.latest(&cf, &prefix, at_ms, cutoff)?;
-                    let h = match found {
-                        Some(f) => {
-                            let row: StoredRow = envelope::decode(&f.value).map_err(|source| {
-                                StoreError::Corrupt {
-                                    view: cf.clone(),
-                                    source,
-                                }
-                            })?;
-                            if row.0.len() != v.features.len() {
-                                return Err(StoreError::Corrupt {
-                                    view: cf.clone(),
-                                    source: keel_core::EnvelopeError::Corrupt("row width".into()),
-                                });
-                            }
-                            Some((f.event, row.0))
-                        }
-                        None => None,
-                    };
-                    cache.push((id, h));
-                    cache.len() - 1
-                }
-            };
-            out.push(match &cache[slot].1 {
-                None => FeatureValue {
-                    value: Value::Null,
-                    status: Status::NotFound,
-                    event_ms: None,
-                },
-                Some((event, _)) if v.ttl_ms.is_some_and(|ttl| at_ms - event > ttl) => {
-                    FeatureValue {
-                        value: Value::Null,
-                        status: Status::Expired,
-                        event_ms: Some(*event),
-                    }
-                }
-                Some((event, vals)) => FeatureValue {
-                    value: vals[*fi].clone(),
-                    status: Status::Present,
-                    event_ms: Some(*event),
-                },
-            });
-        }
+        rocks.ingest_sorted(&v.cf_name(), &pairs, &self.path)?;
+        self.cache.clear();
         Ok(())
     }
 
-    /// Latest values as of now for many entities and a feature service; TTL enforced.
+    /// Latest values as of now for many entities and a feature service; TTL enforced. Hot
+    /// entities are answered from the row cache (see [`StoreOptions::row_cache_entries`]).
     pub fn get_online(&self, service: &str, keys: &[Vec<Value>]) -> Result<OnlineResponse> {
-        self.get_as_of(service, keys, self.opts.clock.now_ms())
+        self.read_service(service, keys, self.opts.clock.now_ms(), true)
     }
 
-    /// The same as [`Store::get_online`] at any past time.
+    /// The same as [`Store::get_online`] at any past time (always read from storage).
     pub fn get_as_of(
         &self,
         service: &str,
         keys: &[Vec<Value>],
         at_ms: i64,
     ) -> Result<OnlineResponse> {
-        let s = self.service(service)?;
-        let views = self.resolve(&s.features)?;
-        let mut values = Vec::with_capacity(keys.len());
-        for k in keys {
-            let mut row = Vec::with_capacity(views.len());
-            self.read_one(&views, k, at_ms, None, &mut row)?;
-            values.push(row);
+        self.read_service(service, keys, at_ms, false)
+    }
+
+    fn read_service(
+        &self,
+        service: &str,
+        keys: &[Vec<Value>],
+        at_ms: i64,
+        cached: bool,
+    ) -> Result<OnlineResponse> {
+        let plan = self.service_plan(service)?;
+        let cached = cached && self.cache.enabled();
+        // One backend call per view version for the keys the cache cannot answer;
+        // hits[view][entity].
+        let mut hits: Vec<Vec<Newest>> = Vec::with_capacity(plan.views.len());
+        for pv in &plan.views {
+            let prefixes = keys
+                .iter()
+                .map(|k| pv.prefix(k))
+                .collect::<Result<Vec<_>>>()?;
+            let mut got: Vec<Option<Newest>> = prefixes
+                .iter()
+                .map(|p| {
+                    // A cached newest row answers unless it lies after T.
+                    cached
+                        .then(|| self.cache.get(&pv.cf, p))
+                        .flatten()
+                        .filter(|n| n.as_ref().is_none_or(|h| h.0 <= at_ms))
+                })
+                .collect();
+            let mut misses: Vec<usize> = (0..keys.len()).filter(|&e| got[e].is_none()).collect();
+            // In storage order, one iterator sweeps forward through neighbouring blocks.
+            misses.sort_unstable_by(|&a, &b| prefixes[a].cmp(&prefixes[b]));
+            if misses.is_empty() {
+                hits.push(got.into_iter().map(Option::unwrap_or_default).collect());
+                continue;
+            }
+            let epoch = self.cache.epoch();
+            // Cached reads fetch each entity's newest row (what the cache holds); if that row
+            // lies after T, the row at T is read in a second pass.
+            let bound = if cached { key::MAX_TS } else { at_ms };
+            let lookups: Vec<Lookup<'_>> = misses
+                .iter()
+                .map(|&e| Lookup {
+                    prefix: &prefixes[e],
+                    event_bound: bound,
+                    created_cutoff: None,
+                })
+                .collect();
+            let mut future = Vec::new();
+            self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {
+                let e = misses[i];
+                let newest: Newest = f.map(|f| pv.decode(f)).transpose()?.map(Arc::new);
+                if cached {
+                    self.cache
+                        .insert(&pv.cf, &prefixes[e], newest.clone(), epoch);
+                }
+                if newest.as_ref().is_some_and(|h| h.0 > at_ms) {
+                    future.push(e);
+                } else {
+                    got[e] = Some(newest);
+                }
+                Ok(())
+            })?;
+            if !future.is_empty() {
+                let lookups: Vec<Lookup<'_>> = future
+                    .iter()
+                    .map(|&e| Lookup {
+                        prefix: &prefixes[e],
+                        event_bound: at_ms,
+                        created_cutoff: None,
+                    })
+                    .collect();
+                self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {
+                    got[future[i]] = Some(f.map(|f| pv.decode(f)).transpose()?.map(Arc::new));
+                    Ok(())
+                })?;
+            }
+            hits.push(got.into_iter().map(Option::unwrap_or_default).collect());
         }
+        let values = (0..keys.len())
+            .map(|e| {
+                plan.slots
+                    .iter()
+                    .map(|s| plan.views[s.view].value(hits[s.view][e].as_deref(), s.index, at_ms))
+                    .collect()
+            })
+            .collect();
         Ok(OnlineResponse {
-            features: s.features,
+            features: Arc::clone(&plan.refs),
             values,
         })
     }
@@ -615,14 +819,17 @@ impl Store {
     /// `event_timestamp`), each feature's value from the row with the greatest event time at or
     /// before the entity timestamp, within the view's TTL counted back from it, ties broken by
     /// the later creation time. The output is `entities` plus one column per feature (named
-    /// `feature`, or `view__feature` when two views share a name). Rows stream in chunks.
+    /// `feature`, or `view__feature` when two views share a name), rows in input order.
+    ///
+    /// Each view version is read once per entity row, in key order (one forward sweep through
+    /// its storage, each block read once), split over `opts.threads` workers.
     pub fn historical(
         &self,
         entities: &Frame,
         refs: &[FeatureRef],
         opts: HistoricalOptions,
     ) -> Result<Frame> {
-        let views = self.resolve(refs)?;
+        let plan = self.registry.read().map_err(|_| poisoned())?.plan(refs)?;
         let mut names: Vec<String> = refs.iter().map(|r| r.feature.clone()).collect();
         for i in 0..names.len() {
             if names.iter().filter(|n| **n == refs[i].feature).count() > 1 {
@@ -630,62 +837,124 @@ impl Store {
             }
         }
         let ts_col = entities.column("event_timestamp")?;
-        let mut builders: Vec<ColumnBuilder> = views
-            .iter()
-            .map(|(v, i)| ColumnBuilder::with_capacity(v.features[*i].dtype, entities.nrows()))
-            .collect();
-        // Group the refs by view version: one lookup per entity row and view, shared by its
-        // features. Each group also locates its join key columns once.
-        let mut groups: Vec<Group<'_>> = Vec::new();
-        for (out, (v, fi)) in views.iter().enumerate() {
-            match groups.iter_mut().find(|g| g.0 == v.cf_name()) {
-                Some(g) => {
-                    g.2.push((v.clone(), *fi));
-                    g.3.push(out);
-                }
-                None => {
-                    let cols = self
-                        .join_keys(v)?
-                        .iter()
-                        .map(|k| entities.column(&k.name))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    groups.push((v.cf_name(), cols, vec![(v.clone(), *fi)], vec![out]));
-                }
-            }
+        let n = entities.nrows();
+        let at = (0..n)
+            .map(|r| match ts_col.get(r) {
+                ValueRef::I64(t) => Ok(t),
+                other => Err(StoreError::BadValue {
+                    what: format!("entity row {r}, event_timestamp"),
+                    reason: format!("{other:?} is not an i64 ms timestamp"),
+                }),
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        let threads = match opts.threads {
+            // Below about 20k rows per worker a thread costs more than it saves.
+            0 => std::thread::available_parallelism()
+                .map_or(1, |t| t.get())
+                .min(n.div_ceil(20_000)),
+            t => t.min(n),
         }
-        let mut got = Vec::with_capacity(views.len());
-        for r in 0..entities.nrows() {
-            let at = match ts_col.get(r) {
-                ValueRef::I64(t) => t,
-                other => {
-                    return Err(StoreError::BadValue {
-                        what: format!("entity row {r}, event_timestamp"),
-                        reason: format!("{other:?} is not an i64 ms timestamp"),
-                    })
-                }
+        .max(1);
+        let mut out: Vec<Option<Column>> = vec![None; refs.len()];
+        for (vi, pv) in plan.views.iter().enumerate() {
+            let cols = pv
+                .keys
+                .iter()
+                .map(|k| entities.column(&k.name))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut key = Vec::with_capacity(cols.len());
+            let prefixes = (0..n)
+                .map(|r| {
+                    key.clear();
+                    key.extend(cols.iter().map(|c| value_of(c.get(r))));
+                    pv.prefix(&key)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Key order = storage order: the sweep reads each block once.
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_unstable_by(|&a, &b| prefixes[a].cmp(&prefixes[b]).then(at[a].cmp(&at[b])));
+            let lookups: Vec<Lookup<'_>> = order
+                .iter()
+                .map(|&r| Lookup {
+                    prefix: &prefixes[r],
+                    event_bound: at[r],
+                    created_cutoff: opts.no_backfill_leak.then_some(at[r]),
+                })
+                .collect();
+            let mine: Vec<(usize, Slot)> = plan
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.view == vi)
+                .map(|(o, s)| (o, *s))
+                .collect();
+            let part = n.div_ceil(threads).max(1);
+            let parts = if threads == 1 || n == 0 {
+                vec![self.historical_part(pv, &lookups, &mine)?]
+            } else {
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = lookups
+                        .chunks(part)
+                        .map(|chunk| scope.spawn(|| self.historical_part(pv, chunk, &mine)))
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| {
+                            w.join().unwrap_or_else(|_| {
+                                Err(StoreError::Definition("a join worker panicked".into()))
+                            })
+                        })
+                        .collect::<Result<Vec<Frame>>>()
+                })?
             };
-            for (_, cols, group, outs) in &groups {
-                let key: Vec<Value> = cols.iter().map(|c| value_of(c.get(r))).collect();
-                got.clear();
-                self.read_one(
-                    group,
-                    &key,
-                    at,
-                    opts.no_backfill_leak.then_some(at),
-                    &mut got,
-                )?;
-                for (&out, fv) in outs.iter().zip(&got) {
-                    push_value(&mut builders[out], &fv.value);
-                }
+            let sorted = Frame::concat(&parts)?;
+            let mut inverse = vec![0; n];
+            for (pos, &r) in order.iter().enumerate() {
+                inverse[r] = pos;
+            }
+            let back = sorted.take(&inverse)?;
+            for ((o, _), c) in mine.iter().zip(back.columns()) {
+                out[*o] = Some(c.clone());
             }
         }
         let mut fields = entities.schema().fields().to_vec();
         let mut columns = entities.columns().to_vec();
-        for ((b, name), (v, fi)) in builders.into_iter().zip(names).zip(&views) {
-            fields.push(Field::new(name, v.features[*fi].dtype));
-            columns.push(b.finish());
+        for ((c, name), s) in out.into_iter().zip(names).zip(&plan.slots) {
+            fields.push(Field::new(name, s.dtype));
+            columns.push(c.ok_or_else(|| StoreError::Definition("unplanned ref".into()))?);
         }
         Ok(Frame::new(fields, columns)?)
+    }
+
+    /// One worker's share of a historical read: `lookups` (sorted) in one view version, the
+    /// columns of the refs `mine`, in lookup order.
+    fn historical_part(
+        &self,
+        pv: &PlanView,
+        lookups: &[Lookup<'_>],
+        mine: &[(usize, Slot)],
+    ) -> Result<Frame> {
+        let mut builders: Vec<ColumnBuilder> = mine
+            .iter()
+            .map(|(_, s)| ColumnBuilder::with_capacity(s.dtype, lookups.len()))
+            .collect();
+        self.backend.latest_each(&pv.cf, lookups, &mut |i, found| {
+            let hit = found.map(|f| pv.decode(f)).transpose()?;
+            let at = lookups[i].event_bound;
+            for (b, (_, s)) in builders.iter_mut().zip(mine) {
+                push_value(b, &pv.value(hit.as_ref(), s.index, at).value);
+            }
+            Ok(())
+        })?;
+        let fields = mine
+            .iter()
+            .enumerate()
+            .map(|(k, (_, s))| Field::new(format!("c{k}"), s.dtype))
+            .collect();
+        Ok(Frame::new(
+            fields,
+            builders.into_iter().map(ColumnBuilder::finish).collect(),
+        )?)
     }
 
     /// Deletes every row of an entity key in every view version that uses the entity (right to
@@ -716,7 +985,7 @@ impl Store {
         }
         let n = batch.delete_ranges.len();
         drop(reg);
-        self.backend.commit(batch, true)?;
+        self.commit(&batch, true)?;
         Ok(n)
     }
 
@@ -736,10 +1005,12 @@ impl Store {
 
     /// Compacts a view version now, applying its history retention.
     pub fn compact(&self, view: &str, version: u32) -> Result<()> {
-        match &self.rocks {
-            Some(r) => r.compact(&cf_name(view, version)),
-            None => Ok(()),
+        if let Some(r) = &self.rocks {
+            r.compact(&cf_name(view, version))?;
         }
+        // Retention may have dropped a cached row.
+        self.cache.clear();
+        Ok(())
     }
 
     /// Every stored row of one entity in a view version, oldest first: `(event, created, values)`.
@@ -765,18 +1036,6 @@ impl Store {
             .collect()
     }
 }
-
-/// A view lookup's result: event time and the row's values, or nothing.
-type Hit = Option<(i64, Vec<Value>)>;
-
-/// Refs of one view version in a historical read: storage name, the entity frame's join key
-/// columns, the refs, and their output column positions.
-type Group<'a> = (
-    String,
-    Vec<&'a Column>,
-    Vec<(Arc<FeatureView>, usize)>,
-    Vec<usize>,
-);
 
 fn poisoned() -> StoreError {
     StoreError::Definition("registry lock poisoned by a panicking thread".into())

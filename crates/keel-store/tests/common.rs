@@ -73,6 +73,7 @@ pub fn open(dir: &std::path::Path, now: i64) -> (Store, Arc<ManualClock>) {
         StoreOptions {
             clock: clock.clone(),
             sync_writes: false,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -35,6 +35,7 @@ fn crash_writer_child_process() {
         StoreOptions {
             clock,
             sync_writes: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -102,6 +103,7 @@ fn killed_writers_leave_whole_batches() {
             StoreOptions {
                 clock: Arc::new(keel_core::ManualClock::new(2 * DAY)),
                 sync_writes: false,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -33,6 +33,21 @@ fn definitions_are_validated_and_versioned() {
     assert_eq!(store.view("card_stats", 1).unwrap().features.len(), 3);
     assert_eq!(store.view("card_stats", 2).unwrap().features.len(), 4);
 
+    // Reads resolve a service once and cache it; re-applying the service must be seen at once.
+    let key = [vec![Value::from("c1")]];
+    assert_eq!(store.get_online("fraud", &key).unwrap().values[0].len(), 3);
+    let mut moved = defs();
+    moved.views.clear();
+    moved.services[0].features = vec![
+        FeatureRef::parse("card_stats@2:new_feature").unwrap(),
+        FeatureRef::parse("card_stats@1:spend_24h").unwrap(),
+    ];
+    store.apply(&moved).unwrap();
+    let r = store.get_online("fraud", &key).unwrap();
+    assert_eq!(r.features.len(), 2);
+    assert_eq!(r.features[0].to_string(), "card_stats@2:new_feature");
+    assert_eq!(r.values[0].len(), 2);
+
     let mut unknown = defs();
     unknown.views[0].entities = vec!["nobody".into()];
     unknown.views[0].version = 9;
@@ -61,7 +76,7 @@ fn definitions_are_validated_and_versioned() {
     // Definitions persist.
     drop(store);
     let (store, _) = open(dir.path(), 10 * DAY);
-    assert_eq!(store.service("fraud").unwrap().features.len(), 3);
+    assert_eq!(store.service("fraud").unwrap().features.len(), 2);
     assert!(store.view("card_stats", 2).is_ok());
 }
 
@@ -303,6 +318,7 @@ fn point_in_time_join_matches_feast_semantics() {
             &refs,
             HistoricalOptions {
                 no_backfill_leak: true,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -339,6 +355,7 @@ fn checkpoints_are_read_only_snapshots() {
         StoreOptions {
             clock: std::sync::Arc::new(keel_core::ManualClock::new(10 * DAY)),
             sync_writes: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -478,7 +495,7 @@ impl Backend for Corrupting {
     fn ensure_view(&self, name: &str, r: Option<i64>) -> Result<()> {
         self.0.ensure_view(name, r)
     }
-    fn commit(&self, batch: Batch, sync: bool) -> Result<()> {
+    fn commit(&self, batch: &Batch, sync: bool) -> Result<()> {
         self.0.commit(batch, sync)
     }
     fn latest(
@@ -514,6 +531,7 @@ fn corrupt_values_are_typed_errors_and_the_store_stays_usable() {
         StoreOptions {
             clock,
             sync_writes: false,
+            ..Default::default()
         },
     )
     .unwrap();
