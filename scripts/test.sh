@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 # A real MLflow server for keel-registry's export test.
 KEEL_MLFLOW="$(bash scripts/mlflow-env.sh)"
 export KEEL_MLFLOW
+# NVIDIA's Triton HTTP client, a V2 client for keel-serve's protocol test.
+KEEL_TRITON_PYTHON="$(bash scripts/tritonclient-env.sh)"
+export KEEL_TRITON_PYTHON
 cargo test --workspace --all-targets --features keel-gbdt/train --locked
 # Doctests (crate-level examples) are not part of --all-targets.
 cargo test --workspace --doc --features keel-gbdt/train --locked

@@ -9,6 +9,7 @@
 //! keel models list|show|alias set|alias rollback|alias history ...
 //! keel train --config JOB.toml --data CSV
 //! keel drift --reference CSV --current CSV [--json OUT] [--html OUT]
+//! keel serve --registry DIR --model NAME[:SERVICE] [--store DIR] [--addr 127.0.0.1:8000]
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 mod drift_cmd;
 mod ml_cmd;
+mod serve_cmd;
 mod store_cmd;
 
 #[derive(Parser)]
@@ -54,6 +56,9 @@ enum Command {
     /// Data drift of a current CSV against a reference CSV (Evidently's preset), as a table,
     /// JSON and an offline HTML page.
     Drift(drift_cmd::DriftArgs),
+    /// Serve registered models over the Open Inference Protocol (V2) on HTTP, with Prometheus
+    /// metrics and admin calls (shadow, promote, rollback) protected by a token.
+    Serve(serve_cmd::ServeArgs),
     /// Run a training job described in a TOML file; tracks and registers it.
     Train {
         #[command(flatten)]
@@ -115,6 +120,7 @@ fn main() -> Result<()> {
         Command::Models { registry, cmd } => ml_cmd::models(&registry, cmd),
         Command::Train { registry, args } => ml_cmd::train(&registry, args),
         Command::Drift(args) => drift_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     }
 }
 

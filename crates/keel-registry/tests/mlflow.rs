@@ -34,7 +34,7 @@ fn mlflow_bin() -> PathBuf {
     let p = PathBuf::from(home).join(".cache/keel/venv-mlflow/bin/mlflow");
     assert!(
         p.exists(),
-        "MLflow is not installed: run scripts/python-env.sh (or set KEEL_MLFLOW)"
+        "MLflow is not installed: run scripts/mlflow-env.sh (or set KEEL_MLFLOW)"
     );
     p
 }

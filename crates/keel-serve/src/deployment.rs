@@ -463,13 +463,7 @@ impl Deployment {
     /// shadow challenger off the critical path; logs a sample.
     pub fn predict(&self, mut req: Request) -> Result<Response> {
         let t0 = Instant::now();
-        if req.request_id.is_empty() {
-            req.request_id = format!(
-                "{}-{}",
-                self.name,
-                self.next_id.fetch_add(1, Ordering::Relaxed)
-            );
-        }
+        self.assign_id(&mut req);
         let state = self.state();
         let route = match &state.challenger {
             Some((_, Stage::Canary { percent })) => {
@@ -486,6 +480,77 @@ impl Deployment {
             (Route::Canary, Some((m, _))) => m,
             _ => &state.champion,
         };
+        let shadow = match &state.challenger {
+            Some((challenger, Stage::Shadow)) => Some(challenger),
+            _ => None,
+        };
+        self.respond(t0, model, route, shadow, req)
+    }
+
+    /// Answers with registered version `version` alone, whatever its role (champion, shadow or
+    /// canary challenger): no canary routing, no shadow mirror. The route reports the
+    /// version's role. This is V2's `/versions/{v}/infer`.
+    pub fn predict_version(&self, version: u32, mut req: Request) -> Result<Response> {
+        let t0 = Instant::now();
+        self.assign_id(&mut req);
+        let state = self.state();
+        let (model, route) = self.role(&state, version)?;
+        self.respond(t0, model, route, None, req)
+    }
+
+    /// The served model of `version` (`None`: the champion) and its role.
+    pub fn model(&self, version: Option<u32>) -> Result<(ServedModel, Route)> {
+        let state = self.state();
+        let (m, r) = self.role(&state, version.unwrap_or(state.champion.version))?;
+        Ok((m.clone(), r))
+    }
+
+    /// The join keys of the feature service's entity (empty without a store): what a request
+    /// must name for the lookup.
+    pub fn entity_keys(&self) -> Result<Vec<keel_core::Field>> {
+        let Some((store, service)) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let svc = store.service(service)?;
+        match svc.features.first() {
+            Some(r) => Ok(store.join_keys(&store.view(&r.view, r.version)?)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn role<'s>(&self, state: &'s State, version: u32) -> Result<(&'s ServedModel, Route)> {
+        if state.champion.version == version {
+            return Ok((&state.champion, Route::Champion));
+        }
+        match &state.challenger {
+            Some((m, Stage::Shadow)) if m.version == version => Ok((m, Route::Shadow)),
+            Some((m, Stage::Canary { .. })) if m.version == version => Ok((m, Route::Canary)),
+            _ => Err(ServeError::NotServing {
+                model: self.name.clone(),
+                version,
+            }),
+        }
+    }
+
+    fn assign_id(&self, req: &mut Request) {
+        if req.request_id.is_empty() {
+            req.request_id = format!(
+                "{}-{}",
+                self.name,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            );
+        }
+    }
+
+    /// Scores `req` with `model` on `route`: metrics, optional shadow mirror, sampled log.
+    fn respond(
+        &self,
+        t0: Instant,
+        model: &ServedModel,
+        route: Route,
+        shadow: Option<&ServedModel>,
+        req: Request,
+    ) -> Result<Response> {
         let metrics = self.metrics_for((model.version, route));
         metrics.1.requests.fetch_add(1, Ordering::Relaxed);
         let Answer {
@@ -501,7 +566,7 @@ impl Deployment {
             }
         };
         metrics.0.record(t0.elapsed().as_nanos() as u64);
-        if let Some((challenger, Stage::Shadow)) = &state.challenger {
+        if let Some(challenger) = shadow {
             self.mirror(ShadowJob {
                 model: challenger.clone(),
                 inputs: inputs.clone(),

@@ -23,12 +23,18 @@
 //!   lookup ([`lookup_precomputed`]); [`load::open_loop`] measures either path at a fixed
 //!   arrival rate (p50/p99/p999 from scheduled start times).
 //!
+//! With the `http` feature, [`http`] serves deployments over the Open Inference Protocol (V2):
+//! health, metadata, inference (JSON and Triton's binary tensors), Prometheus metrics and
+//! token-protected admin calls (shadow, promote, rollback). `keel serve` runs it.
+//!
 //! Serving links no training code: this crate depends on keel-transform without `fit` and on
 //! keel-gbdt without `train`.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod deployment;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod load;
 mod precompute;
 mod predictor;
@@ -53,6 +59,20 @@ pub enum ServeError {
     /// The deployment is not in the stage the call needs.
     #[error("stage: {0}")]
     Stage(String),
+    /// The version is neither the champion nor the challenger of the deployment.
+    #[error("model `{model}` does not serve version {version}")]
+    NotServing {
+        /// Model name.
+        model: String,
+        /// Version asked for.
+        version: u32,
+    },
+    /// Invalid server or deployment configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// I/O failure (binding a socket...).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     /// A model flavor this runtime cannot serve.
     #[error("unsupported: {0}")]
     Unsupported(String),
