@@ -13,6 +13,10 @@
 //!   wrong shapes are typed errors.
 //! - Inference: [`Mlp::predict_batch`] through candle, [`Mlp::predict_one`] on a packed copy of
 //!   the weights that never enters a thread pool. The model is `Send + Sync`.
+//! - [`SeqConfig`] / [`train_text`]: a sequence encoder for text or event ids (a [`Tokenizer`]
+//!   that needs no download: bytes or hashed words; token embedding, sinusoidal positions,
+//!   pre-norm transformer encoder layers with masked multi-head attention, mean or first-token
+//!   pooling), trained by the same deterministic loop, saved as safetensors + manifest.
 //!
 //! ```
 //! use keel_deep::{train, Dataset, Head, MlpConfig, OptimizerConfig, TrainConfig};
@@ -37,8 +41,7 @@
 //! # }
 //! ```
 //!
-//! Work in progress (issue 4): the sequence encoder, the CNN, PyTorch and ONNX parity fixtures
-//! and the latency harness against onnxruntime.
+//! Work in progress (issue 4): the CNN, PyTorch import for the sequence encoder and ONNX import.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -47,6 +50,7 @@ mod config;
 mod fast;
 mod model;
 mod rng;
+mod seq;
 mod train;
 
 pub use artifact::{Manifest, MAX_WEIGHTS};
@@ -56,6 +60,10 @@ pub use config::{
 };
 pub use model::{Mlp, LN_EPS};
 pub use rng::Rng;
+pub use seq::{
+    ticket_corpus, train_text, Pooling, SeqConfig, SeqManifest, SeqModel, TextData, Tokenizer, CLS,
+    MAX_SEQ, PAD,
+};
 pub use train::{train, Dataset, EpochReport, TrainReport};
 
 /// Errors of keel-deep.

@@ -150,18 +150,34 @@ fn loss(head: Head, logits: &Tensor, y: &[f32], class_w: Option<&[f64]>) -> Resu
     Ok(((per * wt)?.sum_all()? / f64::from(wsum.max(1e-12)))?)
 }
 
-fn evaluate(m: &Mlp, d: &Dataset, class_w: Option<&[f64]>) -> Result<(f64, Option<f64>)> {
-    let idx: Vec<usize> = (0..d.rows).collect();
+/// Which rows a forward pass reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    Train,
+    Valid,
+}
+
+/// A forward pass over rows `idx` of a split: `(logits, targets)`; `Some(rng)` in training
+/// (dropout), `None` in evaluation.
+pub(crate) type Forward<'a> =
+    dyn FnMut(Split, &[usize], Option<&mut Rng>) -> Result<(Tensor, Vec<f32>)> + 'a;
+
+fn evaluate(
+    head: Head,
+    rows: usize,
+    forward: &mut Forward<'_>,
+    class_w: Option<&[f64]>,
+) -> Result<(f64, Option<f64>)> {
+    let idx: Vec<usize> = (0..rows).collect();
     let mut total = 0.0;
     let mut hits = 0usize;
     for chunk in idx.chunks(4096) {
-        let (x, c, y) = batch_tensors(m, d, chunk)?;
-        let logits = m.forward(&x, &c, None)?;
-        let l: f32 = loss(m.cfg.head, &logits, &y, class_w)?.to_scalar()?;
+        let (logits, y) = forward(Split::Valid, chunk, None)?;
+        let l: f32 = loss(head, &logits, &y, class_w)?.to_scalar()?;
         total += f64::from(l) * chunk.len() as f64;
         let p: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
         for (row, t) in p.iter().zip(&y) {
-            let pred = match m.cfg.head {
+            let pred = match head {
                 Head::Binary => f32::from(u8::from(row[0] >= 0.0)),
                 Head::Multiclass { .. } => {
                     row.iter()
@@ -177,8 +193,8 @@ fn evaluate(m: &Mlp, d: &Dataset, class_w: Option<&[f64]>) -> Result<(f64, Optio
             hits += usize::from(pred == *t);
         }
     }
-    let acc = (!matches!(m.cfg.head, Head::Regression)).then(|| hits as f64 / d.rows.max(1) as f64);
-    Ok((total / d.rows.max(1) as f64, acc))
+    let acc = (!matches!(head, Head::Regression)).then(|| hits as f64 / rows.max(1) as f64);
+    Ok((total / rows.max(1) as f64, acc))
 }
 
 /// Trains a fresh model of `cfg`. Deterministic: the same data, configs and seed give
@@ -195,13 +211,51 @@ pub fn train(
     if let Some(v) = valid {
         check(&cfg, v, "valid")?;
     }
-    if tc.batch_size == 0 || tc.epochs == 0 || data.rows == 0 {
+    let head = cfg.head;
+    let mut model = Mlp::new(cfg, tc.seed)?;
+    let report = {
+        let m = &model;
+        let mut forward = |split: Split, idx: &[usize], rng: Option<&mut Rng>| {
+            let d = match (split, valid) {
+                (Split::Valid, Some(v)) => v,
+                _ => data,
+            };
+            let (x, c, y) = batch_tensors(m, d, idx)?;
+            Ok((m.forward(&x, &c, rng)?, y))
+        };
+        fit(
+            m.vars(),
+            head,
+            tc,
+            data.rows,
+            valid.map(|v| v.rows),
+            &mut forward,
+            progress,
+        )?
+    };
+    model.repack()?;
+    Ok((model, report))
+}
+
+/// The training loop shared by every architecture: seeded shuffling, optimiser, warm-up +
+/// cosine schedule, gradient clipping, class weights, validation, early stopping (the best
+/// epoch's weights are restored into `vars`).
+pub(crate) fn fit(
+    vars: Vec<candle_core::Var>,
+    head: Head,
+    tc: &TrainConfig,
+    rows: usize,
+    valid_rows: Option<usize>,
+    forward: &mut Forward<'_>,
+    progress: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainReport> {
+    if tc.batch_size == 0 || tc.epochs == 0 || rows == 0 {
         return Err(DeepError::Config(
             "epochs, batch_size and rows must be > 0".into(),
         ));
     }
     if let Some(w) = &tc.class_weights {
-        let need = match cfg.head {
+        let need = match head {
             Head::Regression => 0,
             h => h.outputs().max(2),
         };
@@ -211,9 +265,7 @@ pub fn train(
             )));
         }
     }
-    let mut model = Mlp::new(cfg, tc.seed)?;
     let mut rng = Rng::new(tc.seed.wrapping_add(1));
-    let vars = model.vars();
     let (peak, mut opt) = match tc.optimizer {
         OptimizerConfig::AdamW { lr, weight_decay } => (
             lr,
@@ -228,7 +280,7 @@ pub fn train(
         ),
         OptimizerConfig::Sgd { lr } => (lr, Opt::Sgd(SGD::new(vars.clone(), lr)?)),
     };
-    let steps_per_epoch = data.rows.div_ceil(tc.batch_size);
+    let steps_per_epoch = rows.div_ceil(tc.batch_size);
     let total = (steps_per_epoch * tc.epochs).max(1);
     let lr_at = |s: usize| -> f64 {
         if s < tc.warmup_steps {
@@ -247,7 +299,7 @@ pub fn train(
     let mut best: Option<(f64, Vec<Tensor>)> = None;
     let mut stale = 0usize;
     let mut step = 0usize;
-    let mut order: Vec<usize> = (0..data.rows).collect();
+    let mut order: Vec<usize> = (0..rows).collect();
     for epoch in 1..=tc.epochs {
         let t0 = Instant::now();
         rng.shuffle(&mut order);
@@ -256,9 +308,8 @@ pub fn train(
         for chunk in order.chunks(tc.batch_size) {
             lr = lr_at(step);
             opt.set_lr(lr);
-            let (x, c, y) = batch_tensors(&model, data, chunk)?;
-            let logits = model.forward(&x, &c, Some(&mut rng))?;
-            let l = loss(model.cfg.head, &logits, &y, cw)?;
+            let (logits, y) = forward(Split::Train, chunk, Some(&mut rng))?;
+            let l = loss(head, &logits, &y, cw)?;
             sum += f64::from(l.to_scalar::<f32>()?) * chunk.len() as f64;
             let mut grads = l.backward()?;
             if let Some(clip) = tc.clip_norm {
@@ -281,20 +332,20 @@ pub fn train(
             opt.step(&grads)?;
             step += 1;
         }
-        let (valid_loss, valid_accuracy) = match valid {
-            Some(v) => {
-                let (l, a) = evaluate(&model, v, cw)?;
+        let (valid_loss, valid_accuracy) = match valid_rows {
+            Some(n) => {
+                let (l, a) = evaluate(head, n, forward, cw)?;
                 (Some(l), a)
             }
             None => (None, None),
         };
         let rep = EpochReport {
             epoch,
-            train_loss: sum / data.rows as f64,
+            train_loss: sum / rows as f64,
             valid_loss,
             valid_accuracy,
             lr,
-            rows_per_sec: data.rows as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            rows_per_sec: rows as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         };
         progress(&rep);
         report.epochs.push(rep);
@@ -323,6 +374,5 @@ pub fn train(
         }
         report.best_epoch = report.epochs.len() - stale;
     }
-    model.repack()?;
-    Ok((model, report))
+    Ok(report)
 }

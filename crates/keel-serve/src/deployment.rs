@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use keel_core::{Clock, SystemClock, ValueRef};
 use keel_monitor::{LoggedValue, PredictionRecord};
 use keel_registry::Registry;
-use keel_store::{Status, Store, Value};
+use keel_store::{FeatureRef, Status, Store, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::predictor::ServedModel;
@@ -258,7 +258,13 @@ pub struct Deployment {
     shadow_tx: OnceLock<SyncSender<ShadowJob>>,
     log: Mutex<VecDeque<PredictionRecord>>,
     next_id: AtomicU64,
+    /// Pipeline input -> service feature positions, per (version, resolved service).
+    input_maps: RwLock<Vec<InputMapEntry>>,
 }
+
+type InputMap = Arc<[Option<usize>]>;
+/// `(model version, the resolved service's refs, the map)`.
+type InputMapEntry = (u32, Arc<[FeatureRef]>, InputMap);
 
 impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -342,6 +348,7 @@ impl Deployment {
             shadow_tx: OnceLock::new(),
             log: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
+            input_maps: RwLock::new(Vec::new()),
         })
     }
 
@@ -409,37 +416,70 @@ impl Deployment {
         model: &ServedModel,
         req: &Request,
     ) -> Result<(Vec<Value>, Option<i64>, usize)> {
-        let mut stored: Vec<(String, Value, Option<i64>, Status)> = Vec::new();
-        if let (Some((store, service)), false) = (&self.store, req.entity.is_empty()) {
-            let r = store.get_online(service, std::slice::from_ref(&req.entity))?;
-            if let Some(row) = r.values.first() {
-                for (f, v) in r.features.iter().zip(row) {
-                    stored.push((f.feature.clone(), v.value.clone(), v.event_ms, v.status));
-                }
+        let fields = model.pipeline.input_schema().fields();
+        let stored = match (&self.store, req.entity.is_empty()) {
+            (Some((store, service)), false) => {
+                Some(store.get_online(service, std::slice::from_ref(&req.entity))?)
             }
-        }
+            _ => None,
+        };
+        let row = stored.as_ref().and_then(|r| r.values.first());
+        let map = stored.as_ref().map(|r| self.input_map(model, &r.features));
         let now = self.clock.now_ms();
         let mut oldest: Option<i64> = None;
         let mut missing = 0;
-        let mut out = Vec::with_capacity(model.pipeline.input_schema().len());
-        for f in model.pipeline.input_schema().fields() {
+        let mut out = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
             if let Some((_, v)) = req.features.iter().find(|(n, _)| *n == f.name) {
                 out.push(v.clone());
-            } else if let Some((_, v, ev, st)) = stored.iter().find(|(n, ..)| *n == f.name) {
-                if *st == Status::Present {
-                    if let Some(e) = ev {
-                        oldest = Some(oldest.map_or(*e, |o: i64| o.min(*e)));
+                continue;
+            }
+            match (row, map.as_ref().and_then(|m| m[i])) {
+                (Some(row), Some(j)) => {
+                    let fv = &row[j];
+                    if fv.status == Status::Present {
+                        if let Some(e) = fv.event_ms {
+                            oldest = Some(oldest.map_or(e, |o: i64| o.min(e)));
+                        }
+                    } else {
+                        missing += 1;
                     }
-                } else {
-                    missing += 1;
+                    out.push(fv.value.clone());
                 }
-                out.push(v.clone());
-            } else {
-                out.push(Value::Null);
+                _ => out.push(Value::Null),
             }
         }
-        let freshness = (!stored.is_empty()).then(|| oldest.map_or(0, |o| now - o));
+        let freshness = row
+            .filter(|r| !r.is_empty())
+            .map(|_| oldest.map_or(0, |o| now - o));
         Ok((out, freshness, missing))
+    }
+
+    /// For each pipeline input of `model`, its position among the feature service's features,
+    /// matched by name once per (version, resolved service) instead of on every request.
+    fn input_map(&self, model: &ServedModel, features: &Arc<[FeatureRef]>) -> InputMap {
+        if let Some((_, _, m)) = self
+            .input_maps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(v, f, _)| *v == model.version && Arc::ptr_eq(f, features))
+        {
+            return Arc::clone(m);
+        }
+        let m: InputMap = model
+            .pipeline
+            .input_schema()
+            .fields()
+            .iter()
+            .map(|f| features.iter().position(|r| r.feature == f.name))
+            .collect();
+        let mut maps = self.input_maps.write().unwrap_or_else(|p| p.into_inner());
+        // A re-applied service has a new resolution: maps of the old one are dropped.
+        maps.retain(|(_, f, _)| Arc::ptr_eq(f, features));
+        maps.truncate(16);
+        maps.push((model.version, Arc::clone(features), Arc::clone(&m)));
+        m
     }
 
     fn metrics_for(&self, key: Key) -> Arc<(Hist, Counters)> {

@@ -14,6 +14,7 @@
 //! | `monitor` | drift (scipy/Evidently parity), decay, policy, gate, metrics | keel-monitor |
 //! | `train` | `TrainingJob`, `RetrainLoop` | keel-train |
 //! | `serve` | `Deployment`: shadow, canary, gated promotion, rollback | keel-serve |
+//! | `http` | `serve::http`: the V2 (KServe / Triton) HTTP server behind `keel serve` | keel-serve |
 //!
 //! ## The lifecycle
 //! 1. **Features**: define entities, feature views and a feature service in the `store`;
