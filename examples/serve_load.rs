@@ -124,6 +124,9 @@ fn main() -> Result<()> {
     for c in rows.chunks(2000) {
         store.write("user_features", 1, c)?;
     }
+    // Steady state: the loaded rows sit in SST files, no flush or compaction runs during the
+    // measurement.
+    store.compact("user_features", 1)?;
     let d = Deployment::from_registry(
         reg.clone(),
         "load",
