@@ -28,7 +28,12 @@ fn main() -> Result<()> {
     let (texts, labels) = ticket_corpus(4000, 1);
     let (valid_texts, valid_labels) = ticket_corpus(800, 2);
     let (test_texts, test_labels) = ticket_corpus(800, 3);
-    println!("corpus: {} train, {} valid, {} test tickets, e.g.", texts.len(), valid_texts.len(), test_texts.len());
+    println!(
+        "corpus: {} train, {} valid, {} test tickets, e.g.",
+        texts.len(),
+        valid_texts.len(),
+        test_texts.len()
+    );
     for (t, l) in texts.iter().zip(&labels).take(3) {
         println!("  [{}] {t}", QUEUES[*l as usize]);
     }
@@ -94,7 +99,11 @@ fn main() -> Result<()> {
         t0.elapsed().as_secs_f64(),
         report.best_epoch,
         report.epochs.len(),
-        if report.stopped_early { " (stopped early)" } else { "" }
+        if report.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        }
     );
 
     let refs: Vec<&str> = test_texts.iter().map(String::as_str).collect();
@@ -102,7 +111,10 @@ fn main() -> Result<()> {
     let argmax = |row: &[f32]| {
         row.iter()
             .enumerate()
-            .fold((0, f32::MIN), |b, (i, v)| if *v > b.1 { (i, *v) } else { b })
+            .fold(
+                (0, f32::MIN),
+                |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+            )
             .0
     };
     let hits = p
@@ -121,7 +133,11 @@ fn main() -> Result<()> {
         "ticket routing".to_string(),
     )]))?;
     let (loaded, meta) = SeqModel::from_parts(&manifest, &weights)?;
-    assert_eq!(loaded.predict_texts(&refs)?, p, "a loaded model scores identically");
+    assert_eq!(
+        loaded.predict_texts(&refs)?,
+        p,
+        "a loaded model scores identically"
+    );
     println!(
         "saved: {} KiB of safetensors + {} B manifest ({meta:?}); reloaded scores are bit-identical",
         weights.len() / 1024,

@@ -62,7 +62,7 @@ pub use model::{Mlp, LN_EPS};
 pub use rng::Rng;
 pub use seq::{
     ticket_corpus, train_text, Pooling, SeqConfig, SeqManifest, SeqModel, TextData, Tokenizer, CLS,
-    MAX_SEQ, PAD,
+    MAX_PARAMS as MAX_SEQ_PARAMS, MAX_SEQ, PAD,
 };
 pub use train::{train, Dataset, EpochReport, TrainReport};
 
@@ -117,7 +117,7 @@ pub enum DeepError {
 #[doc(hidden)]
 /// Entry point shared by the fuzz target and the corpus replay test.
 pub mod fuzzing {
-    use super::{Manifest, Mlp, MlpConfig};
+    use super::{Manifest, Mlp, MlpConfig, SeqManifest, SeqModel};
     use keel_core::envelope::{self, Persisted};
 
     /// Splits `data` at its first byte's position into a manifest and weights, and tries every
@@ -150,6 +150,17 @@ pub mod fuzzing {
         };
         if let Ok(model) = Mlp::from_safetensors(small, data) {
             score(&model);
+        }
+        for m in [a.to_vec(), envelope::wrap(SeqManifest::KIND, 1, a)] {
+            if let Ok((model, _)) = SeqModel::from_parts(&m, b) {
+                let c = model.config();
+                if c.d_model * c.max_len <= 1 << 16 && c.layers <= 4 {
+                    let p = model
+                        .predict_texts(&["fuzz"])
+                        .expect("a loaded model scores");
+                    assert_eq!(p.len(), model.outputs());
+                }
+            }
         }
     }
 

@@ -122,7 +122,25 @@ pub struct SeqConfig {
     pub head: Head,
 }
 
+/// Most parameters (and position-table entries) a sequence config may ask for: 2^27 f32, 512 MiB.
+pub const MAX_PARAMS: usize = 1 << 27;
+
 impl SeqConfig {
+    /// Trainable parameters plus the fixed position table, saturating (for the budget check).
+    pub fn parameters(&self) -> usize {
+        let d = self.d_model;
+        let per_layer = (4 * d + 4)
+            .saturating_mul(d)
+            .saturating_add(d.saturating_mul(self.ff).saturating_mul(2))
+            .saturating_add(self.ff + 5 * d);
+        self.tokenizer
+            .vocab()
+            .saturating_mul(d)
+            .saturating_add(per_layer.saturating_mul(self.layers))
+            .saturating_add(self.max_len.saturating_mul(d))
+            .saturating_add((d + 1) * (self.head.outputs() + 2))
+    }
+
     /// Checks bounds, so an untrusted config cannot request absurd allocations.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(DeepError::Config(m));
@@ -145,6 +163,12 @@ impl SeqConfig {
         }
         if self.layers > MAX_LAYERS {
             return bad(format!("{} layers (at most {MAX_LAYERS})", self.layers));
+        }
+        if self.parameters() > MAX_PARAMS {
+            return bad(format!(
+                "{} parameters (at most {MAX_PARAMS})",
+                self.parameters()
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} (0 <= p < 1)", self.dropout));

@@ -167,3 +167,30 @@ fn bad_configs_and_artifacts_are_typed_errors() {
     // An MLP manifest is another kind.
     assert!(SeqModel::from_parts(&manifest[..8], &weights).is_err());
 }
+
+/// `KEEL_BLESS=1` writes sequence-model seeds into `fuzz/corpus/deep_artifact` (replayed by
+/// `deep_artifact_corpus_replays`).
+#[test]
+fn bless_sequence_seeds() {
+    if std::env::var_os("KEEL_BLESS").is_none() {
+        return;
+    }
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/deep_artifact");
+    let mut small = cfg();
+    small.d_model = 8;
+    small.heads = 2;
+    small.ff = 8;
+    small.tokenizer = Tokenizer::HashedWords { buckets: 16 };
+    let m = SeqModel::new(small, 1).unwrap();
+    let (manifest, weights) = m.to_parts(BTreeMap::new()).unwrap();
+    let mut cut = vec![manifest.len().min(255) as u8];
+    cut.extend(&manifest);
+    cut.extend(&weights);
+    std::fs::write(corpus.join("seq_manifest_and_weights"), cut).unwrap();
+    std::fs::write(
+        corpus.join("seq_config.json"),
+        serde_json::to_vec(m.config()).unwrap(),
+    )
+    .unwrap();
+}

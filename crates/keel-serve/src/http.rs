@@ -458,10 +458,10 @@ async fn run_infer(
         None => None,
     };
     let (json_part, binary) = bytes.split_at(header_len.unwrap_or(bytes.len()));
-    let req: Json = serde_json::from_slice(json_part)
-        .map_err(|e| HttpError::bad(format!("request is not valid JSON: {e}")))?;
+    let req = keel_v2::parse_infer_request(json_part, binary).map_err(|e| HttpError::bad(e.0))?;
     let (model, _) = sv.deployment.model(version)?;
-    let parsed = parse_request(&req, binary, sv, &model)?;
+    let id = req.id.clone();
+    let parsed = parse_request(req, sv, &model)?;
     let deployment = Arc::clone(&sv.deployment);
     let rows = parsed.requests.len();
     let run = move || -> HttpResult<Vec<crate::Response>> {
@@ -488,53 +488,32 @@ async fn run_infer(
     } else {
         run()?
     };
-    respond(&name, &req, parsed.outputs, parsed.binary_all, &responses)
+    respond(
+        &name,
+        id.as_deref(),
+        parsed.outputs,
+        parsed.binary_all,
+        &responses,
+    )
 }
 
 /// What one request asks for, ready to score.
 struct Parsed {
     requests: Vec<Request>,
-    /// Requested outputs and whether each is binary (`None`: all three, JSON).
+    /// Requested outputs and whether each is binary (`None`: all three).
     outputs: Option<Vec<(String, bool)>>,
     binary_all: bool,
 }
 
-/// One decoded input tensor.
-struct Tensor {
-    name: String,
-    shape: Vec<usize>,
-    datatype: String,
-    values: Vec<Value>,
-}
-
+/// Maps decoded tensors onto requests: entity keys, features (one per tensor, or one `[N, F]`
+/// matrix), request ids and routing keys.
 fn parse_request(
-    req: &Json,
-    binary: &[u8],
+    req: keel_v2::InferRequest,
     sv: &Served,
     model: &crate::ServedModel,
 ) -> HttpResult<Parsed> {
-    let obj = req
-        .as_object()
-        .ok_or_else(|| HttpError::bad("request must be a JSON object"))?;
-    let inputs = obj
-        .get("inputs")
-        .and_then(Json::as_array)
-        .ok_or_else(|| HttpError::bad("`inputs` (an array of tensors) is required"))?;
-    if inputs.is_empty() {
-        return Err(HttpError::bad("`inputs` is empty"));
-    }
-    let mut cursor = 0usize;
-    let mut tensors = Vec::with_capacity(inputs.len());
-    for t in inputs {
-        tensors.push(parse_tensor(t, binary, &mut cursor)?);
-    }
-    if cursor != binary.len() {
-        return Err(HttpError::bad(format!(
-            "{} bytes of binary data not claimed by any input",
-            binary.len() - cursor
-        )));
-    }
-    let rows = tensors[0].shape.first().copied().unwrap_or(0);
+    let tensors = req.inputs;
+    let rows = tensors.first().map_or(0, keel_v2::Tensor::rows);
     let schema = model.pipeline.input_schema();
     let features = schema.fields();
     // Where each input goes.
@@ -553,7 +532,7 @@ fn parse_request(
                 t.name, t.shape
             )));
         }
-        let width = t.shape[1..].iter().product::<usize>();
+        let width = t.width();
         let role = if let Some(k) = sv.keys.iter().position(|k| k.name == t.name) {
             Role::Key(k)
         } else if let Some(f) = features.iter().find(|f| f.name == t.name) {
@@ -605,7 +584,7 @@ fn parse_request(
             return Err(HttpError::bad(format!("missing input `{}`", f.name)));
         }
     }
-    let id = obj.get("id").and_then(Json::as_str).unwrap_or("");
+    let id = req.id.as_deref().unwrap_or("");
     let mut requests: Vec<Request> = (0..rows)
         .map(|i| Request {
             request_id: match (id.is_empty(), rows) {
@@ -629,7 +608,7 @@ fn parse_request(
             Role::Feature(f) => {
                 for (r, v) in requests.iter_mut().zip(t.values) {
                     // With a store, a missing request-time value leaves the stored one in place.
-                    if matches!(v, Value::Null) && !sv.keys.is_empty() {
+                    if matches!(v, keel_v2::Element::Null) && !sv.keys.is_empty() {
                         continue;
                     }
                     r.features
@@ -640,7 +619,7 @@ fn parse_request(
                 let mut it = t.values.into_iter();
                 for r in requests.iter_mut() {
                     for f in features {
-                        let v = it.next().unwrap_or(Value::Null);
+                        let v = it.next().unwrap_or(keel_v2::Element::Null);
                         r.features
                             .push((f.name.clone(), coerce(v, f.dtype, &t.name)?));
                     }
@@ -648,7 +627,7 @@ fn parse_request(
             }
             Role::RequestId | Role::RoutingKey => {
                 for (r, v) in requests.iter_mut().zip(t.values) {
-                    let Value::Str(s) = v else {
+                    let keel_v2::Element::Str(s) = v else {
                         return Err(HttpError::bad(format!("input `{}` must be BYTES", t.name)));
                     };
                     match role {
@@ -659,297 +638,51 @@ fn parse_request(
             }
         }
     }
-    let binary_all = obj
-        .get("parameters")
-        .and_then(|p| p.get("binary_data_output"))
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
-    let outputs = match obj.get("outputs") {
-        None | Some(Json::Null) => None,
-        Some(Json::Array(list)) => {
-            let mut out = Vec::with_capacity(list.len());
-            for o in list {
-                let name = o
-                    .get("name")
-                    .and_then(Json::as_str)
-                    .ok_or_else(|| HttpError::bad("every requested output needs a `name`"))?;
-                if !OUTPUTS.contains(&name) {
-                    return Err(HttpError::bad(format!(
-                        "unknown output `{name}` (outputs: {})",
-                        OUTPUTS.join(", ")
-                    )));
-                }
-                let bin = o
-                    .get("parameters")
-                    .and_then(|p| p.get("binary_data"))
-                    .and_then(Json::as_bool)
-                    .unwrap_or(binary_all);
-                out.push((name.to_string(), bin));
-            }
-            Some(out)
-        }
-        Some(_) => return Err(HttpError::bad("`outputs` must be an array")),
-    };
+    if let Some(o) = req
+        .outputs
+        .iter()
+        .flatten()
+        .find(|(o, _)| !OUTPUTS.contains(&o.as_str()))
+    {
+        return Err(HttpError::bad(format!(
+            "unknown output `{}` (outputs: {})",
+            o.0,
+            OUTPUTS.join(", ")
+        )));
+    }
     Ok(Parsed {
         requests,
-        outputs,
-        binary_all,
+        outputs: req.outputs,
+        binary_all: req.binary_output,
     })
 }
 
 const OUTPUTS: [&str; 3] = ["predict", "model_version", "route"];
 
-/// Most elements one tensor may declare (the body limit bounds the data itself).
-const MAX_ELEMENTS: usize = 1 << 28;
-
-fn parse_tensor(t: &Json, binary: &[u8], cursor: &mut usize) -> HttpResult<Tensor> {
-    let name = t
-        .get("name")
-        .and_then(Json::as_str)
-        .ok_or_else(|| HttpError::bad("every input needs a `name`"))?
-        .to_string();
-    let shape: Vec<usize> = t
-        .get("shape")
-        .and_then(Json::as_array)
-        .ok_or_else(|| HttpError::bad(format!("input `{name}` needs a `shape`")))?
-        .iter()
-        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            HttpError::bad(format!(
-                "input `{name}`: shape must be non-negative integers"
-            ))
-        })?;
-    if shape.is_empty() || shape.len() > 2 {
-        return Err(HttpError::bad(format!(
-            "input `{name}` has shape {shape:?}; expected [N], [N,1] or [N,F]"
-        )));
-    }
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| HttpError::bad(format!("input `{name}`: shape {shape:?} is too large")))?;
-    let datatype = t
-        .get("datatype")
-        .and_then(Json::as_str)
-        .ok_or_else(|| HttpError::bad(format!("input `{name}` needs a `datatype`")))?
-        .to_string();
-    let size = match datatype.as_str() {
-        "BOOL" | "INT8" | "UINT8" => 1,
-        "INT16" | "UINT16" => 2,
-        "INT32" | "UINT32" | "FP32" => 4,
-        "INT64" | "UINT64" | "FP64" => 8,
-        "BYTES" => 0,
-        "FP16" | "BF16" => {
-            return Err(HttpError::bad(format!(
-                "input `{name}`: datatype {datatype} is not supported (send FP32 or FP64)"
-            )))
-        }
-        other => {
-            return Err(HttpError::bad(format!(
-                "input `{name}`: unknown datatype `{other}`"
-            )))
-        }
-    };
-    let binary_size = t
-        .get("parameters")
-        .and_then(|p| p.get("binary_data_size"))
-        .map(|v| {
-            v.as_u64()
-                .and_then(|v| usize::try_from(v).ok())
-                .ok_or_else(|| HttpError::bad(format!("input `{name}`: bad binary_data_size")))
-        })
-        .transpose()?;
-    let values = match binary_size {
-        Some(n) => {
-            let end = cursor
-                .checked_add(n)
-                .filter(|&e| e <= binary.len())
-                .ok_or_else(|| {
-                    HttpError::bad(format!(
-                        "input `{name}`: binary_data_size {n} runs past the body"
-                    ))
-                })?;
-            let bytes = &binary[*cursor..end];
-            *cursor = end;
-            decode_binary(&name, &datatype, size, bytes, count)?
-        }
-        None => {
-            let data = t
-                .get("data")
-                .ok_or_else(|| HttpError::bad(format!("input `{name}` has no `data`")))?;
-            let mut flat = Vec::with_capacity(count.min(1 << 20));
-            flatten(data, &mut flat, 0, &name)?;
-            if flat.len() != count {
-                return Err(HttpError::bad(format!(
-                    "input `{name}`: shape {shape:?} needs {count} elements, data has {}",
-                    flat.len()
-                )));
-            }
-            flat.into_iter()
-                .map(|v| json_value(v, &datatype, &name))
-                .collect::<HttpResult<Vec<Value>>>()?
-        }
-    };
-    Ok(Tensor {
-        name,
-        shape,
-        datatype,
-        values,
-    })
-}
-
-fn flatten<'a>(v: &'a Json, out: &mut Vec<&'a Json>, depth: usize, name: &str) -> HttpResult<()> {
-    match v {
-        Json::Array(items) if depth < 8 => {
-            for i in items {
-                flatten(i, out, depth + 1, name)?;
-            }
-            Ok(())
-        }
-        Json::Array(_) => Err(HttpError::bad(format!(
-            "input `{name}`: data nested too deep"
-        ))),
-        other => {
-            out.push(other);
-            Ok(())
-        }
-    }
-}
-
-fn int_range(datatype: &str) -> (i128, i128) {
-    match datatype {
-        "INT8" => (i8::MIN.into(), i8::MAX.into()),
-        "INT16" => (i16::MIN.into(), i16::MAX.into()),
-        "INT32" => (i32::MIN.into(), i32::MAX.into()),
-        "UINT8" => (0, u8::MAX.into()),
-        "UINT16" => (0, u16::MAX.into()),
-        "UINT32" => (0, u32::MAX.into()),
-        // UINT64 beyond i64 cannot be represented in a feature.
-        _ => (i64::MIN.into(), i64::MAX.into()),
-    }
-}
-
-fn json_value(v: &Json, datatype: &str, name: &str) -> HttpResult<Value> {
-    let wrong = || HttpError::bad(format!("input `{name}`: {v} is not a {datatype} element"));
-    Ok(match (datatype, v) {
-        (_, Json::Null) if datatype != "BYTES" => Value::Null,
-        ("BOOL", Json::Bool(b)) => Value::Bool(*b),
-        ("FP32" | "FP64", Json::Number(n)) => Value::F64(n.as_f64().ok_or_else(wrong)?),
-        ("BYTES", Json::String(s)) => Value::Str(s.clone()),
-        (_, Json::Number(n)) if datatype.contains("INT") => {
-            let x = n
-                .as_i64()
-                .map(i128::from)
-                .or_else(|| n.as_u64().map(i128::from))
-                .ok_or_else(wrong)?;
-            let (lo, hi) = int_range(datatype);
-            if x < lo || x > hi {
-                return Err(wrong());
-            }
-            Value::I64(x as i64)
-        }
-        _ => return Err(wrong()),
-    })
-}
-
-fn decode_binary(
-    name: &str,
-    datatype: &str,
-    size: usize,
-    bytes: &[u8],
-    count: usize,
-) -> HttpResult<Vec<Value>> {
-    if datatype == "BYTES" {
-        let mut out = Vec::with_capacity(count.min(bytes.len() / 4 + 1));
-        let mut rest = bytes;
-        while rest.len() >= 4 {
-            let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let s = rest.get(4..4 + n).ok_or_else(|| {
-                HttpError::bad(format!("input `{name}`: BYTES element runs past its data"))
-            })?;
-            let s = std::str::from_utf8(s).map_err(|_| {
-                HttpError::bad(format!("input `{name}`: BYTES element is not UTF-8"))
-            })?;
-            out.push(Value::Str(s.to_string()));
-            rest = &rest[4 + n..];
-        }
-        if !rest.is_empty() || out.len() != count {
-            return Err(HttpError::bad(format!(
-                "input `{name}`: binary BYTES data holds {} elements, shape needs {count}",
-                out.len()
-            )));
-        }
-        return Ok(out);
-    }
-    if bytes.len() != count * size {
-        return Err(HttpError::bad(format!(
-            "input `{name}`: {} bytes of binary {datatype} data, shape needs {}",
-            bytes.len(),
-            count * size
-        )));
-    }
-    let (lo, hi) = int_range(datatype);
-    bytes
-        .chunks_exact(size)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b[..size].copy_from_slice(c);
-            Ok(match datatype {
-                "BOOL" => Value::Bool(c[0] != 0),
-                "FP32" => Value::F64(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-                "FP64" => Value::F64(f64::from_le_bytes(b)),
-                "INT8" => Value::I64(i64::from(c[0] as i8)),
-                "INT16" => Value::I64(i64::from(i16::from_le_bytes([c[0], c[1]]))),
-                "INT32" => Value::I64(i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-                "INT64" => Value::I64(i64::from_le_bytes(b)),
-                _ => {
-                    let x = u64::from_le_bytes(b);
-                    if i128::from(x) > hi || i128::from(x) < lo {
-                        return Err(HttpError::bad(format!(
-                            "input `{name}`: {x} does not fit a feature"
-                        )));
-                    }
-                    Value::I64(x as i64)
-                }
-            })
-        })
-        .map(|v| {
-            v.map(|v| {
-                if matches!(v, Value::F64(x) if x.is_nan()) {
-                    Value::Null
-                } else {
-                    v
-                }
-            })
-        })
-        .collect()
-}
-
 /// Converts a tensor element to the dtype of the key or feature it feeds.
-fn coerce(v: Value, dtype: DType, name: &str) -> HttpResult<Value> {
-    let wrong = |v: &Value| {
+fn coerce(v: keel_v2::Element, dtype: DType, name: &str) -> HttpResult<Value> {
+    use keel_v2::Element as E;
+    let wrong = |v: &E| {
         HttpError::bad(format!(
             "input `{name}`: {v:?} does not fit feature type {dtype}"
         ))
     };
     Ok(match (dtype, v) {
-        (_, Value::Null) => Value::Null,
-        (DType::F32 | DType::F64, Value::F64(x)) => Value::F64(x),
-        (DType::F32 | DType::F64, Value::I64(x)) => Value::F64(x as f64),
-        (DType::F32 | DType::F64, Value::Bool(b)) => Value::F64(f64::from(u8::from(b))),
-        (DType::I64, Value::I64(x)) => Value::I64(x),
-        (DType::I64, Value::F64(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::I64(x as i64),
-        (DType::Bool, Value::Bool(b)) => Value::Bool(b),
-        (DType::String | DType::Categorical, Value::Str(s)) => Value::Str(s),
+        (_, E::Null) => Value::Null,
+        (DType::F32 | DType::F64, E::F64(x)) => Value::F64(x),
+        (DType::F32 | DType::F64, E::I64(x)) => Value::F64(x as f64),
+        (DType::F32 | DType::F64, E::Bool(b)) => Value::F64(f64::from(u8::from(b))),
+        (DType::I64, E::I64(x)) => Value::I64(x),
+        (DType::I64, E::F64(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => Value::I64(x as i64),
+        (DType::Bool, E::Bool(b)) => Value::Bool(b),
+        (DType::String | DType::Categorical, E::Str(s)) => Value::Str(s),
         (_, v) => return Err(wrong(&v)),
     })
 }
 
 fn respond(
     name: &str,
-    req: &Json,
+    id: Option<&str>,
     requested: Option<Vec<(String, bool)>>,
     binary_all: bool,
     responses: &[crate::Response],
@@ -1045,8 +778,8 @@ fn respond(
     if let Some(r) = responses.first() {
         body.insert("model_version".into(), json!(r.model_version.to_string()));
     }
-    if let Some(id) = req.get("id").filter(|v| v.is_string()) {
-        body.insert("id".into(), id.clone());
+    if let Some(id) = id {
+        body.insert("id".into(), json!(id));
     }
     body.insert("outputs".into(), Json::Array(outputs));
     let head = serde_json::to_vec(&Json::Object(body))

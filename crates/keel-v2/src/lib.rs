@@ -1,0 +1,413 @@
+//! # keel-v2
+//!
+//! Decoding of Open Inference Protocol ("V2", as KServe and Triton speak it) inference
+//! requests, for `keel serve` and anyone embedding a V2 endpoint: the JSON body, nested or flat
+//! row-major `data`, `null` for a missing numeric element, and Triton's binary tensor extension
+//! (`binary_data_size` per input, the JSON header's length in the
+//! `Inference-Header-Content-Length` HTTP header, little-endian elements, `BYTES` as 4-byte
+//! length + bytes). Requested outputs and `binary_data` / `binary_data_output` flags are read
+//! too.
+//!
+//! The input is untrusted: every shape is checked against the data it claims, element counts
+//! are bounded before anything is reserved, integers are range-checked per datatype, and any
+//! fault is a [`V2Error`] naming the input. Never a panic (fuzzed: `fuzz/fuzz_targets/v2_request.rs`).
+//!
+//! ```
+//! let body = br#"{"id": "r1", "inputs": [
+//!     {"name": "amount", "shape": [2, 1], "datatype": "FP32", "data": [[12.5], [null]]},
+//!     {"name": "country", "shape": [2], "datatype": "BYTES", "data": ["FR", "US"]}]}"#;
+//! let req = keel_v2::parse_infer_request(body, &[])?;
+//! assert_eq!(req.id.as_deref(), Some("r1"));
+//! assert_eq!(req.inputs[0].values, vec![keel_v2::Element::F64(12.5), keel_v2::Element::Null]);
+//! assert_eq!(req.inputs[1].rows(), 2);
+//! # Ok::<(), keel_v2::V2Error>(())
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+use serde_json::Value as Json;
+
+/// A request the server cannot take; the message names the input and the fault (sent back as
+/// a 400 body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct V2Error(pub String);
+
+fn bad(msg: impl Into<String>) -> V2Error {
+    V2Error(msg.into())
+}
+
+/// One tensor element, decoded by datatype.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Element {
+    /// `null` in JSON (or NaN in binary floats): a missing value.
+    Null,
+    /// `FP32` / `FP64`.
+    F64(f64),
+    /// `INT8`..`INT64`, `UINT8`..`UINT64` (within `i64`).
+    I64(i64),
+    /// `BOOL`.
+    Bool(bool),
+    /// `BYTES` (UTF-8).
+    Str(String),
+}
+
+/// One decoded input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Input name.
+    pub name: String,
+    /// Shape (1 or 2 dimensions).
+    pub shape: Vec<usize>,
+    /// V2 datatype as sent (`FP32`, `BYTES`...).
+    pub datatype: String,
+    /// Elements, row-major.
+    pub values: Vec<Element>,
+}
+
+impl Tensor {
+    /// The first dimension.
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+
+    /// Elements per row (the product of the other dimensions).
+    pub fn width(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+}
+
+/// A decoded inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// The request's `id`, echoed in the response.
+    pub id: Option<String>,
+    /// Inputs, in request order (at least one).
+    pub inputs: Vec<Tensor>,
+    /// Requested outputs and whether each is wanted as binary data (`None`: all, JSON or
+    /// per `binary_output`).
+    pub outputs: Option<Vec<(String, bool)>>,
+    /// Request-level `binary_data_output`.
+    pub binary_output: bool,
+}
+
+/// Most elements one tensor may declare (the body size bounds the data itself).
+pub const MAX_ELEMENTS: usize = 1 << 28;
+/// Deepest nesting of `data` arrays accepted.
+pub const MAX_DEPTH: usize = 8;
+
+/// Decodes a request: `json` is the JSON header (the whole body without the binary
+/// extension), `binary` the bytes after it (empty without the extension). Every byte of
+/// `binary` must be claimed by an input's `binary_data_size`.
+pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V2Error> {
+    let req: Json =
+        serde_json::from_slice(json).map_err(|e| bad(format!("request is not valid JSON: {e}")))?;
+    let obj = req
+        .as_object()
+        .ok_or_else(|| bad("request must be a JSON object"))?;
+    let inputs = obj
+        .get("inputs")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("`inputs` (an array of tensors) is required"))?;
+    if inputs.is_empty() {
+        return Err(bad("`inputs` is empty"));
+    }
+    let mut cursor = 0usize;
+    let mut tensors = Vec::with_capacity(inputs.len().min(1024));
+    for t in inputs {
+        tensors.push(parse_tensor(t, binary, &mut cursor)?);
+    }
+    if cursor != binary.len() {
+        return Err(bad(format!(
+            "{} bytes of binary data not claimed by any input",
+            binary.len() - cursor
+        )));
+    }
+    let binary_output = obj
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_output"))
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    let outputs = match obj.get("outputs") {
+        None | Some(Json::Null) => None,
+        Some(Json::Array(list)) => {
+            let mut out = Vec::with_capacity(list.len().min(64));
+            for o in list {
+                let name = o
+                    .get("name")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| bad("every requested output needs a `name`"))?;
+                let binary = o
+                    .get("parameters")
+                    .and_then(|p| p.get("binary_data"))
+                    .and_then(Json::as_bool)
+                    .unwrap_or(binary_output);
+                out.push((name.to_string(), binary));
+            }
+            Some(out)
+        }
+        Some(_) => return Err(bad("`outputs` must be an array")),
+    };
+    let id = match obj.get("id") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("`id` must be a string")),
+    };
+    Ok(InferRequest {
+        id,
+        inputs: tensors,
+        outputs,
+        binary_output,
+    })
+}
+
+fn parse_tensor(t: &Json, binary: &[u8], cursor: &mut usize) -> Result<Tensor, V2Error> {
+    let name = t
+        .get("name")
+        .and_then(Json::as_str)
+        .ok_or_else(|| bad("every input needs a `name`"))?
+        .to_string();
+    let shape: Vec<usize> = t
+        .get("shape")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad(format!("input `{name}` needs a `shape`")))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            bad(format!(
+                "input `{name}`: shape must be non-negative integers"
+            ))
+        })?;
+    if shape.is_empty() || shape.len() > 2 {
+        return Err(bad(format!(
+            "input `{name}` has shape {shape:?}; expected [N], [N,1] or [N,F]"
+        )));
+    }
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| bad(format!("input `{name}`: shape {shape:?} is too large")))?;
+    let datatype = t
+        .get("datatype")
+        .and_then(Json::as_str)
+        .ok_or_else(|| bad(format!("input `{name}` needs a `datatype`")))?
+        .to_string();
+    let size = match datatype.as_str() {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        "BYTES" => 0,
+        "FP16" | "BF16" => {
+            return Err(bad(format!(
+                "input `{name}`: datatype {datatype} is not supported (send FP32 or FP64)"
+            )))
+        }
+        other => return Err(bad(format!("input `{name}`: unknown datatype `{other}`"))),
+    };
+    let binary_size = t
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_size"))
+        .map(|v| {
+            v.as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| bad(format!("input `{name}`: bad binary_data_size")))
+        })
+        .transpose()?;
+    let values = match binary_size {
+        Some(n) => {
+            let end = cursor
+                .checked_add(n)
+                .filter(|&e| e <= binary.len())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "input `{name}`: binary_data_size {n} runs past the body"
+                    ))
+                })?;
+            let bytes = &binary[*cursor..end];
+            *cursor = end;
+            decode_binary(&name, &datatype, size, bytes, count)?
+        }
+        None => {
+            let data = t
+                .get("data")
+                .ok_or_else(|| bad(format!("input `{name}` has no `data`")))?;
+            let mut flat = Vec::with_capacity(count.min(1 << 16));
+            flatten(data, &mut flat, 0, &name, count)?;
+            if flat.len() != count {
+                return Err(bad(format!(
+                    "input `{name}`: shape {shape:?} needs {count} elements, data has {}",
+                    flat.len()
+                )));
+            }
+            flat.into_iter()
+                .map(|v| json_element(v, &datatype, &name))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    Ok(Tensor {
+        name,
+        shape,
+        datatype,
+        values,
+    })
+}
+
+fn flatten<'a>(
+    v: &'a Json,
+    out: &mut Vec<&'a Json>,
+    depth: usize,
+    name: &str,
+    count: usize,
+) -> Result<(), V2Error> {
+    match v {
+        Json::Array(items) if depth < MAX_DEPTH => {
+            for i in items {
+                flatten(i, out, depth + 1, name, count)?;
+            }
+            Ok(())
+        }
+        Json::Array(_) => Err(bad(format!("input `{name}`: data nested too deep"))),
+        other if out.len() < count => {
+            out.push(other);
+            Ok(())
+        }
+        _ => Err(bad(format!(
+            "input `{name}`: data has more than the {count} elements its shape declares"
+        ))),
+    }
+}
+
+fn int_range(datatype: &str) -> (i128, i128) {
+    match datatype {
+        "INT8" => (i8::MIN.into(), i8::MAX.into()),
+        "INT16" => (i16::MIN.into(), i16::MAX.into()),
+        "INT32" => (i32::MIN.into(), i32::MAX.into()),
+        "UINT8" => (0, u8::MAX.into()),
+        "UINT16" => (0, u16::MAX.into()),
+        "UINT32" => (0, u32::MAX.into()),
+        // UINT64 beyond i64 has no element to go to.
+        _ => (i64::MIN.into(), i64::MAX.into()),
+    }
+}
+
+fn json_element(v: &Json, datatype: &str, name: &str) -> Result<Element, V2Error> {
+    let wrong = || bad(format!("input `{name}`: {v} is not a {datatype} element"));
+    Ok(match (datatype, v) {
+        (_, Json::Null) if datatype != "BYTES" => Element::Null,
+        ("BOOL", Json::Bool(b)) => Element::Bool(*b),
+        ("FP32" | "FP64", Json::Number(n)) => Element::F64(n.as_f64().ok_or_else(wrong)?),
+        ("BYTES", Json::String(s)) => Element::Str(s.clone()),
+        (_, Json::Number(n)) if datatype.contains("INT") => {
+            let x = n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+                .ok_or_else(wrong)?;
+            let (lo, hi) = int_range(datatype);
+            if x < lo || x > hi {
+                return Err(wrong());
+            }
+            Element::I64(x as i64)
+        }
+        _ => return Err(wrong()),
+    })
+}
+
+fn decode_binary(
+    name: &str,
+    datatype: &str,
+    size: usize,
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<Element>, V2Error> {
+    if datatype == "BYTES" {
+        let mut out = Vec::with_capacity(count.min(bytes.len() / 4 + 1));
+        let mut rest = bytes;
+        while rest.len() >= 4 {
+            let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let s = rest
+                .get(4..4usize.saturating_add(n))
+                .ok_or_else(|| bad(format!("input `{name}`: BYTES element runs past its data")))?;
+            let s = std::str::from_utf8(s)
+                .map_err(|_| bad(format!("input `{name}`: BYTES element is not UTF-8")))?;
+            out.push(Element::Str(s.to_string()));
+            rest = &rest[4 + n..];
+        }
+        if !rest.is_empty() || out.len() != count {
+            return Err(bad(format!(
+                "input `{name}`: binary BYTES data holds {} elements, shape needs {count}",
+                out.len()
+            )));
+        }
+        return Ok(out);
+    }
+    if Some(bytes.len()) != count.checked_mul(size) {
+        return Err(bad(format!(
+            "input `{name}`: {} bytes of binary {datatype} data, shape needs {count} x {size}",
+            bytes.len()
+        )));
+    }
+    let hi = int_range(datatype).1;
+    bytes
+        .chunks_exact(size)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(c);
+            Ok(match datatype {
+                "BOOL" => Element::Bool(c[0] != 0),
+                "FP32" => {
+                    let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    if x.is_nan() {
+                        Element::Null
+                    } else {
+                        Element::F64(f64::from(x))
+                    }
+                }
+                "FP64" => {
+                    let x = f64::from_le_bytes(b);
+                    if x.is_nan() {
+                        Element::Null
+                    } else {
+                        Element::F64(x)
+                    }
+                }
+                "INT8" => Element::I64(i64::from(c[0] as i8)),
+                "INT16" => Element::I64(i64::from(i16::from_le_bytes([c[0], c[1]]))),
+                "INT32" => Element::I64(i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                "INT64" => Element::I64(i64::from_le_bytes(b)),
+                _ => {
+                    let x = u64::from_le_bytes(b);
+                    if i128::from(x) > hi {
+                        return Err(bad(format!("input `{name}`: {x} does not fit an INT64")));
+                    }
+                    Element::I64(x as i64)
+                }
+            })
+        })
+        .collect()
+}
+
+#[doc(hidden)]
+/// Entry point shared by the fuzz target and the corpus replay test.
+pub mod fuzzing {
+    /// Splits `data` at the position its first byte names (the JSON header length, as the
+    /// HTTP header would give it) and decodes; errors allowed, panics not.
+    pub fn exercise(data: &[u8]) {
+        let Some((&cut, rest)) = data.split_first() else {
+            return;
+        };
+        let (json, binary) = if cut == 0 {
+            (rest, &[][..])
+        } else {
+            rest.split_at((cut as usize).min(rest.len()))
+        };
+        if let Ok(r) = super::parse_infer_request(json, binary) {
+            for t in &r.inputs {
+                assert_eq!(t.values.len(), t.rows() * t.width());
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Request decoding: JSON and binary tensors, typed errors for every malformed part, and the
+//! fuzz seed corpus replayed.
+
+use keel_v2::*;
+
+fn parse(j: &str) -> Result<InferRequest, V2Error> {
+    parse_infer_request(j.as_bytes(), &[])
+}
+
+#[test]
+fn json_and_binary_tensors_decode() {
+    let r = parse(
+        r#"{"id":"x","inputs":[{"name":"m","shape":[2,2],"datatype":"INT16","data":[[1,-2],[3,4]]},
+             {"name":"b","shape":[2],"datatype":"BOOL","data":[true,null]}],
+           "outputs":[{"name":"predict","parameters":{"binary_data":true}},{"name":"route"}],
+           "parameters":{"binary_data_output":false}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.inputs[0].values, [1, -2, 3, 4].map(Element::I64).to_vec());
+    assert_eq!((r.inputs[0].rows(), r.inputs[0].width()), (2, 2));
+    assert_eq!(r.inputs[1].values, vec![Element::Bool(true), Element::Null]);
+    assert_eq!(
+        r.outputs,
+        Some(vec![("predict".into(), true), ("route".into(), false)])
+    );
+
+    let mut bin = Vec::new();
+    for s in ["a", "", "héllo"] {
+        bin.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        bin.extend_from_slice(s.as_bytes());
+    }
+    let floats: Vec<u8> = [1.5f32, f32::NAN]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let head = format!(
+        r#"{{"inputs":[{{"name":"s","shape":[3],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}},
+                      {{"name":"f","shape":[2],"datatype":"FP32","parameters":{{"binary_data_size":8}}}}]}}"#,
+        bin.len()
+    );
+    bin.extend_from_slice(&floats);
+    let r = parse_infer_request(head.as_bytes(), &bin).unwrap();
+    assert_eq!(r.inputs[0].values[2], Element::Str("héllo".into()));
+    assert_eq!(r.inputs[1].values, vec![Element::F64(1.5), Element::Null]);
+}
+
+#[test]
+fn malformed_requests_are_typed_errors() {
+    let cases = [
+        ("[]", "JSON object"),
+        ("{}", "`inputs`"),
+        (r#"{"inputs":[]}"#, "empty"),
+        (
+            r#"{"inputs":[{"shape":[1],"datatype":"FP32","data":[1]}]}"#,
+            "`name`",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","datatype":"FP32","data":[1]}]}"#,
+            "`shape`",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[-1],"datatype":"FP32","data":[1]}]}"#,
+            "non-negative",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1,1,1],"datatype":"FP32","data":[1]}]}"#,
+            "expected [N]",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[4294967296,4294967296],"datatype":"FP32","data":[]}]}"#,
+            "too large",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"data":[1]}]}"#,
+            "`datatype`",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP16","data":[1]}]}"#,
+            "FP16",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"COMPLEX","data":[1]}]}"#,
+            "unknown datatype",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32"}]}"#,
+            "no `data`",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","data":[1]}]}"#,
+            "needs 2",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1,2]}]}"#,
+            "more than",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":[300]}]}"#,
+            "not a INT8",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"UINT8","data":[-1]}]}"#,
+            "not a UINT8",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":["x"]}]}"#,
+            "not a FP32",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"BYTES","data":[null]}]}"#,
+            "not a BYTES",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[[[[[[[[[1]]]]]]]]]}]}"#,
+            "too deep",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#,
+            "runs past",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"outputs":{}}"#,
+            "array",
+        ),
+        (
+            r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}],"id":5}"#,
+            "`id`",
+        ),
+    ];
+    for (body, needle) in cases {
+        let e = parse(body).expect_err(body);
+        assert!(e.0.contains(needle), "{body}: `{e}` lacks `{needle}`");
+    }
+    // Unclaimed binary bytes and bad binary payloads.
+    let ok = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+    assert!(parse_infer_request(ok.as_bytes(), &[0])
+        .unwrap_err()
+        .0
+        .contains("not claimed"));
+    let b = r#"{"inputs":[{"name":"a","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":9}}]}"#;
+    let mut data = 1u32.to_le_bytes().to_vec();
+    data.push(b'x');
+    data.extend_from_slice(&100u32.to_le_bytes());
+    assert!(parse_infer_request(b.as_bytes(), &data)
+        .unwrap_err()
+        .0
+        .contains("runs past"));
+    let f = r#"{"inputs":[{"name":"a","shape":[2],"datatype":"FP64","parameters":{"binary_data_size":8}}]}"#;
+    assert!(parse_infer_request(f.as_bytes(), &[0; 8])
+        .unwrap_err()
+        .0
+        .contains("shape needs"));
+    let u = r#"{"inputs":[{"name":"a","shape":[1],"datatype":"UINT64","parameters":{"binary_data_size":8}}]}"#;
+    assert!(parse_infer_request(u.as_bytes(), &u64::MAX.to_le_bytes()).is_err());
+}
+
+/// Replays `fuzz/corpus/v2_request` through the fuzz target's entry point.
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v2_request");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("corpus committed") {
+        let data = std::fs::read(e.unwrap().path()).unwrap();
+        keel_v2::fuzzing::exercise(&data);
+        n += 1;
+    }
+    assert!(n >= 5, "{n} seeds");
+}
