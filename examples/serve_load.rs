@@ -176,7 +176,10 @@ fn main() -> Result<()> {
     let mut on = Vec::new();
     for round in 1..=rounds {
         let online = load::open_loop(rate, dur, 2, |i| d.predict(req(i)).is_ok());
-        print(&format!("online (lookup + transform + GBDT) #{round}"), &online);
+        print(
+            &format!("online (lookup + transform + GBDT) #{round}"),
+            &online,
+        );
         off.push(online.p99_us);
         d.start_shadow(v2.version, "load test shadow")?;
         let shadow = load::open_loop(rate, dur, 2, |i| d.predict(req(i)).is_ok());

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -653,7 +653,31 @@ impl Deployment {
             std::thread::Builder::new()
                 .name("keel-shadow".into())
                 .spawn(move || {
-                    for job in r {
+                    lower_priority();
+                    // Under load the worker polls (1 ms naps) instead of blocking, so a
+                    // mirrored request never pays for waking it: `try_send` stays a queue
+                    // push. After 100 ms without work it blocks until the next job.
+                    let mut idle = 0u32;
+                    loop {
+                        let job = match r.try_recv() {
+                            Ok(job) => {
+                                idle = 0;
+                                job
+                            }
+                            Err(TryRecvError::Empty) if idle < 100 => {
+                                idle += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                                continue;
+                            }
+                            Err(TryRecvError::Empty) => match r.recv() {
+                                Ok(job) => {
+                                    idle = 0;
+                                    job
+                                }
+                                Err(_) => break,
+                            },
+                            Err(TryRecvError::Disconnected) => break,
+                        };
                         let t = Instant::now();
                         let refs: Vec<ValueRef<'_>> = job.inputs.iter().map(value_ref).collect();
                         match job.model.score(&refs) {
@@ -928,5 +952,27 @@ impl Deployment {
             challenger: None,
         });
         Ok(v)
+    }
+}
+
+/// Puts the calling (shadow) thread in the lowest scheduling class: on Linux `SCHED_IDLE`, so
+/// it runs only on cycles no request thread wants and a mirrored request never preempts the
+/// champion; elsewhere the lowest priority. Best effort: failure leaves the default.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadPriority, ThreadSchedulePolicy,
+        };
+        let _ = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
     }
 }
