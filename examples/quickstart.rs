@@ -499,14 +499,26 @@ fn main() -> Result<()> {
     let mut epochs = Vec::new();
     let (mlp, _) = keel::deep::train(mlp_cfg, &tc, &dtr, Some(&dte), &mut |e| {
         epochs.push((e.epoch, e.train_loss, e.valid_loss.unwrap_or(f64::NAN)));
-        println!(
-            "5. MLP challenger, epoch {}: loss {:.4}, valid loss {:.4} ({:.0} rows/s)",
+        // A progress bar redrawn in place on a terminal; one line per epoch in a log.
+        let bar = format!(
+            "5. MLP challenger [{:<12}] epoch {:>2}/{}: loss {:.4}, valid loss {:.4} ({:.0} rows/s)",
+            "#".repeat(e.epoch * 12 / tc.epochs.max(1)),
             e.epoch,
+            tc.epochs,
             e.train_loss,
             e.valid_loss.unwrap_or(f64::NAN),
             e.rows_per_sec
         );
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("\r{bar}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        } else {
+            println!("{bar}");
+        }
     })?;
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!();
+    }
     for (ep, tl, vl) in &epochs {
         run.log_metrics([("train.loss", *tl), ("valid.loss", *vl)], *ep as u64)?;
     }

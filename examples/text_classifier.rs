@@ -19,7 +19,7 @@ use keel::deep::{
     TextData, Tokenizer, TrainConfig,
 };
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 const QUEUES: [&str; 3] = ["billing", "shipping", "technical"];
@@ -79,8 +79,8 @@ fn main() -> Result<()> {
         }),
         &mut |e| {
             let done = e.epoch * 30 / tc.epochs;
-            print!(
-                "\r  [{}{}] epoch {:>2}/{} loss {:.3} valid loss {:.3} acc {:.3} ({:.0} texts/s)",
+            let line = format!(
+                "  [{}{}] epoch {:>2}/{} loss {:.3} valid loss {:.3} acc {:.3} ({:.0} texts/s)",
                 "#".repeat(done),
                 ".".repeat(30 - done),
                 e.epoch,
@@ -90,10 +90,18 @@ fn main() -> Result<()> {
                 e.valid_accuracy.unwrap_or(f64::NAN),
                 e.rows_per_sec
             );
-            let _ = std::io::stdout().flush();
+            // Redrawn in place on a terminal; one line per epoch in a log.
+            if std::io::stdout().is_terminal() {
+                print!("\r{line}");
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{line}");
+            }
         },
     )?;
-    println!();
+    if std::io::stdout().is_terminal() {
+        println!();
+    }
     println!(
         "trained in {:.1} s; kept epoch {} of {}{}",
         t0.elapsed().as_secs_f64(),

@@ -33,23 +33,7 @@ impl Persisted for Manifest {
 impl Mlp {
     /// The safetensors bytes of every parameter (names as [`Mlp::named_parameters`]).
     pub fn weights_safetensors(&self) -> Result<Vec<u8>> {
-        let params = self.named_parameters();
-        let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len());
-        for (name, v) in &params {
-            let t = v.as_tensor();
-            let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            bufs.push((name.clone(), t.dims().to_vec(), bytes));
-        }
-        let views = bufs
-            .iter()
-            .map(|(n, s, b)| {
-                TensorView::new(Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| DeepError::Weights(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize(views, None).map_err(|e| DeepError::Weights(e.to_string()))
+        safetensors_bytes(&self.named_parameters())
     }
 
     /// Saves as `(manifest envelope, safetensors weights)`.
@@ -82,44 +66,76 @@ impl Mlp {
         if weights.len() > MAX_WEIGHTS {
             return Err(DeepError::Weights("weights file too large".into()));
         }
-        let st =
-            SafeTensors::deserialize(weights).map_err(|e| DeepError::Weights(e.to_string()))?;
         // Shapes come from a freshly built model of this config; values from the file.
         let mut model = Mlp::new(cfg, 0)?;
-        for (name, v) in model.named_parameters() {
-            let t = st
-                .tensor(&name)
-                .map_err(|_| DeepError::MissingTensor(name.clone()))?;
-            if t.dtype() != Dtype::F32 {
-                return Err(DeepError::WrongDtype {
-                    name,
-                    found: format!("{:?}", t.dtype()),
-                });
-            }
-            if t.shape() != v.as_tensor().dims() {
-                return Err(DeepError::WrongShape {
-                    name,
-                    expected: v.as_tensor().dims().to_vec(),
-                    found: t.shape().to_vec(),
-                });
-            }
-            let data: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            if data.iter().any(|x| !x.is_finite()) {
-                return Err(DeepError::Weights(format!(
-                    "tensor {name} holds NaN or infinity"
-                )));
-            }
-            v.set(&candle_core::Tensor::from_vec(
-                data,
-                v.as_tensor().dims(),
-                &candle_core::Device::Cpu,
-            )?)?;
-        }
+        load_safetensors(weights, &model.named_parameters())?;
         model.repack()?;
         Ok(model)
     }
+}
+
+/// Serialises named f32 parameters as safetensors.
+pub(crate) fn safetensors_bytes(params: &[(String, &candle_core::Var)]) -> Result<Vec<u8>> {
+    let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len());
+    for (name, v) in params {
+        let t = v.as_tensor();
+        let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        bufs.push((name.clone(), t.dims().to_vec(), bytes));
+    }
+    let views = bufs
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| DeepError::Weights(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| DeepError::Weights(e.to_string()))
+}
+
+/// Sets every named parameter from untrusted safetensors bytes: each tensor must be present,
+/// f32, of the parameter's shape and finite (typed errors naming the tensor).
+pub(crate) fn load_safetensors(
+    weights: &[u8],
+    params: &[(String, &candle_core::Var)],
+) -> Result<()> {
+    if weights.len() > MAX_WEIGHTS {
+        return Err(DeepError::Weights("weights file too large".into()));
+    }
+    let st = SafeTensors::deserialize(weights).map_err(|e| DeepError::Weights(e.to_string()))?;
+    for (name, v) in params {
+        let t = st
+            .tensor(name)
+            .map_err(|_| DeepError::MissingTensor(name.clone()))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(DeepError::WrongDtype {
+                name: name.clone(),
+                found: format!("{:?}", t.dtype()),
+            });
+        }
+        if t.shape() != v.as_tensor().dims() {
+            return Err(DeepError::WrongShape {
+                name: name.clone(),
+                expected: v.as_tensor().dims().to_vec(),
+                found: t.shape().to_vec(),
+            });
+        }
+        let data: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(DeepError::Weights(format!(
+                "tensor {name} holds NaN or infinity"
+            )));
+        }
+        v.set(&candle_core::Tensor::from_vec(
+            data,
+            v.as_tensor().dims(),
+            &candle_core::Device::Cpu,
+        )?)?;
+    }
+    Ok(())
 }

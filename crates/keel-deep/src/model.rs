@@ -30,6 +30,36 @@ pub struct Mlp {
 /// Layer-norm epsilon (PyTorch's default).
 pub const LN_EPS: f64 = 1e-5;
 
+/// Layer normalisation over the last dimension (PyTorch's `LayerNorm`, biased variance).
+pub(crate) fn layer_norm(x: &Tensor, gamma: &Var, beta: &Var) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let c = x.broadcast_sub(&mean)?;
+    let var = c.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(c.broadcast_div(&(var + LN_EPS)?.sqrt()?)?
+        .broadcast_mul(gamma.as_tensor())?
+        .broadcast_add(beta.as_tensor())?)
+}
+
+/// Training-time inverted dropout drawn from the seeded generator (`None`: evaluation).
+pub(crate) fn dropout(x: Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor> {
+    match rng {
+        Some(rng) if p > 0.0 => {
+            let scale = 1.0 / (1.0 - p);
+            let mask: Vec<f32> = (0..x.elem_count())
+                .map(|_| {
+                    if (rng.uniform() as f32) < p {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
+                .collect();
+            Ok(x.mul(&Tensor::from_vec(mask, x.shape(), &Device::Cpu)?)?)
+        }
+        _ => Ok(x),
+    }
+}
+
 fn uniform(rng: &mut Rng, n: usize, bound: f32) -> Vec<f32> {
     (0..n)
         .map(|_| ((rng.uniform() * 2.0 - 1.0) as f32) * bound)
@@ -137,7 +167,7 @@ impl Mlp {
         &self,
         numeric: &Tensor,
         codes: &[Tensor],
-        mut dropout: Option<&mut Rng>,
+        mut dropout_rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let mut parts = Vec::with_capacity(1 + codes.len());
         if self.cfg.numeric > 0 {
@@ -156,31 +186,10 @@ impl Mlp {
                 .matmul(&b.w.as_tensor().t()?)?
                 .broadcast_add(b.b.as_tensor())?;
             if let Some((g, be)) = &b.norm {
-                let mean = z.mean_keepdim(D::Minus1)?;
-                let c = z.broadcast_sub(&mean)?;
-                let var = c.sqr()?.mean_keepdim(D::Minus1)?;
-                z = c
-                    .broadcast_div(&(var + LN_EPS)?.sqrt()?)?
-                    .broadcast_mul(g.as_tensor())?
-                    .broadcast_add(be.as_tensor())?;
+                z = layer_norm(&z, g, be)?;
             }
             z = z.relu()?;
-            if let Some(rng) = dropout.as_deref_mut() {
-                let p = self.cfg.dropout;
-                if p > 0.0 {
-                    let scale = 1.0 / (1.0 - p);
-                    let mask: Vec<f32> = (0..z.elem_count())
-                        .map(|_| {
-                            if (rng.uniform() as f32) < p {
-                                0.0
-                            } else {
-                                scale
-                            }
-                        })
-                        .collect();
-                    z = z.mul(&Tensor::from_vec(mask, z.shape(), &Device::Cpu)?)?;
-                }
-            }
+            z = dropout(z, self.cfg.dropout, dropout_rng.as_deref_mut())?;
             h = if b.residual { (h + z)? } else { z };
         }
         Ok(h.matmul(&self.head.0.as_tensor().t()?)?

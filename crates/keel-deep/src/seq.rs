@@ -9,16 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use keel_core::{envelope, Kind, Persisted};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::MAX_WEIGHTS;
+use crate::artifact::{load_safetensors, safetensors_bytes};
 use crate::config::{Head, TrainConfig, MAX_LAYERS, MAX_WIDTH};
-use crate::model::LN_EPS;
+use crate::model::{dropout, layer_norm};
 use crate::rng::Rng;
-use crate::train::{fit, EpochReport, Split, TrainReport};
+use crate::train::{check_targets, fit, EpochReport, Split, TrainReport};
 use crate::{DeepError, Result};
 
 /// Padding token.
@@ -230,34 +229,6 @@ fn linear(x: &Tensor, (w, b): &(Var, Var)) -> Result<Tensor> {
         .broadcast_add(b.as_tensor())?)
 }
 
-fn layer_norm(x: &Tensor, (g, b): &(Var, Var)) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let c = x.broadcast_sub(&mean)?;
-    let var = c.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(c.broadcast_div(&(var + LN_EPS)?.sqrt()?)?
-        .broadcast_mul(g.as_tensor())?
-        .broadcast_add(b.as_tensor())?)
-}
-
-fn dropout(x: Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor> {
-    match rng {
-        Some(rng) if p > 0.0 => {
-            let scale = 1.0 / (1.0 - p);
-            let mask: Vec<f32> = (0..x.elem_count())
-                .map(|_| {
-                    if (rng.uniform() as f32) < p {
-                        0.0
-                    } else {
-                        scale
-                    }
-                })
-                .collect();
-            Ok(x.mul(&Tensor::from_vec(mask, x.shape(), &Device::Cpu)?)?)
-        }
-        _ => Ok(x),
-    }
-}
-
 /// Fixed sinusoidal position encodings `[max_len, d]` (Vaswani et al.).
 fn sinusoids(max_len: usize, d: usize) -> Result<Tensor> {
     let mut v = vec![0f32; max_len * d];
@@ -380,7 +351,7 @@ impl SeqModel {
         let bias = ((mask - 1.0)? * 1e9)?.reshape((b, 1, 1, t))?;
         let scale = 1.0 / (dh as f64).sqrt();
         for l in &self.layers {
-            let y = layer_norm(&x, &l.ln1)?;
+            let y = layer_norm(&x, &l.ln1.0, &l.ln1.1)?;
             let qkv = linear(&y, &l.qkv)?
                 .reshape((b, t, 3, h, dh))?
                 .permute((2, 0, 3, 1, 4))?;
@@ -399,11 +370,11 @@ impl SeqModel {
                 .contiguous()?
                 .reshape((b, t, d))?;
             x = (x + dropout(linear(&ctx, &l.out)?, p, rng.as_deref_mut())?)?;
-            let y = layer_norm(&x, &l.ln2)?;
+            let y = layer_norm(&x, &l.ln2.0, &l.ln2.1)?;
             let f = linear(&linear(&y, &l.ff1)?.gelu_erf()?, &l.ff2)?;
             x = (x + dropout(f, p, rng.as_deref_mut())?)?;
         }
-        let x = layer_norm(&x, &self.norm)?;
+        let x = layer_norm(&x, &self.norm.0, &self.norm.1)?;
         let pooled = match self.cfg.pooling {
             Pooling::First => x.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -461,24 +432,7 @@ impl SeqModel {
 
     /// Saves as `(manifest envelope, safetensors weights)`.
     pub fn to_parts(&self, metadata: BTreeMap<String, String>) -> Result<(Vec<u8>, Vec<u8>)> {
-        let params = self.named_parameters();
-        let mut bufs = Vec::with_capacity(params.len());
-        for (name, v) in &params {
-            let t = v.as_tensor();
-            let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            bufs.push((name.clone(), t.dims().to_vec(), bytes));
-        }
-        let views = bufs
-            .iter()
-            .map(|(n, s, b)| {
-                TensorView::new(Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| DeepError::Weights(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let weights =
-            safetensors::serialize(views, None).map_err(|e| DeepError::Weights(e.to_string()))?;
+        let weights = safetensors_bytes(&self.named_parameters())?;
         let m = SeqManifest {
             config_json: serde_json::to_string(&self.cfg)?,
             metadata,
@@ -495,41 +449,8 @@ impl SeqModel {
         let m: SeqManifest = envelope::decode(manifest)?;
         let cfg: SeqConfig =
             serde_json::from_str(&m.config_json).map_err(|e| DeepError::Config(e.to_string()))?;
-        if weights.len() > MAX_WEIGHTS {
-            return Err(DeepError::Weights("weights file too large".into()));
-        }
-        let st =
-            SafeTensors::deserialize(weights).map_err(|e| DeepError::Weights(e.to_string()))?;
         let model = SeqModel::new(cfg, 0)?;
-        for (name, v) in model.named_parameters() {
-            let t = st
-                .tensor(&name)
-                .map_err(|_| DeepError::MissingTensor(name.clone()))?;
-            if t.dtype() != Dtype::F32 {
-                return Err(DeepError::WrongDtype {
-                    name,
-                    found: format!("{:?}", t.dtype()),
-                });
-            }
-            if t.shape() != v.as_tensor().dims() {
-                return Err(DeepError::WrongShape {
-                    name,
-                    expected: v.as_tensor().dims().to_vec(),
-                    found: t.shape().to_vec(),
-                });
-            }
-            let data: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            if data.iter().any(|x| !x.is_finite()) {
-                return Err(DeepError::Weights(format!(
-                    "tensor {name} holds NaN or infinity"
-                )));
-            }
-            v.set(&Tensor::from_vec(data, v.as_tensor().dims(), &Device::Cpu)?)?;
-        }
+        load_safetensors(weights, &model.named_parameters())?;
         Ok((model, m.metadata))
     }
 }
@@ -566,19 +487,7 @@ fn check(cfg: &SeqConfig, d: &TextData<'_>, what: &str) -> Result<()> {
             d.targets.len()
         )));
     }
-    for &t in d.targets {
-        let ok = match cfg.head {
-            Head::Binary => t == 0.0 || t == 1.0,
-            Head::Multiclass { classes } => t >= 0.0 && t.fract() == 0.0 && (t as usize) < classes,
-            Head::Regression => t.is_finite(),
-        };
-        if !ok {
-            return Err(DeepError::Data(format!(
-                "{what}: target {t} invalid for {:?}",
-                cfg.head
-            )));
-        }
-    }
+    check_targets(cfg.head, d.targets, what)?;
     Ok(())
 }
 

@@ -88,16 +88,20 @@ fn check(cfg: &MlpConfig, d: &Dataset, what: &str) -> Result<()> {
             "{what}: numeric features must be finite (impute first)"
         )));
     }
-    for &t in &d.targets {
-        let ok = match cfg.head {
+    check_targets(cfg.head, &d.targets, what)
+}
+
+/// Every target is valid for the head: 0/1, a class index, or a finite value.
+pub(crate) fn check_targets(head: Head, targets: &[f32], what: &str) -> Result<()> {
+    for &t in targets {
+        let ok = match head {
             Head::Binary => t == 0.0 || t == 1.0,
             Head::Multiclass { classes } => t >= 0.0 && t.fract() == 0.0 && (t as usize) < classes,
             Head::Regression => t.is_finite(),
         };
         if !ok {
             return Err(DeepError::Data(format!(
-                "{what}: target {t} invalid for {:?}",
-                cfg.head
+                "{what}: target {t} invalid for {head:?}"
             )));
         }
     }
