@@ -885,6 +885,17 @@ fn admin_body(bytes: &[u8]) -> HttpResult<Map<String, Json>> {
     }
 }
 
+/// Checks the token, finds the model and parses the JSON body of an admin call.
+fn admin_call<'a>(
+    s: &'a AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> HttpResult<(&'a Deployment, Map<String, Json>)> {
+    authorize(s, headers)?;
+    Ok((&served(s, name)?.deployment, admin_body(body)?))
+}
+
 fn state_json(d: &Deployment) -> Json {
     let (champion, challenger) = d.versions();
     let challenger = challenger.map(|(v, st)| match st {
@@ -922,9 +933,7 @@ async fn admin_shadow(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<axum::Json<Json>> {
-    authorize(&s, &headers)?;
-    let d = &served(&s, &name)?.deployment;
-    let b = admin_body(&body)?;
+    let (d, b) = admin_call(&s, &name, &headers, &body)?;
     let version = b
         .get("version")
         .and_then(Json::as_u64)
@@ -940,9 +949,7 @@ async fn admin_promote(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<axum::Json<Json>> {
-    authorize(&s, &headers)?;
-    let d = &served(&s, &name)?.deployment;
-    let b = admin_body(&body)?;
+    let (d, b) = admin_call(&s, &name, &headers, &body)?;
     let override_reason = b.get("override_reason").and_then(Json::as_str);
     let gate = b.get("gate").cloned();
     let parse = |what: &str| {
@@ -994,9 +1001,7 @@ async fn admin_rollback(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<axum::Json<Json>> {
-    authorize(&s, &headers)?;
-    let d = &served(&s, &name)?.deployment;
-    let b = admin_body(&body)?;
+    let (d, b) = admin_call(&s, &name, &headers, &body)?;
     let to = d.rollback(&reason(&b, "reason")?)?;
     let mut st = state_json(d);
     st["rolled_back_to"] = json!(to);
