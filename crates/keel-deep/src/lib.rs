@@ -41,11 +41,15 @@
 //! # }
 //! ```
 //!
-//! Work in progress (issue 4): the CNN, PyTorch import for the sequence encoder and ONNX import.
+//! - [`CnnConfig`] / [`train_images`]: a small CNN for images (conv blocks with ReLU and max
+//!   pooling, global average pooling, head), same loop, same artifacts.
+//!
+//! Work in progress (issue 4): PyTorch import for the sequence encoder and CNN, ONNX import.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod artifact;
+mod cnn;
 mod config;
 mod fast;
 mod model;
@@ -54,6 +58,7 @@ mod seq;
 mod train;
 
 pub use artifact::{Manifest, MAX_WEIGHTS};
+pub use cnn::{train_images, Cnn, CnnConfig, CnnManifest, ConvSpec, ImageData, MAX_CNN_PARAMS};
 pub use config::{
     EarlyStopping, EmbeddingSpec, Head, MlpConfig, OptimizerConfig, TrainConfig, MAX_LAYERS,
     MAX_WIDTH,
@@ -117,7 +122,7 @@ pub enum DeepError {
 #[doc(hidden)]
 /// Entry point shared by the fuzz target and the corpus replay test.
 pub mod fuzzing {
-    use super::{Manifest, Mlp, MlpConfig, SeqManifest, SeqModel};
+    use super::{Cnn, CnnManifest, Manifest, Mlp, MlpConfig, SeqManifest, SeqModel};
     use keel_core::envelope::{self, Persisted};
 
     /// Splits `data` at its first byte's position into a manifest and weights, and tries every
@@ -150,6 +155,16 @@ pub mod fuzzing {
         };
         if let Ok(model) = Mlp::from_safetensors(small, data) {
             score(&model);
+        }
+        for m in [a.to_vec(), envelope::wrap(CnnManifest::KIND, 1, a)] {
+            if let Ok((model, _)) = Cnn::from_parts(&m, b) {
+                let c = model.config();
+                if c.image_len() <= 1 << 12 {
+                    let px = vec![0.5; c.image_len()];
+                    let p = model.predict_images(&px, 1).expect("a loaded model scores");
+                    assert_eq!(p.len(), model.outputs());
+                }
+            }
         }
         for m in [a.to_vec(), envelope::wrap(SeqManifest::KIND, 1, a)] {
             if let Ok((model, _)) = SeqModel::from_parts(&m, b) {
