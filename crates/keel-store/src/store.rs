@@ -586,7 +586,7 @@ impl Store {
                 )));
             }
             let prefix = key::entity_prefix(&r.key)?;
-            let value = envelope::encode(&StoredRow(r.values.clone()))?;
+            let value = StoredRow::encode_slice(&r.values)?;
             batch.puts.push((
                 cf.clone(),
                 key::row_key(&prefix, r.event_ms, created),
