@@ -174,6 +174,8 @@ fn main() -> Result<()> {
     // page cache) hits both alike; the effect is judged on the medians.
     let mut off = Vec::new();
     let mut on = Vec::new();
+    // Warm-up (not reported): caches, page faults and the CPU governor settle first.
+    load::open_loop(rate, Duration::from_secs(1), 2, |i| d.predict(req(i)).is_ok());
     for round in 1..=rounds {
         let online = load::open_loop(rate, dur, 2, |i| d.predict(req(i)).is_ok());
         print(
