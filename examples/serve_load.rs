@@ -175,7 +175,9 @@ fn main() -> Result<()> {
     let mut off = Vec::new();
     let mut on = Vec::new();
     // Warm-up (not reported): caches, page faults and the CPU governor settle first.
-    load::open_loop(rate, Duration::from_secs(1), 2, |i| d.predict(req(i)).is_ok());
+    load::open_loop(rate, Duration::from_secs(1), 2, |i| {
+        d.predict(req(i)).is_ok()
+    });
     for round in 1..=rounds {
         let online = load::open_loop(rate, dur, 2, |i| d.predict(req(i)).is_ok());
         print(
