@@ -182,21 +182,27 @@ impl Cnn {
             .broadcast_add(self.head.1.as_tensor())?)
     }
 
-    fn images(&self, pixels: &[f32], n: usize) -> Result<Tensor> {
+    /// Checks `n` images' worth of pixels once: length and finiteness.
+    fn check_images(&self, pixels: &[f32], n: usize) -> Result<()> {
         let len = self.cfg.image_len();
-        if pixels.len() != n * len {
+        if Some(pixels.len()) != n.checked_mul(len) {
             return Err(DeepError::Shape(format!(
                 "{n} images of {}x{}x{} need {} values, got {}",
                 self.cfg.channels,
                 self.cfg.height,
                 self.cfg.width,
-                n * len,
+                n.saturating_mul(len),
                 pixels.len()
             )));
         }
         if pixels.iter().any(|v| !v.is_finite()) {
             return Err(DeepError::Data("pixels must be finite".into()));
         }
+        Ok(())
+    }
+
+    /// The `[n, channels, height, width]` tensor of already-checked pixels.
+    fn tensor(&self, pixels: &[f32], n: usize) -> Result<Tensor> {
         Ok(Tensor::from_slice(
             pixels,
             (n, self.cfg.channels, self.cfg.height, self.cfg.width),
@@ -207,18 +213,12 @@ impl Cnn {
     /// Scores `n` images (row-major, channel first): `n x outputs` values (probability, class
     /// probabilities or value).
     pub fn predict_images(&self, pixels: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.check_images(pixels, n)?;
         let len = self.cfg.image_len();
-        if Some(pixels.len()) != n.checked_mul(len) {
-            return Err(DeepError::Shape(format!(
-                "{n} images need {} values, got {}",
-                n.saturating_mul(len),
-                pixels.len()
-            )));
-        }
         let mut out = Vec::with_capacity(n * self.outputs());
         for start in (0..n).step_by(256) {
             let m = (n - start).min(256);
-            let x = self.images(&pixels[start * len..(start + m) * len], m)?;
+            let x = self.tensor(&pixels[start * len..(start + m) * len], m)?;
             let logits = self.forward(&x, None)?;
             let y = match self.cfg.head {
                 Head::Binary => candle_nn::ops::sigmoid(&logits)?,
@@ -294,7 +294,7 @@ pub fn train_images(
     let model = Cnn::new(cfg, tc.seed)?;
     let len = model.cfg.image_len();
     for (d, what) in std::iter::once((&data, "train")).chain(valid.as_ref().map(|v| (v, "valid"))) {
-        model.images(d.pixels, d.targets.len())?;
+        model.check_images(d.pixels, d.targets.len())?;
         check_targets(model.cfg.head, d.targets, what)?;
     }
     let report = {
@@ -308,7 +308,8 @@ pub fn train_images(
             for &i in idx {
                 px.extend_from_slice(&d.pixels[i * len..(i + 1) * len]);
             }
-            let x = m.images(&px, idx.len())?;
+            // Checked once up front, not per batch and epoch.
+            let x = m.tensor(&px, idx.len())?;
             let y = idx.iter().map(|&i| d.targets[i]).collect();
             Ok((m.forward(&x, rng)?, y))
         };
