@@ -44,6 +44,7 @@ mod error;
 mod lightgbm;
 mod model;
 mod predict;
+mod qs;
 mod shap;
 #[cfg(feature = "train")]
 mod train;

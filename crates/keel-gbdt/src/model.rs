@@ -167,6 +167,9 @@ pub(crate) struct Model {
     /// Per tree: depth of its shallowest leaf (derived).
     #[serde(skip)]
     pub min_depth: Vec<u32>,
+    /// Bit-vector scoring tables (derived; `None` when the model does not fit them).
+    #[serde(skip)]
+    pub qs: Option<std::sync::Arc<crate::qs::Qs>>,
 }
 
 impl PartialEq for Model {
@@ -257,6 +260,7 @@ impl Model {
                 best
             })
             .collect();
+        self.qs = crate::qs::Qs::build(self).map(std::sync::Arc::new);
     }
 
     /// Checks every structural invariant; run after translation and after decoding, so the
@@ -463,6 +467,7 @@ impl Builder {
                 categories: vec![None; num_features],
                 fast: Vec::new(),
                 min_depth: Vec::new(),
+                qs: None,
             },
             format,
         })

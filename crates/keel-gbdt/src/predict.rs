@@ -338,7 +338,7 @@ impl Model {
 
     /// Adds the leaf at node `leaf` for `row` to `out` with the library's arithmetic.
     #[inline(always)]
-    fn accumulate<const XGB: bool, F: FeatureValue>(
+    pub(crate) fn accumulate<const XGB: bool, F: FeatureValue>(
         &self,
         t: &TreeMeta,
         leaf: u32,
@@ -411,6 +411,12 @@ impl Model {
         const STACK_FEATURES: usize = 256;
         let f = self.num_features;
         assert!(row.len() >= f);
+        if trees == (0..self.trees.len()) {
+            out.copy_from_slice(&self.base_margin);
+            if self.qs_raw(row, 1, f, out) {
+                return;
+            }
+        }
         let mut stack = [0.0f64; 2 * STACK_FEATURES];
         let mut heap = Vec::new();
         let xs: &mut [f64] = if f <= STACK_FEATURES {
@@ -468,6 +474,16 @@ impl Model {
     ) {
         let k = self.num_outputs;
         let nrows = out.len() / k;
+        if trees == (0..self.trees.len()) && self.qs.is_some() {
+            for o in out.chunks_mut(k) {
+                o.copy_from_slice(&self.base_margin);
+            }
+            self.qs_raw(rows, nrows, stride, out);
+            for o in out.chunks_mut(k) {
+                self.finish_row(o, iterations, output);
+            }
+            return;
+        }
         let mut xs = Vec::with_capacity(BLOCK * 2 * self.num_features);
         let mut start = 0;
         while start < nrows {

@@ -1,0 +1,529 @@
+//! Bit-vector scoring: QuickScorer's idea, vectorised over rows, with exact comparisons.
+//!
+//! Instead of walking each tree from its root, every split node carries a bit mask over its
+//! tree's leaves (leaves numbered in depth-first order, first child first) with the leaves of
+//! its first subtree cleared. A row starts every tree with all bits set; each split that sends
+//! the row to its second child ANDs its mask in; the leaf the walk would reach is then the
+//! lowest bit still set. The nodes no longer depend on one another, so there is no chain of
+//! dependent loads and no unpredictable branch: the work is a stream of compare-and-mask
+//! operations that the compiler turns into SIMD instructions over a block of rows.
+//!
+//! Comparisons are exact for any input type: plain split thresholds on a feature are replaced
+//! by their rank among the feature's distinct thresholds, and a row's value by the number of
+//! those thresholds strictly below it (one binary search per feature and row). Then
+//! `x > threshold` holds exactly when `rank(x) > rank(threshold)`, and ranks are small integers
+//! held exactly in `f32` (`f64` for trees of more than 32 leaves), so one SIMD float compare
+//! serves eight (four) rows. NaN reads as `+inf` or `-inf` per node as in the walking scorer.
+//! Splits that are not plain (categorical, zero-as-missing, odd thresholds) are evaluated one
+//! by one with the general decision and AND their mask the same way.
+//!
+//! Nodes are grouped in blocks of trees (so one block's masks stay in L1), within a block by
+//! feature, within a feature by threshold: a block of rows stops scanning a feature at the first
+//! threshold none of its rows exceeds. Leaves are added in tree order, so sums are bit-identical
+//! to the walking scorer's.
+
+use crate::model::{Model, Source, LEAF};
+use crate::predict::FeatureValue;
+use std::fmt::Debug;
+use std::ops::BitAnd;
+
+/// Most trees per block: masks of a block of rows stay within 16 KiB.
+const BLOCK_BYTES: usize = 16 * 1024;
+/// Most distinct thresholds per feature for ranks to stay exact in `f32`.
+const MAX_CUTS: usize = 1 << 24;
+
+/// A leaf mask: `u32` for trees of up to 32 leaves, `u64` up to 64.
+pub(crate) trait Mask: Copy + Send + Sync + Debug + BitAnd<Output = Self> + 'static {
+    /// A rank, as the float type the compare runs in (same width as the mask).
+    type Rank: Copy + PartialOrd + Send + Sync + Debug + 'static;
+    /// All leaves possible.
+    const ONES: Self;
+    /// Most leaves a tree may have.
+    const LEAVES: usize;
+    /// `i` as a rank (exact below 2^24).
+    fn rank(i: usize) -> Self::Rank;
+    /// The mask from its low bits.
+    fn from_u64(b: u64) -> Self;
+    /// Index of the lowest set bit.
+    fn lowest(self) -> u32;
+}
+
+impl Mask for u32 {
+    type Rank = f32;
+    const ONES: Self = u32::MAX;
+    const LEAVES: usize = 32;
+    #[inline(always)]
+    fn rank(i: usize) -> f32 {
+        i as f32
+    }
+    #[inline(always)]
+    fn from_u64(b: u64) -> Self {
+        b as u32
+    }
+    #[inline(always)]
+    fn lowest(self) -> u32 {
+        self.trailing_zeros()
+    }
+}
+
+impl Mask for u64 {
+    type Rank = f64;
+    const ONES: Self = u64::MAX;
+    const LEAVES: usize = 64;
+    #[inline(always)]
+    fn rank(i: usize) -> f64 {
+        i as f64
+    }
+    #[inline(always)]
+    fn from_u64(b: u64) -> Self {
+        b
+    }
+    #[inline(always)]
+    fn lowest(self) -> u32 {
+        self.trailing_zeros()
+    }
+}
+
+/// The nodes of a run of consecutive trees.
+#[derive(Debug, Clone)]
+struct Block<M: Mask> {
+    /// First tree (global index) and number of trees.
+    first_tree: usize,
+    num_trees: usize,
+    /// Plain splits of prepared feature `f` (0..2F) are `feat_ptr[f]..feat_ptr[f + 1]`.
+    feat_ptr: Vec<u32>,
+    /// Per plain split, sorted by threshold within a feature: its threshold's rank, mask, and
+    /// tree (index within the block).
+    thr: Vec<M::Rank>,
+    mask: Vec<M>,
+    tree: Vec<u16>,
+    /// Other splits: node index (in `Model::nodes`), tree within the block, mask.
+    special: Vec<(u32, u16, M)>,
+}
+
+/// Blocks with the mask width the model needs.
+#[derive(Debug, Clone)]
+enum Blocks {
+    Narrow(Vec<Block<u32>>),
+    Wide(Vec<Block<u64>>),
+}
+
+/// The bit-vector tables of a model (derived at load, never persisted).
+#[derive(Debug, Clone)]
+pub(crate) struct Qs {
+    /// Distinct plain thresholds of original feature `f`, ascending:
+    /// `cuts[cut_ptr[f]..cut_ptr[f + 1]]`.
+    cut_ptr: Vec<u32>,
+    cuts: Vec<f64>,
+    blocks: Blocks,
+    /// Leaf `j` of tree `t` is node `leaf_nodes[leaf_base[t] + j]` with value
+    /// `leaf_values[leaf_base[t] + j]`.
+    leaf_base: Vec<u32>,
+    leaf_nodes: Vec<u32>,
+    leaf_values: Vec<f64>,
+    /// LightGBM without linear leaves: a tree adds its leaf value, nothing else.
+    plain_leaves: bool,
+}
+
+/// Per node of one tree: leaf ordinal range `[lo, hi)` of its subtree, by depth-first order.
+fn leaf_ranges(m: &Model, root: usize, len: usize) -> Option<(Vec<(u32, u32)>, Vec<u32>)> {
+    let mut range = vec![(u32::MAX, 0u32); len];
+    let mut leaves = Vec::new();
+    // (node, children done)
+    let mut stack = vec![(root, false)];
+    while let Some((i, done)) = stack.pop() {
+        let local = i.checked_sub(root).filter(|&l| l < len)?;
+        let n = m.nodes[i];
+        if n.flags() & LEAF != 0 {
+            if range[local].0 != u32::MAX {
+                return None; // shared node: not a tree
+            }
+            let j = leaves.len() as u32;
+            range[local] = (j, j + 1);
+            leaves.push(i as u32);
+            continue;
+        }
+        if done {
+            let a = range[(i + 1).checked_sub(root)?];
+            let b = range[(n.second as usize).checked_sub(root)?];
+            range[local] = (a.0, b.1);
+            continue;
+        }
+        if range[local].0 != u32::MAX || range[local].1 != 0 {
+            return None;
+        }
+        range[local].1 = 1; // visiting
+        stack.push((i, true));
+        stack.push((n.second as usize, false));
+        stack.push((i + 1, false));
+    }
+    Some((range, leaves))
+}
+
+impl Qs {
+    /// Builds the tables, or `None` when the model does not fit them (a tree with more than 64
+    /// leaves, a node shared between paths, a feature with too many distinct thresholds).
+    pub fn build(m: &Model) -> Option<Qs> {
+        let max_leaves = m.trees.iter().map(|t| t.num_leaves).max().unwrap_or(0) as usize;
+        if max_leaves <= 32 {
+            Self::build_with::<u32>(m).map(|(q, b)| Qs {
+                blocks: Blocks::Narrow(b),
+                ..q
+            })
+        } else if max_leaves <= 64 {
+            Self::build_with::<u64>(m).map(|(q, b)| Qs {
+                blocks: Blocks::Wide(b),
+                ..q
+            })
+        } else {
+            None
+        }
+    }
+
+    fn build_with<M: Mask>(m: &Model) -> Option<(Qs, Vec<Block<M>>)> {
+        let nf = m.num_features;
+        let plain = |i: usize| m.fast[i].flags() & crate::model::SPECIAL == 0;
+        // Distinct thresholds per original feature.
+        let mut per_feature: Vec<Vec<f64>> = vec![Vec::new(); nf];
+        for (i, n) in m.fast.iter().enumerate() {
+            if n.flags() & LEAF == 0 && plain(i) {
+                per_feature[n.feature() % nf].push(n.value);
+            }
+        }
+        let mut cut_ptr = vec![0u32];
+        let mut cuts = Vec::new();
+        for c in &mut per_feature {
+            c.sort_by(f64::total_cmp);
+            c.dedup_by(|a, b| a.to_bits() == b.to_bits() || *a == *b);
+            if c.len() >= MAX_CUTS {
+                return None;
+            }
+            cuts.extend_from_slice(c);
+            cut_ptr.push(u32::try_from(cuts.len()).ok()?);
+        }
+        let rank_of = |f: usize, v: f64| -> usize {
+            let c = &per_feature[f % nf];
+            c.partition_point(|&u| u < v)
+        };
+
+        let per_block = (BLOCK_BYTES / (16 * std::mem::size_of::<M>())).clamp(1, 1 << 16);
+        let mut blocks = Vec::new();
+        let mut leaf_base = Vec::with_capacity(m.trees.len());
+        let mut leaf_nodes = Vec::new();
+        for (b0, chunk) in m.trees.chunks(per_block).enumerate() {
+            let first_tree = b0 * per_block;
+            // (feature', rank, tree, mask)
+            let mut items: Vec<(usize, usize, u16, M)> = Vec::new();
+            let mut special = Vec::new();
+            for (local, t) in chunk.iter().enumerate() {
+                let root = t.root as usize;
+                let (ranges, leaves) = leaf_ranges(m, root, t.len as usize)?;
+                if leaves.len() > M::LEAVES {
+                    return None;
+                }
+                leaf_base.push(u32::try_from(leaf_nodes.len()).ok()?);
+                leaf_nodes.extend_from_slice(&leaves);
+                for (off, &(lo, hi)) in ranges.iter().enumerate() {
+                    let i = root + off;
+                    if lo == u32::MAX || m.nodes[i].flags() & LEAF != 0 {
+                        continue; // unreachable or a leaf
+                    }
+                    // Clear the first subtree's leaves.
+                    let (flo, fhi) = ranges[off + 1];
+                    let _ = hi;
+                    let bits = if fhi - flo >= 64 {
+                        0
+                    } else {
+                        ((1u64 << (fhi - flo)) - 1) << flo
+                    };
+                    let mask = M::from_u64(!bits);
+                    let tree = local as u16;
+                    if plain(i) {
+                        let f = m.fast[i].feature();
+                        items.push((f, rank_of(f, m.fast[i].value), tree, mask));
+                    } else {
+                        special.push((i as u32, tree, mask));
+                    }
+                }
+            }
+            items.sort_by_key(|&(f, r, t, _)| (f, r, t));
+            let mut feat_ptr = vec![0u32; 2 * nf + 1];
+            for &(f, ..) in &items {
+                feat_ptr[f + 1] += 1;
+            }
+            for f in 0..2 * nf {
+                feat_ptr[f + 1] += feat_ptr[f];
+            }
+            blocks.push(Block {
+                first_tree,
+                num_trees: chunk.len(),
+                feat_ptr,
+                thr: items.iter().map(|&(_, r, ..)| M::rank(r)).collect(),
+                mask: items.iter().map(|&(.., mk)| mk).collect(),
+                tree: items.iter().map(|&(_, _, t, _)| t).collect(),
+                special,
+            });
+        }
+        leaf_base.push(u32::try_from(leaf_nodes.len()).ok()?);
+        let leaf_values = leaf_nodes
+            .iter()
+            .map(|&i| m.nodes[i as usize].value)
+            .collect();
+        let plain_leaves = m.source == Source::LightGbm && m.linear.is_empty();
+        Some((
+            Qs {
+                cut_ptr,
+                cuts,
+                blocks: Blocks::Narrow(Vec::new()),
+                leaf_base,
+                leaf_nodes,
+                leaf_values,
+                plain_leaves,
+            },
+            blocks,
+        ))
+    }
+}
+
+impl Model {
+    /// Raw scores (added to `out`, which holds the base margins, `num_outputs` per row) of
+    /// `nrows` rows (`stride` values each) through every tree, by bit vectors. `false` when the
+    /// model has no bit-vector tables (the caller walks instead). Allocates nothing for a single
+    /// row of up to 256 features.
+    pub(crate) fn qs_raw<F: FeatureValue>(
+        &self,
+        rows: &[F],
+        nrows: usize,
+        stride: usize,
+        out: &mut [f64],
+    ) -> bool {
+        let Some(qs) = self.qs.as_deref() else {
+            return false;
+        };
+        let xgb = self.source == Source::XgBoost;
+        match (&qs.blocks, xgb) {
+            (Blocks::Narrow(b), false) => {
+                self.qs_dispatch::<u32, false, F>(qs, b, rows, nrows, stride, out)
+            }
+            (Blocks::Narrow(b), true) => {
+                self.qs_dispatch::<u32, true, F>(qs, b, rows, nrows, stride, out)
+            }
+            (Blocks::Wide(b), false) => {
+                self.qs_dispatch::<u64, false, F>(qs, b, rows, nrows, stride, out)
+            }
+            (Blocks::Wide(b), true) => {
+                self.qs_dispatch::<u64, true, F>(qs, b, rows, nrows, stride, out)
+            }
+        }
+        true
+    }
+
+    fn qs_dispatch<M: Mask, const XGB: bool, F: FeatureValue>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        rows: &[F],
+        nrows: usize,
+        stride: usize,
+        out: &mut [f64],
+    ) {
+        if nrows == 1 {
+            self.qs_one::<M, XGB, F>(qs, blocks, rows, out);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx") {
+                // SAFETY: the CPU supports AVX (checked just above).
+                unsafe { self.qs_rows_avx::<M, XGB, F>(qs, blocks, rows, nrows, stride, out) };
+                return;
+            }
+        }
+        self.qs_rows::<M, XGB, F>(qs, blocks, rows, nrows, stride, out);
+    }
+
+    /// One row: scratch on the stack when it fits.
+    fn qs_one<M: Mask, const XGB: bool, F: FeatureValue>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        row: &[F],
+        out: &mut [f64],
+    ) {
+        const STACK_FEATURES: usize = 256;
+        const STACK_TREES: usize = 256;
+        let nf = self.num_features;
+        let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
+        let mut rank_stack = [[M::rank(0); 1]; 2 * STACK_FEATURES];
+        let mut mask_stack = [[M::ONES; 1]; STACK_TREES];
+        let mut rank_heap = Vec::new();
+        let mut mask_heap = Vec::new();
+        let ranks: &mut [[M::Rank; 1]] = if nf <= STACK_FEATURES {
+            &mut rank_stack[..2 * nf]
+        } else {
+            rank_heap.resize(2 * nf, [M::rank(0); 1]);
+            &mut rank_heap
+        };
+        let masks: &mut [[M; 1]] = if per_block <= STACK_TREES {
+            &mut mask_stack[..per_block]
+        } else {
+            mask_heap.resize(per_block, [M::ONES; 1]);
+            &mut mask_heap
+        };
+        self.qs_group::<M, XGB, F, 1>(qs, blocks, row, &[0], nf, out, ranks, masks);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx")]
+    unsafe fn qs_rows_avx<M: Mask, const XGB: bool, F: FeatureValue>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        rows: &[F],
+        nrows: usize,
+        stride: usize,
+        out: &mut [f64],
+    ) {
+        self.qs_rows::<M, XGB, F>(qs, blocks, rows, nrows, stride, out);
+    }
+
+    /// Groups of `R` rows.
+    #[inline(always)]
+    fn qs_rows<M: Mask, const XGB: bool, F: FeatureValue>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        rows: &[F],
+        nrows: usize,
+        stride: usize,
+        out: &mut [f64],
+    ) {
+        const R: usize = 8;
+        let k = self.num_outputs;
+        let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
+        let mut ranks = vec![[M::rank(0); R]; 2 * self.num_features];
+        let mut masks = vec![[M::ONES; R]; per_block];
+        let mut start = 0;
+        while start < nrows {
+            let n = R.min(nrows - start);
+            // A short last group repeats its first row; those results are dropped.
+            let mut idx = [start; R];
+            for (j, v) in idx.iter_mut().enumerate().take(n) {
+                *v = start + j;
+            }
+            if n == R {
+                let o = &mut out[start * k..(start + R) * k];
+                self.qs_group::<M, XGB, F, R>(
+                    qs, blocks, rows, &idx, stride, o, &mut ranks, &mut masks,
+                );
+            } else {
+                let mut tmp = vec![0.0; R * k];
+                for (j, &i) in idx.iter().enumerate() {
+                    tmp[j * k..(j + 1) * k].copy_from_slice(&out[i * k..(i + 1) * k]);
+                }
+                self.qs_group::<M, XGB, F, R>(
+                    qs, blocks, rows, &idx, stride, &mut tmp, &mut ranks, &mut masks,
+                );
+                out[start * k..(start + n) * k].copy_from_slice(&tmp[..n * k]);
+            }
+            start += n;
+        }
+    }
+
+    /// Scores the `R` rows `idx` of `rows` into `out` (`R x num_outputs`, holding base margins),
+    /// with scratch for `2F` ranks and one block's masks.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn qs_group<M: Mask, const XGB: bool, F: FeatureValue, const R: usize>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        rows: &[F],
+        idx: &[usize; R],
+        stride: usize,
+        out: &mut [f64],
+        ranks: &mut [[M::Rank; R]],
+        masks: &mut [[M; R]],
+    ) {
+        let nf = self.num_features;
+        let k = self.num_outputs;
+        // Ranks of every row's features: prepared feature f (0..2F) holds R ranks.
+        for f in 0..nf {
+            let c = &qs.cuts[qs.cut_ptr[f] as usize..qs.cut_ptr[f + 1] as usize];
+            let all = c.partition_point(|&u| u < f64::INFINITY);
+            for (r, &i) in idx.iter().enumerate() {
+                let mut x = rows[i * stride + f].to_f64();
+                if XGB {
+                    x = x as f32 as f64;
+                }
+                let (hi, lo) = if x.is_nan() {
+                    (all, 0)
+                } else {
+                    let p = c.partition_point(|&u| u < x);
+                    (p, p)
+                };
+                ranks[f][r] = M::rank(hi);
+                ranks[nf + f][r] = M::rank(lo);
+            }
+        }
+        for b in blocks {
+            let masks = &mut masks[..b.num_trees];
+            masks.fill([M::ONES; R]);
+            for f in 0..2 * nf {
+                let (s, e) = (b.feat_ptr[f] as usize, b.feat_ptr[f + 1] as usize);
+                if s == e {
+                    continue;
+                }
+                let x = ranks[f];
+                let mut top = x[0];
+                for &v in &x[1..] {
+                    if v > top {
+                        top = v;
+                    }
+                }
+                let thr = &b.thr[s..e];
+                let cut = thr.partition_point(|&v| v < top);
+                for ((&v, &mk), &t) in thr[..cut]
+                    .iter()
+                    .zip(&b.mask[s..s + cut])
+                    .zip(&b.tree[s..s + cut])
+                {
+                    let lane = &mut masks[t as usize];
+                    for r in 0..R {
+                        lane[r] = lane[r] & if x[r] > v { mk } else { M::ONES };
+                    }
+                }
+            }
+            for &(node, t, mk) in &b.special {
+                let n = self.nodes[node as usize];
+                let lane = &mut masks[t as usize];
+                for (r, &i) in idx.iter().enumerate() {
+                    let mut x = rows[i * stride + n.feature()].to_f64();
+                    if XGB {
+                        x = x as f32 as f64;
+                    }
+                    if !self.decide_special(n, x) {
+                        lane[r] = lane[r] & mk;
+                    }
+                }
+            }
+            for (lt, lane) in masks.iter().enumerate() {
+                let t = b.first_tree + lt;
+                let base = qs.leaf_base[t] as usize;
+                let meta = &self.trees[t];
+                let g = meta.group as usize;
+                if qs.plain_leaves {
+                    for r in 0..R {
+                        out[r * k + g] += qs.leaf_values[base + lane[r].lowest() as usize];
+                    }
+                } else {
+                    for (r, &i) in idx.iter().enumerate() {
+                        let leaf = qs.leaf_nodes[base + lane[r].lowest() as usize];
+                        let row = &rows[i * stride..i * stride + nf];
+                        self.accumulate::<XGB, F>(meta, leaf, row, &mut out[r * k + g]);
+                    }
+                }
+            }
+        }
+    }
+}
