@@ -472,9 +472,25 @@ impl Model {
         output: Output,
         out: &mut [f64],
     ) {
+        self.score_serial_by(rows, stride, trees, iterations, output, out, true)
+    }
+
+    /// [`Model::score_serial`], by bit vectors when `bitvectors` and the model has their
+    /// tables and every tree is used, otherwise by walking the trees.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn score_serial_by<F: FeatureValue>(
+        &self,
+        rows: &[F],
+        stride: usize,
+        trees: Range<usize>,
+        iterations: usize,
+        output: Output,
+        out: &mut [f64],
+        bitvectors: bool,
+    ) {
         let k = self.num_outputs;
         let nrows = out.len() / k;
-        if trees == (0..self.trees.len()) && self.qs.is_some() {
+        if bitvectors && trees == (0..self.trees.len()) && self.qs.is_some() {
             for o in out.chunks_mut(k) {
                 o.copy_from_slice(&self.base_margin);
             }

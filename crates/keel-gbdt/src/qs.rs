@@ -28,7 +28,7 @@ use std::fmt::Debug;
 use std::ops::BitAnd;
 
 /// Most trees per block: masks of a block of rows stay within 16 KiB.
-const BLOCK_BYTES: usize = 16 * 1024;
+const BLOCK_BYTES: usize = 8 * 1024;
 /// Most distinct thresholds per feature for ranks to stay exact in `f32`.
 const MAX_CUTS: usize = 1 << 24;
 
@@ -42,6 +42,8 @@ pub(crate) trait Mask: Copy + Send + Sync + Debug + BitAnd<Output = Self> + 'sta
     const LEAVES: usize;
     /// `i` as a rank (exact below 2^24).
     fn rank(i: usize) -> Self::Rank;
+    /// A rank back as an index.
+    fn index(r: Self::Rank) -> usize;
     /// The mask from its low bits.
     fn from_u64(b: u64) -> Self;
     /// Index of the lowest set bit.
@@ -55,6 +57,10 @@ impl Mask for u32 {
     #[inline(always)]
     fn rank(i: usize) -> f32 {
         i as f32
+    }
+    #[inline(always)]
+    fn index(r: f32) -> usize {
+        r as usize
     }
     #[inline(always)]
     fn from_u64(b: u64) -> Self {
@@ -73,6 +79,10 @@ impl Mask for u64 {
     #[inline(always)]
     fn rank(i: usize) -> f64 {
         i as f64
+    }
+    #[inline(always)]
+    fn index(r: f64) -> usize {
+        r as usize
     }
     #[inline(always)]
     fn from_u64(b: u64) -> Self {
@@ -97,6 +107,12 @@ struct Block<M: Mask> {
     thr: Vec<M::Rank>,
     mask: Vec<M>,
     tree: Vec<u16>,
+    /// For prepared feature `f` and a row rank `r`, the number of its plain splits with a
+    /// threshold rank below `r` (so `x > threshold` for exactly those):
+    /// `below[below_ptr[f] + r]`, `r` in `0..=cuts(f)`. Empty when too large (binary search
+    /// over `thr` instead).
+    below_ptr: Vec<u32>,
+    below: Vec<u32>,
     /// Other splits: node index (in `Model::nodes`), tree within the block, mask.
     special: Vec<(u32, u16, M)>,
 }
@@ -207,6 +223,11 @@ impl Qs {
         };
 
         let per_block = (BLOCK_BYTES / (16 * std::mem::size_of::<M>())).clamp(1, 1 << 16);
+        // Rank -> cut tables cost (cuts + 1) per prepared feature and block; kept when that is
+        // within a few times the node count, otherwise cuts are found by binary search.
+        let blocks_n = m.trees.len().div_ceil(per_block);
+        let table = blocks_n.saturating_mul(2 * (cuts.len() + nf));
+        let with_below = table <= 4 * m.nodes.len() + (1 << 16);
         let mut blocks = Vec::new();
         let mut leaf_base = Vec::with_capacity(m.trees.len());
         let mut leaf_nodes = Vec::new();
@@ -254,10 +275,25 @@ impl Qs {
             for f in 0..2 * nf {
                 feat_ptr[f + 1] += feat_ptr[f];
             }
+            let mut below_ptr = vec![0u32];
+            let mut below = Vec::new();
+            for f in 0..2 * nf {
+                if !with_below {
+                    break;
+                }
+                let nodes = &items[feat_ptr[f] as usize..feat_ptr[f + 1] as usize];
+                let cuts = per_feature[f % nf].len();
+                below.extend(
+                    (0..=cuts).map(|r| nodes.partition_point(|&(_, nr, ..)| nr < r) as u32),
+                );
+                below_ptr.push(u32::try_from(below.len()).ok()?);
+            }
             blocks.push(Block {
                 first_tree,
                 num_trees: chunk.len(),
                 feat_ptr,
+                below_ptr,
+                below,
                 thr: items.iter().map(|&(_, r, ..)| M::rank(r)).collect(),
                 mask: items.iter().map(|&(.., mk)| mk).collect(),
                 tree: items.iter().map(|&(_, _, t, _)| t).collect(),
@@ -398,7 +434,7 @@ impl Model {
         stride: usize,
         out: &mut [f64],
     ) {
-        const R: usize = 8;
+        const R: usize = 64;
         let k = self.num_outputs;
         let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
         let mut ranks = vec![[M::rank(0); R]; 2 * self.num_features];
@@ -481,16 +517,27 @@ impl Model {
                         top = v;
                     }
                 }
-                let thr = &b.thr[s..e];
-                let cut = thr.partition_point(|&v| v < top);
-                for ((&v, &mk), &t) in thr[..cut]
+                let cut = if b.below.is_empty() {
+                    b.thr[s..e].partition_point(|&v| v < top)
+                } else {
+                    b.below[b.below_ptr[f] as usize + M::index(top)] as usize
+                };
+                for ((&v, &mk), &t) in b.thr[s..s + cut]
                     .iter()
                     .zip(&b.mask[s..s + cut])
                     .zip(&b.tree[s..s + cut])
                 {
-                    let lane = &mut masks[t as usize];
-                    for r in 0..R {
-                        lane[r] = lane[r] & if x[r] > v { mk } else { M::ONES };
+                    debug_assert!((t as usize) < masks.len());
+                    // SAFETY: every tree index of a block is below its `num_trees` (built so),
+                    // and `masks` holds `num_trees` lanes.
+                    let lane = unsafe { masks.get_unchecked_mut(t as usize) };
+                    if R == 1 {
+                        // One row: every split below the cut sends it second.
+                        lane[0] = lane[0] & mk;
+                    } else {
+                        for r in 0..R {
+                            lane[r] = lane[r] & if x[r] > v { mk } else { M::ONES };
+                        }
                     }
                 }
             }
@@ -512,6 +559,9 @@ impl Model {
                 let base = qs.leaf_base[t] as usize;
                 let meta = &self.trees[t];
                 let g = meta.group as usize;
+                if qs.plain_leaves && R == 1 && k == 1 {
+                    continue; // added below, in a register
+                }
                 if qs.plain_leaves {
                     for r in 0..R {
                         out[r * k + g] += qs.leaf_values[base + lane[r].lowest() as usize];
@@ -523,6 +573,14 @@ impl Model {
                         self.accumulate::<XGB, F>(meta, leaf, row, &mut out[r * k + g]);
                     }
                 }
+            }
+            if qs.plain_leaves && R == 1 && k == 1 {
+                let mut acc = out[0];
+                for (lt, lane) in masks.iter().enumerate() {
+                    let base = qs.leaf_base[b.first_tree + lt] as usize;
+                    acc += qs.leaf_values[base + lane[0].lowest() as usize];
+                }
+                out[0] = acc;
             }
         }
     }
