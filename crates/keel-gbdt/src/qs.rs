@@ -378,7 +378,8 @@ impl Model {
         self.qs_rows::<M, XGB, F>(qs, blocks, rows, nrows, stride, out);
     }
 
-    /// One row: scratch on the stack when it fits.
+    /// One row: scratch on the stack when it fits (sized to the model, so a narrow model
+    /// does not clear a wide model's scratch on every call).
     fn qs_one<M: Mask, const XGB: bool, F: FeatureValue>(
         &self,
         qs: &Qs,
@@ -386,15 +387,34 @@ impl Model {
         row: &[F],
         out: &mut [f64],
     ) {
-        const STACK_FEATURES: usize = 256;
-        const STACK_TREES: usize = 256;
+        let need = 2 * self.num_features;
+        if need <= 32 {
+            self.qs_one_in::<M, XGB, F, 32>(qs, blocks, row, out)
+        } else if need <= 128 {
+            self.qs_one_in::<M, XGB, F, 128>(qs, blocks, row, out)
+        } else if need <= 512 {
+            self.qs_one_in::<M, XGB, F, 512>(qs, blocks, row, out)
+        } else {
+            self.qs_one_in::<M, XGB, F, 0>(qs, blocks, row, out)
+        }
+    }
+
+    /// [`Model::qs_one`] with room for `N` prepared features on the stack (0: on the heap).
+    fn qs_one_in<M: Mask, const XGB: bool, F: FeatureValue, const N: usize>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        row: &[F],
+        out: &mut [f64],
+    ) {
+        const STACK_TREES: usize = 128;
         let nf = self.num_features;
         let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
-        let mut rank_stack = [[M::rank(0); 1]; 2 * STACK_FEATURES];
+        let mut rank_stack = [[M::rank(0); 1]; N];
         let mut mask_stack = [[M::ONES; 1]; STACK_TREES];
         let mut rank_heap = Vec::new();
         let mut mask_heap = Vec::new();
-        let ranks: &mut [[M::Rank; 1]] = if nf <= STACK_FEATURES {
+        let ranks: &mut [[M::Rank; 1]] = if 2 * nf <= N {
             &mut rank_stack[..2 * nf]
         } else {
             rank_heap.resize(2 * nf, [M::rank(0); 1]);
