@@ -101,7 +101,7 @@ pub fn labels(spec: &Spec, x: &[f64]) -> Vec<f32> {
 
 /// LightGBM parameters for `spec` (deterministic, one thread).
 pub fn params(spec: &Spec) -> serde_json::Value {
-    let mut p = serde_json::json!({
+    serde_json::json!({
         "objective": "regression",
         "num_iterations": spec.trees,
         "num_leaves": spec.leaves,
@@ -111,32 +111,29 @@ pub fn params(spec: &Spec) -> serde_json::Value {
         "deterministic": true,
         "num_threads": 1,
         "verbose": -1,
-    });
-    if spec.categorical > 0 {
-        let cats: Vec<String> = (spec.features - spec.categorical..spec.features)
-            .map(|i| i.to_string())
-            .collect();
-        p["categorical_feature"] = serde_json::Value::String(cats.join(","));
-    }
-    p
+    })
 }
 
-/// The model's LightGBM text, trained on 20k rows through lightgbm3 and cached under the
+/// The model's LightGBM text, trained on 20k rows through keel-gbdt (LightGBM) and cached under the
 /// target directory (delete the file to retrain).
 pub fn model_text(spec: &Spec) -> String {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
         .join("keel-bench-models");
-    let path = dir.join(format!("model_{}.txt", spec.name));
+    // v2: categorical columns train as categorical (keel-gbdt builds LightGBM's dataset with
+    // the parameters; lightgbm3's own constructors drop them).
+    let path = dir.join(format!("model_{}_v2.txt", spec.name));
     if let Ok(text) = std::fs::read_to_string(&path) {
         return text;
     }
     let x = rows(spec, 20_000, 1);
     let y = labels(spec, &x);
-    let data = lightgbm3::Dataset::from_slice(&x, &y, spec.features as i32, true).expect("dataset");
-    let booster = lightgbm3::Booster::train(data, &params(spec)).expect("train");
-    let text = booster.save_string().expect("save");
+    let names: Vec<String> = (0..spec.features).map(|i| format!("f{i}")).collect();
+    let categorical: Vec<usize> = (spec.features - spec.categorical..spec.features).collect();
+    let text = keel_gbdt::train_dense(&x, &y, None, &names, &categorical, &params(spec), 7)
+        .expect("train")
+        .lightgbm_text;
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(&path, &text);
     text

@@ -43,6 +43,10 @@ pub enum GbdtError {
     #[cfg(feature = "train")]
     #[error("lightgbm: {0}")]
     Train(#[from] lightgbm3::Error),
+    /// LightGBM's C API reported an error while training (its last error message).
+    #[cfg(feature = "train")]
+    #[error("lightgbm: {0}")]
+    Lightgbm(String),
 }
 
 pub(crate) fn invalid(format: &'static str, what: impl Into<String>) -> GbdtError {

@@ -55,7 +55,7 @@ pub use error::{GbdtError, Result};
 pub use model::{Source, Transform, MAX_DEPTH, MAX_FEATURES, MAX_NODES};
 pub use predict::{FeatureValue, Output, PredictOptions};
 #[cfg(feature = "train")]
-pub use train::{train, TrainConfig};
+pub use train::{train, train_dense, TrainConfig, Trained};
 
 use keel_core::envelope::{self, Kind, Persisted};
 use keel_core::{Column, Frame, ValueRef};

@@ -22,7 +22,7 @@
 //! threshold none of its rows exceeds. Leaves are added in tree order, so sums are bit-identical
 //! to the walking scorer's.
 
-use crate::model::{Model, Source, LEAF};
+use crate::model::{Model, Source, CATEGORICAL, CAT_NEG_INVALID, LEAF, NAN_FIRST};
 use crate::predict::FeatureValue;
 use std::fmt::Debug;
 use std::ops::BitAnd;
@@ -33,11 +33,15 @@ const BLOCK_BYTES: usize = 8 * 1024;
 const MAX_CUTS: usize = 1 << 24;
 
 /// A leaf mask: `u32` for trees of up to 32 leaves, `u64` up to 64.
-pub(crate) trait Mask: Copy + Send + Sync + Debug + BitAnd<Output = Self> + 'static {
+pub(crate) trait Mask:
+    Copy + Send + Sync + Debug + PartialEq + BitAnd<Output = Self> + 'static
+{
     /// A rank, as the float type the compare runs in (same width as the mask).
     type Rank: Copy + PartialOrd + Send + Sync + Debug + 'static;
     /// All leaves possible.
     const ONES: Self;
+    /// No bit set.
+    const ZERO: Self;
     /// Most leaves a tree may have.
     const LEAVES: usize;
     /// `i` as a rank (exact below 2^24).
@@ -53,6 +57,7 @@ pub(crate) trait Mask: Copy + Send + Sync + Debug + BitAnd<Output = Self> + 'sta
 impl Mask for u32 {
     type Rank = f32;
     const ONES: Self = u32::MAX;
+    const ZERO: Self = 0;
     const LEAVES: usize = 32;
     #[inline(always)]
     fn rank(i: usize) -> f32 {
@@ -75,6 +80,7 @@ impl Mask for u32 {
 impl Mask for u64 {
     type Rank = f64;
     const ONES: Self = u64::MAX;
+    const ZERO: Self = 0;
     const LEAVES: usize = 64;
     #[inline(always)]
     fn rank(i: usize) -> f64 {
@@ -113,9 +119,20 @@ struct Block<M: Mask> {
     /// over `thr` instead).
     below_ptr: Vec<u32>,
     below: Vec<u32>,
+    /// Categorical splits whose categories fit a mask (see [`Qs::cat_features`]): the slot of
+    /// their feature, the set of categories that go first (plus the NaN bit when NaN goes
+    /// first), tree within the block, mask.
+    cat: Vec<(u32, M, u16, M)>,
     /// Other splits: node index (in `Model::nodes`), tree within the block, mask.
     special: Vec<(u32, u16, M)>,
 }
+
+/// Per-thread scratch of a row group: ranks (`2F`), one block's masks, categorical codes.
+type Scratch<'a, M, const R: usize> = (
+    &'a mut [[<M as Mask>::Rank; R]],
+    &'a mut [[M; R]],
+    &'a mut [[M; R]],
+);
 
 /// Blocks with the mask width the model needs.
 #[derive(Debug, Clone)]
@@ -139,6 +156,10 @@ pub(crate) struct Qs {
     leaf_values: Vec<f64>,
     /// LightGBM without linear leaves: a tree adds its leaf value, nothing else.
     plain_leaves: bool,
+    /// Features with vectorised categorical splits; a row's value of each becomes a one-bit
+    /// code: category `c` below `bits - 1` is bit `c`, NaN the top bit, anything else (an
+    /// invalid category, or one no such split names) no bit.
+    cat_features: Vec<u32>,
 }
 
 /// Per node of one tree: leaf ordinal range `[lo, hi)` of its subtree, by depth-first order.
@@ -231,11 +252,38 @@ impl Qs {
         let mut blocks = Vec::new();
         let mut leaf_base = Vec::with_capacity(m.trees.len());
         let mut leaf_nodes = Vec::new();
+        let mut cat_features: Vec<u32> = Vec::new();
+        let neg_invalid = m.source == Source::XgBoost;
+        let nan_bit = 1u64 << (M::LEAVES - 1);
+        // A categorical split is vectorised when its set fits below the NaN bit and its rule
+        // for negative values is the model's.
+        let cat_set = |i: usize| -> Option<u64> {
+            let n = m.nodes[i];
+            let flags = n.flags();
+            if flags & CATEGORICAL == 0 || (flags & CAT_NEG_INVALID != 0) != neg_invalid {
+                return None;
+            }
+            let (off, words) = n.bitset();
+            let mut set = 0u64;
+            for w in 0..words {
+                let word = *m.cat_bits.get(off + w)?;
+                if word == 0 {
+                    continue;
+                }
+                let top = w * 32 + 31 - word.leading_zeros() as usize;
+                if top >= M::LEAVES - 1 {
+                    return None;
+                }
+                set |= u64::from(word) << (w * 32);
+            }
+            Some(set | if flags & NAN_FIRST != 0 { nan_bit } else { 0 })
+        };
         for (b0, chunk) in m.trees.chunks(per_block).enumerate() {
             let first_tree = b0 * per_block;
             // (feature', rank, tree, mask)
             let mut items: Vec<(usize, usize, u16, M)> = Vec::new();
             let mut special = Vec::new();
+            let mut cat = Vec::new();
             for (local, t) in chunk.iter().enumerate() {
                 let root = t.root as usize;
                 let (ranges, leaves) = leaf_ranges(m, root, t.len as usize)?;
@@ -262,12 +310,23 @@ impl Qs {
                     if plain(i) {
                         let f = m.fast[i].feature();
                         items.push((f, rank_of(f, m.fast[i].value), tree, mask));
+                    } else if let Some(set) = cat_set(i) {
+                        let f = m.nodes[i].feature() as u32;
+                        let slot = match cat_features.iter().position(|&c| c == f) {
+                            Some(p) => p,
+                            None => {
+                                cat_features.push(f);
+                                cat_features.len() - 1
+                            }
+                        };
+                        cat.push((slot as u32, M::from_u64(set), tree, mask));
                     } else {
                         special.push((i as u32, tree, mask));
                     }
                 }
             }
             items.sort_by_key(|&(f, r, t, _)| (f, r, t));
+            cat.sort_by_key(|&(slot, _, t, _)| (slot, t));
             let mut feat_ptr = vec![0u32; 2 * nf + 1];
             for &(f, ..) in &items {
                 feat_ptr[f + 1] += 1;
@@ -297,6 +356,7 @@ impl Qs {
                 thr: items.iter().map(|&(_, r, ..)| M::rank(r)).collect(),
                 mask: items.iter().map(|&(.., mk)| mk).collect(),
                 tree: items.iter().map(|&(_, _, t, _)| t).collect(),
+                cat,
                 special,
             });
         }
@@ -315,6 +375,7 @@ impl Qs {
                 leaf_nodes,
                 leaf_values,
                 plain_leaves,
+                cat_features,
             },
             blocks,
         ))
@@ -412,6 +473,16 @@ impl Model {
         let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
         let mut rank_stack = [[M::rank(0); 1]; N];
         let mut mask_stack = [[M::ONES; 1]; STACK_TREES];
+        const STACK_CATS: usize = 16;
+        let mut code_stack = [[M::ZERO; 1]; STACK_CATS];
+        let mut code_heap = Vec::new();
+        let ncat = qs.cat_features.len();
+        let codes: &mut [[M; 1]] = if ncat <= STACK_CATS {
+            &mut code_stack[..ncat]
+        } else {
+            code_heap.resize(ncat, [M::ZERO; 1]);
+            &mut code_heap
+        };
         let mut rank_heap = Vec::new();
         let mut mask_heap = Vec::new();
         let ranks: &mut [[M::Rank; 1]] = if 2 * nf <= N {
@@ -426,7 +497,8 @@ impl Model {
             mask_heap.resize(per_block, [M::ONES; 1]);
             &mut mask_heap
         };
-        self.qs_group::<M, XGB, F, 1>(qs, blocks, row, &[0], nf, out, ranks, masks);
+        let scratch = (ranks, masks, codes);
+        self.qs_group::<M, XGB, F, 1>(qs, blocks, row, &[0], nf, out, scratch);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -459,6 +531,7 @@ impl Model {
         let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
         let mut ranks = vec![[M::rank(0); R]; 2 * self.num_features];
         let mut masks = vec![[M::ONES; R]; per_block];
+        let mut codes = vec![[M::ZERO; R]; qs.cat_features.len()];
         let mut start = 0;
         while start < nrows {
             let n = R.min(nrows - start);
@@ -469,17 +542,15 @@ impl Model {
             }
             if n == R {
                 let o = &mut out[start * k..(start + R) * k];
-                self.qs_group::<M, XGB, F, R>(
-                    qs, blocks, rows, &idx, stride, o, &mut ranks, &mut masks,
-                );
+                let scratch = (&mut ranks[..], &mut masks[..], &mut codes[..]);
+                self.qs_group::<M, XGB, F, R>(qs, blocks, rows, &idx, stride, o, scratch);
             } else {
                 let mut tmp = vec![0.0; R * k];
                 for (j, &i) in idx.iter().enumerate() {
                     tmp[j * k..(j + 1) * k].copy_from_slice(&out[i * k..(i + 1) * k]);
                 }
-                self.qs_group::<M, XGB, F, R>(
-                    qs, blocks, rows, &idx, stride, &mut tmp, &mut ranks, &mut masks,
-                );
+                let scratch = (&mut ranks[..], &mut masks[..], &mut codes[..]);
+                self.qs_group::<M, XGB, F, R>(qs, blocks, rows, &idx, stride, &mut tmp, scratch);
                 out[start * k..(start + n) * k].copy_from_slice(&tmp[..n * k]);
             }
             start += n;
@@ -487,7 +558,7 @@ impl Model {
     }
 
     /// Scores the `R` rows `idx` of `rows` into `out` (`R x num_outputs`, holding base margins),
-    /// with scratch for `2F` ranks and one block's masks.
+    /// with scratch for `2F` ranks, one block's masks and the categorical codes.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn qs_group<M: Mask, const XGB: bool, F: FeatureValue, const R: usize>(
@@ -498,11 +569,29 @@ impl Model {
         idx: &[usize; R],
         stride: usize,
         out: &mut [f64],
-        ranks: &mut [[M::Rank; R]],
-        masks: &mut [[M; R]],
+        scratch: Scratch<'_, M, R>,
     ) {
+        let (ranks, masks, codes) = scratch;
         let nf = self.num_features;
         let k = self.num_outputs;
+        let nan_bit = M::from_u64(1u64 << (M::LEAVES - 1));
+        let top_cat = (M::LEAVES - 1) as f64;
+        for (slot, &f) in qs.cat_features.iter().enumerate() {
+            for (r, &i) in idx.iter().enumerate() {
+                let mut x = rows[i * stride + f as usize].to_f64();
+                if XGB {
+                    x = x as f32 as f64;
+                }
+                let c = x.trunc();
+                codes[slot][r] = if x.is_nan() {
+                    nan_bit
+                } else if (XGB && x < 0.0) || !(c >= 0.0 && c < top_cat) {
+                    M::ZERO
+                } else {
+                    M::from_u64(1u64 << (c as u32))
+                };
+            }
+        }
         // Ranks of every row's features: prepared feature f (0..2F) holds R ranks.
         for f in 0..nf {
             let c = &qs.cuts[qs.cut_ptr[f] as usize..qs.cut_ptr[f + 1] as usize];
@@ -559,6 +648,18 @@ impl Model {
                             lane[r] = lane[r] & if x[r] > v { mk } else { M::ONES };
                         }
                     }
+                }
+            }
+            for &(slot, set, t, mk) in &b.cat {
+                let code = codes[slot as usize];
+                let lane = &mut masks[t as usize];
+                for r in 0..R {
+                    lane[r] = lane[r]
+                        & if code[r] & set == M::ZERO {
+                            mk
+                        } else {
+                            M::ONES
+                        };
                 }
             }
             for &(node, t, mk) in &b.special {

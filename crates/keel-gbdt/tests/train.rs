@@ -61,9 +61,17 @@ fn training_is_deterministic_and_seed_sensitive() {
     assert_eq!(a.model.to_bytes().unwrap(), b.model.to_bytes().unwrap());
     let c = train(&data, None, &config(8)).unwrap();
     assert_ne!(a.lightgbm_text, c.lightgbm_text);
+    // The categorical column trains as a LightGBM categorical feature: the dataset is built
+    // with the parameters, so some trees split on it by category.
     assert!(
-        a.model.info().categorical_features.contains(&2) || a.lightgbm_text.contains("num_cat=0")
+        a.model.info().categorical_features.contains(&2),
+        "{:?}",
+        a.model.info().categorical_features
     );
+    assert!(a
+        .lightgbm_text
+        .lines()
+        .any(|l| l.starts_with("num_cat=") && l != "num_cat=0"));
 }
 
 #[test]
