@@ -487,7 +487,7 @@ pub mod fuzzing {
     /// row at a time.
     pub fn assert_scorers_agree(model: &GbdtModel, rows: &[f64]) {
         let nf = model.num_features();
-        if nf == 0 || rows.len() % nf != 0 {
+        if nf == 0 || !rows.len().is_multiple_of(nf) {
             return;
         }
         let walked = walk_raw(model, rows);

@@ -162,8 +162,11 @@ pub(crate) struct Qs {
     cat_features: Vec<u32>,
 }
 
-/// Per node of one tree: leaf ordinal range `[lo, hi)` of its subtree, by depth-first order.
-fn leaf_ranges(m: &Model, root: usize, len: usize) -> Option<(Vec<(u32, u32)>, Vec<u32>)> {
+type LeafRanges = (Vec<(u32, u32)>, Vec<u32>);
+
+/// Per node of one tree: leaf ordinal range `[lo, hi)` of its subtree, and the tree's leaves
+/// (node indices) in that order.
+fn leaf_ranges(m: &Model, root: usize, len: usize) -> Option<LeafRanges> {
     let mut range = vec![(u32::MAX, 0u32); len];
     let mut leaves = Vec::new();
     // (node, children done)
@@ -614,12 +617,11 @@ impl Model {
         for b in blocks {
             let masks = &mut masks[..b.num_trees];
             masks.fill([M::ONES; R]);
-            for f in 0..2 * nf {
+            for (f, &x) in ranks.iter().enumerate() {
                 let (s, e) = (b.feat_ptr[f] as usize, b.feat_ptr[f + 1] as usize);
                 if s == e {
                     continue;
                 }
-                let x = ranks[f];
                 let mut top = x[0];
                 for &v in &x[1..] {
                     if v > top {
