@@ -39,10 +39,6 @@ pub enum GbdtError {
     /// A frame operation failed.
     #[error(transparent)]
     Core(#[from] keel_core::Error),
-    /// Training through lightgbm3 failed.
-    #[cfg(feature = "train")]
-    #[error("lightgbm: {0}")]
-    Train(#[from] lightgbm3::Error),
     /// LightGBM's C API reported an error while training (its last error message).
     #[cfg(feature = "train")]
     #[error("lightgbm: {0}")]

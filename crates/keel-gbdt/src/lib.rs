@@ -37,7 +37,8 @@
 //! ```
 //!
 //! ## Crate features
-//! - `train`: train through `lightgbm3` (links LightGBM's C++). Scoring never needs it.
+//! - `train`: train through LightGBM's C API (`lightgbm3-sys`, links LightGBM's C++). Scoring
+//!   never needs it.
 #![deny(missing_docs)]
 
 mod error;

@@ -27,6 +27,34 @@ mod private {
     impl Sealed for f64 {}
 }
 
+/// `v` as the library reads it: XGBoost rounds inputs to float32, LightGBM keeps doubles.
+#[inline(always)]
+pub(crate) fn read<const XGB: bool, F: FeatureValue>(v: F) -> f64 {
+    let x = v.to_f64();
+    if XGB {
+        x as f32 as f64
+    } else {
+        x
+    }
+}
+
+/// `len` values of scratch: the front of `stack` when it is long enough, else `heap` grown to
+/// `len` (filled with `fill`), so small models score without allocating.
+#[inline(always)]
+pub(crate) fn scratch<'a, T: Copy>(
+    stack: &'a mut [T],
+    heap: &'a mut Vec<T>,
+    len: usize,
+    fill: T,
+) -> &'a mut [T] {
+    if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, fill);
+        heap
+    }
+}
+
 /// Which scores to return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -110,10 +138,7 @@ impl Model {
             if flags & LEAF != 0 {
                 return i;
             }
-            let mut x = row[n.feature()].to_f64();
-            if XGB {
-                x = x as f32 as f64;
-            }
+            let x = read::<XGB, F>(row[n.feature()]);
             i = if self.goes_first(n, x) {
                 i + 1
             } else {
@@ -210,10 +235,7 @@ impl Model {
         let f = self.num_features;
         let (hi, lo) = out[..2 * f].split_at_mut(f);
         for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(&row[..f]) {
-            let mut x = v.to_f64();
-            if XGB {
-                x = x as f32 as f64;
-            }
+            let x = read::<XGB, F>(v);
             let nan = x.is_nan();
             *h = if nan { f64::INFINITY } else { x };
             *l = if nan { f64::NEG_INFINITY } else { x };
@@ -245,10 +267,7 @@ impl Model {
             unsafe { *xs.add(n.feature()) <= n.value }
         } else {
             // SAFETY: special splits keep their original feature, below num_features.
-            let mut x = unsafe { *orig.add(n.feature()) }.to_f64();
-            if XGB {
-                x = x as f32 as f64;
-            }
+            let x = read::<XGB, F>(unsafe { *orig.add(n.feature()) });
             self.decide_special(self.nodes[i as usize], x)
         };
         let a = i + 1;
@@ -419,12 +438,7 @@ impl Model {
         }
         let mut stack = [0.0f64; 2 * STACK_FEATURES];
         let mut heap = Vec::new();
-        let xs: &mut [f64] = if f <= STACK_FEATURES {
-            &mut stack[..2 * f]
-        } else {
-            heap.resize(2 * f, 0.0);
-            &mut heap
-        };
+        let xs = scratch(&mut stack, &mut heap, 2 * f, 0.0);
         self.prepare_row::<XGB, F>(row, xs);
         out.copy_from_slice(&self.base_margin);
         let mut leaves = [0u32; CHUNK + L];

@@ -23,11 +23,12 @@
 //! to the walking scorer's.
 
 use crate::model::{Model, Source, CATEGORICAL, CAT_NEG_INVALID, LEAF, NAN_FIRST};
-use crate::predict::FeatureValue;
+use crate::predict::{read, scratch, FeatureValue};
 use std::fmt::Debug;
 use std::ops::BitAnd;
 
-/// Most trees per block: masks of a block of rows stay within 16 KiB.
+/// Trees per block are `BLOCK_BYTES / (16 * mask size)`: 128 narrow or 64 wide trees, whose
+/// masks for a group of 64 rows take 32 KiB.
 const BLOCK_BYTES: usize = 8 * 1024;
 /// Most distinct thresholds per feature for ranks to stay exact in `f32`.
 const MAX_CUTS: usize = 1 << 24;
@@ -54,51 +55,35 @@ pub(crate) trait Mask:
     fn lowest(self) -> u32;
 }
 
-impl Mask for u32 {
-    type Rank = f32;
-    const ONES: Self = u32::MAX;
-    const ZERO: Self = 0;
-    const LEAVES: usize = 32;
-    #[inline(always)]
-    fn rank(i: usize) -> f32 {
-        i as f32
-    }
-    #[inline(always)]
-    fn index(r: f32) -> usize {
-        r as usize
-    }
-    #[inline(always)]
-    fn from_u64(b: u64) -> Self {
-        b as u32
-    }
-    #[inline(always)]
-    fn lowest(self) -> u32 {
-        self.trailing_zeros()
-    }
+/// The two widths differ only in their types and bit count.
+macro_rules! mask {
+    ($mask:ty, $rank:ty) => {
+        impl Mask for $mask {
+            type Rank = $rank;
+            const ONES: Self = <$mask>::MAX;
+            const ZERO: Self = 0;
+            const LEAVES: usize = <$mask>::BITS as usize;
+            #[inline(always)]
+            fn rank(i: usize) -> $rank {
+                i as $rank
+            }
+            #[inline(always)]
+            fn index(r: $rank) -> usize {
+                r as usize
+            }
+            #[inline(always)]
+            fn from_u64(b: u64) -> Self {
+                b as $mask
+            }
+            #[inline(always)]
+            fn lowest(self) -> u32 {
+                self.trailing_zeros()
+            }
+        }
+    };
 }
-
-impl Mask for u64 {
-    type Rank = f64;
-    const ONES: Self = u64::MAX;
-    const ZERO: Self = 0;
-    const LEAVES: usize = 64;
-    #[inline(always)]
-    fn rank(i: usize) -> f64 {
-        i as f64
-    }
-    #[inline(always)]
-    fn index(r: f64) -> usize {
-        r as usize
-    }
-    #[inline(always)]
-    fn from_u64(b: u64) -> Self {
-        b
-    }
-    #[inline(always)]
-    fn lowest(self) -> u32 {
-        self.trailing_zeros()
-    }
-}
+mask!(u32, f32);
+mask!(u64, f64);
 
 /// The nodes of a run of consecutive trees.
 #[derive(Debug, Clone)]
@@ -206,21 +191,15 @@ impl Qs {
     pub fn build(m: &Model) -> Option<Qs> {
         let max_leaves = m.trees.iter().map(|t| t.num_leaves).max().unwrap_or(0) as usize;
         if max_leaves <= 32 {
-            Self::build_with::<u32>(m).map(|(q, b)| Qs {
-                blocks: Blocks::Narrow(b),
-                ..q
-            })
+            Self::build_with::<u32>(m, Blocks::Narrow)
         } else if max_leaves <= 64 {
-            Self::build_with::<u64>(m).map(|(q, b)| Qs {
-                blocks: Blocks::Wide(b),
-                ..q
-            })
+            Self::build_with::<u64>(m, Blocks::Wide)
         } else {
             None
         }
     }
 
-    fn build_with<M: Mask>(m: &Model) -> Option<(Qs, Vec<Block<M>>)> {
+    fn build_with<M: Mask>(m: &Model, wrap: fn(Vec<Block<M>>) -> Blocks) -> Option<Qs> {
         let nf = m.num_features;
         let plain = |i: usize| m.fast[i].flags() & crate::model::SPECIAL == 0;
         // Distinct thresholds per original feature.
@@ -295,14 +274,13 @@ impl Qs {
                 }
                 leaf_base.push(u32::try_from(leaf_nodes.len()).ok()?);
                 leaf_nodes.extend_from_slice(&leaves);
-                for (off, &(lo, hi)) in ranges.iter().enumerate() {
+                for (off, &(lo, _)) in ranges.iter().enumerate() {
                     let i = root + off;
                     if lo == u32::MAX || m.nodes[i].flags() & LEAF != 0 {
                         continue; // unreachable or a leaf
                     }
                     // Clear the first subtree's leaves.
                     let (flo, fhi) = ranges[off + 1];
-                    let _ = hi;
                     let bits = if fhi - flo >= 64 {
                         0
                     } else {
@@ -369,19 +347,16 @@ impl Qs {
             .map(|&i| m.nodes[i as usize].value)
             .collect();
         let plain_leaves = m.source == Source::LightGbm && m.linear.is_empty();
-        Some((
-            Qs {
-                cut_ptr,
-                cuts,
-                blocks: Blocks::Narrow(Vec::new()),
-                leaf_base,
-                leaf_nodes,
-                leaf_values,
-                plain_leaves,
-                cat_features,
-            },
-            blocks,
-        ))
+        Some(Qs {
+            cut_ptr,
+            cuts,
+            blocks: wrap(blocks),
+            leaf_base,
+            leaf_nodes,
+            leaf_values,
+            plain_leaves,
+            cat_features,
+        })
     }
 }
 
@@ -472,36 +447,19 @@ impl Model {
         out: &mut [f64],
     ) {
         const STACK_TREES: usize = 128;
+        const STACK_CATS: usize = 16;
         let nf = self.num_features;
         let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
-        let mut rank_stack = [[M::rank(0); 1]; N];
-        let mut mask_stack = [[M::ONES; 1]; STACK_TREES];
-        const STACK_CATS: usize = 16;
-        let mut code_stack = [[M::ZERO; 1]; STACK_CATS];
-        let mut code_heap = Vec::new();
+        let (mut rank_stack, mut rank_heap) = ([[M::rank(0); 1]; N], Vec::new());
+        let (mut mask_stack, mut mask_heap) = ([[M::ONES; 1]; STACK_TREES], Vec::new());
+        let (mut code_stack, mut code_heap) = ([[M::ZERO; 1]; STACK_CATS], Vec::new());
         let ncat = qs.cat_features.len();
-        let codes: &mut [[M; 1]] = if ncat <= STACK_CATS {
-            &mut code_stack[..ncat]
-        } else {
-            code_heap.resize(ncat, [M::ZERO; 1]);
-            &mut code_heap
-        };
-        let mut rank_heap = Vec::new();
-        let mut mask_heap = Vec::new();
-        let ranks: &mut [[M::Rank; 1]] = if 2 * nf <= N {
-            &mut rank_stack[..2 * nf]
-        } else {
-            rank_heap.resize(2 * nf, [M::rank(0); 1]);
-            &mut rank_heap
-        };
-        let masks: &mut [[M; 1]] = if per_block <= STACK_TREES {
-            &mut mask_stack[..per_block]
-        } else {
-            mask_heap.resize(per_block, [M::ONES; 1]);
-            &mut mask_heap
-        };
-        let scratch = (ranks, masks, codes);
-        self.qs_group::<M, XGB, F, 1>(qs, blocks, row, &[0], nf, out, scratch);
+        let work = (
+            scratch(&mut rank_stack, &mut rank_heap, 2 * nf, [M::rank(0); 1]),
+            scratch(&mut mask_stack, &mut mask_heap, per_block, [M::ONES; 1]),
+            scratch(&mut code_stack, &mut code_heap, ncat, [M::ZERO; 1]),
+        );
+        self.qs_group::<M, XGB, F, 1>(qs, blocks, row, &[0], nf, out, work);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -545,15 +503,15 @@ impl Model {
             }
             if n == R {
                 let o = &mut out[start * k..(start + R) * k];
-                let scratch = (&mut ranks[..], &mut masks[..], &mut codes[..]);
-                self.qs_group::<M, XGB, F, R>(qs, blocks, rows, &idx, stride, o, scratch);
+                let work = (&mut ranks[..], &mut masks[..], &mut codes[..]);
+                self.qs_group::<M, XGB, F, R>(qs, blocks, rows, &idx, stride, o, work);
             } else {
                 let mut tmp = vec![0.0; R * k];
                 for (j, &i) in idx.iter().enumerate() {
                     tmp[j * k..(j + 1) * k].copy_from_slice(&out[i * k..(i + 1) * k]);
                 }
-                let scratch = (&mut ranks[..], &mut masks[..], &mut codes[..]);
-                self.qs_group::<M, XGB, F, R>(qs, blocks, rows, &idx, stride, &mut tmp, scratch);
+                let work = (&mut ranks[..], &mut masks[..], &mut codes[..]);
+                self.qs_group::<M, XGB, F, R>(qs, blocks, rows, &idx, stride, &mut tmp, work);
                 out[start * k..(start + n) * k].copy_from_slice(&tmp[..n * k]);
             }
             start += n;
@@ -581,10 +539,7 @@ impl Model {
         let top_cat = (M::LEAVES - 1) as f64;
         for (slot, &f) in qs.cat_features.iter().enumerate() {
             for (r, &i) in idx.iter().enumerate() {
-                let mut x = rows[i * stride + f as usize].to_f64();
-                if XGB {
-                    x = x as f32 as f64;
-                }
+                let x = read::<XGB, F>(rows[i * stride + f as usize]);
                 let c = x.trunc();
                 codes[slot][r] = if x.is_nan() {
                     nan_bit
@@ -600,10 +555,7 @@ impl Model {
             let c = &qs.cuts[qs.cut_ptr[f] as usize..qs.cut_ptr[f + 1] as usize];
             let all = c.partition_point(|&u| u < f64::INFINITY);
             for (r, &i) in idx.iter().enumerate() {
-                let mut x = rows[i * stride + f].to_f64();
-                if XGB {
-                    x = x as f32 as f64;
-                }
+                let x = read::<XGB, F>(rows[i * stride + f]);
                 let (hi, lo) = if x.is_nan() {
                     (all, 0)
                 } else {
@@ -668,23 +620,27 @@ impl Model {
                 let n = self.nodes[node as usize];
                 let lane = &mut masks[t as usize];
                 for (r, &i) in idx.iter().enumerate() {
-                    let mut x = rows[i * stride + n.feature()].to_f64();
-                    if XGB {
-                        x = x as f32 as f64;
-                    }
+                    let x = read::<XGB, F>(rows[i * stride + n.feature()]);
                     if !self.decide_special(n, x) {
                         lane[r] = lane[r] & mk;
                     }
                 }
+            }
+            if qs.plain_leaves && R == 1 && k == 1 {
+                // One row, one output: sum in a register, still in tree order.
+                let mut acc = out[0];
+                for (lt, lane) in masks.iter().enumerate() {
+                    let base = qs.leaf_base[b.first_tree + lt] as usize;
+                    acc += qs.leaf_values[base + lane[0].lowest() as usize];
+                }
+                out[0] = acc;
+                continue;
             }
             for (lt, lane) in masks.iter().enumerate() {
                 let t = b.first_tree + lt;
                 let base = qs.leaf_base[t] as usize;
                 let meta = &self.trees[t];
                 let g = meta.group as usize;
-                if qs.plain_leaves && R == 1 && k == 1 {
-                    continue; // added below, in a register
-                }
                 if qs.plain_leaves {
                     for r in 0..R {
                         out[r * k + g] += qs.leaf_values[base + lane[r].lowest() as usize];
@@ -696,14 +652,6 @@ impl Model {
                         self.accumulate::<XGB, F>(meta, leaf, row, &mut out[r * k + g]);
                     }
                 }
-            }
-            if qs.plain_leaves && R == 1 && k == 1 {
-                let mut acc = out[0];
-                for (lt, lane) in masks.iter().enumerate() {
-                    let base = qs.leaf_base[b.first_tree + lt] as usize;
-                    acc += qs.leaf_values[base + lane[0].lowest() as usize];
-                }
-                out[0] = acc;
             }
         }
     }

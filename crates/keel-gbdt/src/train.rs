@@ -1,5 +1,5 @@
-//! Training through `lightgbm3` (feature `train`). The result is loaded by the pure-Rust scorer:
-//! LightGBM's C++ is used to fit, never to score.
+//! Training through LightGBM's C API as `lightgbm3-sys` builds it (feature `train`). The
+//! result is loaded by the pure-Rust scorer: LightGBM's C++ is used to fit, never to score.
 
 use crate::error::{GbdtError, Result};
 use crate::GbdtModel;
@@ -60,16 +60,10 @@ pub fn train(train: &Frame, valid: Option<&Frame>, cfg: &TrainConfig) -> Result<
         return Err(GbdtError::Input("no feature columns".into()));
     }
     let (x, y, categorical) = matrix(train, cfg)?;
-    let valid = match valid {
-        Some(v) => {
-            let (vx, vy, _) = matrix(v, cfg)?;
-            Some((vx, vy))
-        }
-        None => None,
-    };
+    let valid = valid.map(|v| matrix(v, cfg)).transpose()?;
     let valid = valid
         .as_ref()
-        .map(|(vx, vy)| (vx.as_slice(), vy.as_slice()));
+        .map(|(vx, vy, _)| (vx.as_slice(), vy.as_slice()));
     train_dense(
         &x,
         &y,
