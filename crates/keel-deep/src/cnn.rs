@@ -253,9 +253,18 @@ impl Cnn {
         let m: CnnManifest = envelope::decode(manifest)?;
         let cfg: CnnConfig =
             serde_json::from_str(&m.config_json).map_err(|e| DeepError::Config(e.to_string()))?;
+        Ok((Cnn::from_safetensors(cfg, weights)?, m.metadata))
+    }
+
+    /// Builds a model of `cfg` from safetensors bytes: keel's own, or
+    /// `safetensors.torch.save_file(model.state_dict())` of the reference PyTorch module
+    /// (`crates/keel-deep/tests/fixtures/torch_reference.py`; tensor names as
+    /// [`Cnn::named_parameters`]). Missing tensors, other dtypes (f32 only), wrong shapes and
+    /// non-finite values are typed errors naming the tensor.
+    pub fn from_safetensors(cfg: CnnConfig, weights: &[u8]) -> Result<Cnn> {
         let model = Cnn::new(cfg, 0)?;
         load_safetensors(weights, &model.named_parameters())?;
-        Ok((model, m.metadata))
+        Ok(model)
     }
 }
 

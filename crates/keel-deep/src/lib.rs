@@ -44,7 +44,11 @@
 //! - [`CnnConfig`] / [`train_images`]: a small CNN for images (conv blocks with ReLU and max
 //!   pooling, global average pooling, head), same loop, same artifacts.
 //!
-//! Work in progress (issue 4): PyTorch import for the sequence encoder and CNN, ONNX import.
+//! - PyTorch import: [`Mlp::from_safetensors`], [`SeqModel::from_safetensors`] and
+//!   [`Cnn::from_safetensors`] read `safetensors.torch.save_file(model.state_dict())` of the
+//!   reference modules in `tests/fixtures/torch_reference.py` (tensor names documented there).
+//! - [`OnnxModel`] (feature `onnx`, on by default): ONNX graphs through `candle-onnx`, checked
+//!   against an operator allow-list ([`SUPPORTED_OPS`]) and bounded before every node runs.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -53,6 +57,8 @@ mod cnn;
 mod config;
 mod fast;
 mod model;
+#[cfg(feature = "onnx")]
+mod onnx;
 mod rng;
 mod seq;
 mod train;
@@ -64,6 +70,8 @@ pub use config::{
     MAX_WIDTH,
 };
 pub use model::{Mlp, LN_EPS};
+#[cfg(feature = "onnx")]
+pub use onnx::{OnnxModel, MAX_ELEMENTS, MAX_ONNX_BYTES, SUPPORTED_OPS};
 pub use rng::Rng;
 pub use seq::{
     ticket_corpus, train_text, Pooling, SeqConfig, SeqManifest, SeqModel, TextData, Tokenizer, CLS,
@@ -107,6 +115,18 @@ pub enum DeepError {
         expected: Vec<usize>,
         /// Shape found.
         found: Vec<usize>,
+    },
+    /// An ONNX file is malformed or asks for something keel refuses.
+    #[error("onnx: {0}")]
+    Onnx(String),
+    /// An ONNX node uses an operator outside [`SUPPORTED_OPS`].
+    #[cfg(feature = "onnx")]
+    #[error("onnx: operator `{op}` (node `{node}`) is not supported")]
+    UnsupportedOp {
+        /// The operator (`domain:op` outside the default domain).
+        op: String,
+        /// The node's name.
+        node: String,
     },
     /// candle failed.
     #[error("candle: {0}")]
@@ -175,6 +195,22 @@ pub mod fuzzing {
                         .expect("a loaded model scores");
                     assert_eq!(p.len(), model.outputs());
                 }
+            }
+        }
+    }
+
+    /// Imports `data` as an ONNX model; one that imports must run (or fail with an error) on
+    /// a small input of its declared shape (symbolic dims as 1).
+    #[cfg(feature = "onnx")]
+    pub fn exercise_onnx(data: &[u8]) {
+        let Ok(model) = super::OnnxModel::from_bytes(data) else {
+            return;
+        };
+        if let [(_, dims)] = model.inputs() {
+            let shape: Vec<usize> = dims.iter().map(|d| d.unwrap_or(1)).collect();
+            let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if let Some(n) = n.filter(|&n| n <= 1 << 12) {
+                let _ = model.predict(&vec![0.25; n], &shape);
             }
         }
     }

@@ -449,9 +449,18 @@ impl SeqModel {
         let m: SeqManifest = envelope::decode(manifest)?;
         let cfg: SeqConfig =
             serde_json::from_str(&m.config_json).map_err(|e| DeepError::Config(e.to_string()))?;
+        Ok((SeqModel::from_safetensors(cfg, weights)?, m.metadata))
+    }
+
+    /// Builds a model of `cfg` from safetensors bytes: keel's own, or
+    /// `safetensors.torch.save_file(model.state_dict())` of the reference PyTorch module
+    /// (`crates/keel-deep/tests/fixtures/torch_reference.py`; tensor names as
+    /// [`SeqModel::named_parameters`]). Missing tensors, other dtypes (f32 only), wrong shapes and
+    /// non-finite values are typed errors naming the tensor.
+    pub fn from_safetensors(cfg: SeqConfig, weights: &[u8]) -> Result<SeqModel> {
         let model = SeqModel::new(cfg, 0)?;
         load_safetensors(weights, &model.named_parameters())?;
-        Ok((model, m.metadata))
+        Ok(model)
     }
 }
 
