@@ -56,26 +56,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         1024.0 * 50.0 / t.elapsed().as_secs_f64()
     };
     let candle_1t = rate(&|| {
-        model.predict_batch(&batch, &[], 1024).expect("scores");
+        model
+            .predict_batch_candle(&batch, &[], 1024)
+            .expect("scores");
     });
     let packed_1t = rate(&|| {
-        let mut o = [0f32];
-        for r in batch.chunks_exact(32) {
-            model.predict_one(r, &[], &mut o).expect("scores");
-        }
+        model.predict_batch(&batch, &[], 1024).expect("scores");
     });
     let packed_2t = rate(&|| {
-        std::thread::scope(|s| {
-            for half in batch.chunks(512 * 32) {
-                let m = &model;
-                s.spawn(move || {
-                    let mut o = [0f32];
-                    for r in half.chunks_exact(32) {
-                        m.predict_one(r, &[], &mut o).expect("scores");
-                    }
-                });
-            }
-        })
+        model
+            .predict_batch_threads(&batch, &[], 1024, 2)
+            .expect("scores");
     });
 
     // The peer, same machine, same run.

@@ -230,6 +230,16 @@ impl Cnn {
         Ok(out)
     }
 
+    /// [`Cnn::predict_images`] with candle's kernels bounded to `threads` threads.
+    pub fn predict_images_threads(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        threads: usize,
+    ) -> Result<Vec<f32>> {
+        crate::threads::with_threads(threads, || self.predict_images(pixels, n))?
+    }
+
     /// Number of outputs per image.
     pub fn outputs(&self) -> usize {
         self.cfg.head.outputs()

@@ -11,8 +11,11 @@
 //! - Artifacts: weights in safetensors with PyTorch-style names, config and metadata in the
 //!   core envelope ([`Mlp::to_parts`] / [`Mlp::from_parts`]); missing tensors, other dtypes and
 //!   wrong shapes are typed errors.
-//! - Inference: [`Mlp::predict_batch`] through candle, [`Mlp::predict_one`] on a packed copy of
-//!   the weights that never enters a thread pool. The model is `Send + Sync`.
+//! - Inference: [`Mlp::predict_one`] and [`Mlp::predict_batch`] /
+//!   [`Mlp::predict_batch_threads`] run on a packed copy of the weights (a register-blocked
+//!   AVX2+FMA matrix product for batches, an axpy for one example), never through candle's
+//!   thread pool; the sequence encoder, the CNN and ONNX graphs take an explicit thread count
+//!   (`*_threads`). Every model is `Send + Sync`.
 //! - [`SeqConfig`] / [`train_text`]: a sequence encoder for text or event ids (a [`Tokenizer`]
 //!   that needs no download: bytes or hashed words; token embedding, sinusoidal positions,
 //!   pre-norm transformer encoder layers with masked multi-head attention, mean or first-token
@@ -61,6 +64,7 @@ mod model;
 mod onnx;
 mod rng;
 mod seq;
+mod threads;
 mod train;
 
 pub use artifact::{Manifest, MAX_WEIGHTS};
@@ -77,6 +81,7 @@ pub use seq::{
     ticket_corpus, train_text, Pooling, SeqConfig, SeqManifest, SeqModel, TextData, Tokenizer, CLS,
     MAX_PARAMS as MAX_SEQ_PARAMS, MAX_SEQ, PAD,
 };
+pub use threads::MAX_THREADS;
 pub use train::{train, Dataset, EpochReport, TrainReport};
 
 /// Errors of keel-deep.

@@ -241,15 +241,57 @@ impl Mlp {
         })
     }
 
-    /// Scores a batch through candle (row-major inputs: `rows x numeric` floats and
-    /// `rows x embeddings` codes); returns `rows x outputs` predictions.
+    /// Scores a batch on the caller's thread (row-major inputs: `rows x numeric` floats and
+    /// `rows x embeddings` codes); returns `rows x outputs` predictions. Runs the packed
+    /// matrix-product path, not candle (see [`Mlp::predict_batch_threads`]).
     pub fn predict_batch(&self, numeric: &[f32], codes: &[u32], rows: usize) -> Result<Vec<f32>> {
+        self.predict_batch_threads(numeric, codes, rows, 1)
+    }
+
+    /// Scores a batch on `threads` threads (contiguous row ranges; `1` never leaves the
+    /// caller's thread, small batches use fewer threads than asked).
+    pub fn predict_batch_threads(
+        &self,
+        numeric: &[f32],
+        codes: &[u32],
+        rows: usize,
+        threads: usize,
+    ) -> Result<Vec<f32>> {
+        self.check_batch(numeric, codes, rows)?;
+        let mut out = vec![0.0; rows * self.outputs()];
+        self.packed
+            .predict_batch(&self.cfg, numeric, codes, rows, &mut out, threads);
+        Ok(out)
+    }
+
+    /// The same batch through candle's tensor ops (what training evaluates); kept for
+    /// comparison with the packed path.
+    pub fn predict_batch_candle(
+        &self,
+        numeric: &[f32],
+        codes: &[u32],
+        rows: usize,
+    ) -> Result<Vec<f32>> {
         if rows == 0 {
             return Ok(Vec::new());
         }
         let (x, c) = self.inputs(numeric, codes, rows)?;
         let y = self.finish(&self.forward(&x, &c, None)?)?;
         Ok(y.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn check_batch(&self, numeric: &[f32], codes: &[u32], rows: usize) -> Result<()> {
+        let (f, c) = (self.cfg.numeric, self.cfg.embeddings.len());
+        if Some(numeric.len()) != rows.checked_mul(f) || Some(codes.len()) != rows.checked_mul(c) {
+            return Err(DeepError::Shape(format!(
+                "{rows} rows need {} numeric and {} categorical values, got {} and {}",
+                rows.saturating_mul(f),
+                rows.saturating_mul(c),
+                numeric.len(),
+                codes.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Scores one example on the packed path: no allocation beyond two scratch buffers, no

@@ -510,6 +510,11 @@ impl OnnxModel {
             .collect()
     }
 
+    /// [`OnnxModel::predict`] with candle's kernels bounded to `threads` threads.
+    pub fn predict_threads(&self, x: &[f32], shape: &[usize], threads: usize) -> Result<Vec<f32>> {
+        crate::threads::with_threads(threads, || self.predict(x, shape))?
+    }
+
     /// Scores a batch: `x` row-major `[rows, features...]` for the graph's single input,
     /// returns the first output as f32 values, row-major.
     pub fn predict(&self, x: &[f32], shape: &[usize]) -> Result<Vec<f32>> {

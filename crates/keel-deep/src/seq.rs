@@ -425,6 +425,16 @@ impl SeqModel {
         Ok(out)
     }
 
+    /// [`SeqModel::predict_texts`] with candle's kernels bounded to `threads` threads.
+    pub fn predict_texts_threads(&self, texts: &[&str], threads: usize) -> Result<Vec<f32>> {
+        crate::threads::with_threads(threads, || self.predict_texts(texts))?
+    }
+
+    /// [`SeqModel::predict_ids`] with candle's kernels bounded to `threads` threads.
+    pub fn predict_ids_threads(&self, seqs: &[&[u32]], threads: usize) -> Result<Vec<f32>> {
+        crate::threads::with_threads(threads, || self.predict_ids(seqs))?
+    }
+
     /// Number of outputs per sequence.
     pub fn outputs(&self) -> usize {
         self.cfg.head.outputs()

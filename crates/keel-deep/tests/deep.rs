@@ -131,6 +131,27 @@ fn the_packed_path_agrees_with_candle() {
         let (m, _) = train(cfg(head), &t, &d, None, &mut |_| {}).unwrap();
         let k = m.outputs();
         let batch = m.predict_batch(&d.numeric, &d.codes, d.rows).unwrap();
+        // The packed matrix product agrees with candle's forward pass...
+        let candle = m
+            .predict_batch_candle(&d.numeric, &d.codes, d.rows)
+            .unwrap();
+        for (i, (a, b)) in batch.iter().zip(&candle).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{head:?} value {i}: packed {a} vs candle {b}"
+            );
+        }
+        // ...and gives the same bits on any number of threads.
+        for threads in [2, 3, 8] {
+            let p = m
+                .predict_batch_threads(&d.numeric, &d.codes, d.rows, threads)
+                .unwrap();
+            assert_eq!(
+                p.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                batch.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{threads} threads"
+            );
+        }
         let mut out = vec![0f32; k];
         for r in 0..d.rows {
             // Unknown categories (code 99) use the extra embedding row on both paths.
@@ -375,5 +396,41 @@ fn forward_pass_matches_onnxruntime() {
             "row {i}: packed {} onnxruntime {w}",
             one[0]
         );
+    }
+}
+
+#[test]
+fn packed_batches_agree_with_candle_on_odd_shapes() {
+    // Widths that are not multiples of the 16-column panels, row counts that are not multiples
+    // of the 6-row tiles or 96-row chunks, with and without layer norm and residuals.
+    for (hidden, ln, residual, rows) in [
+        (vec![37, 37], true, true, 97),
+        (vec![5], false, false, 1),
+        (vec![17, 33, 33], true, true, 200),
+        (vec![64], false, true, 13),
+    ] {
+        let cfg = MlpConfig {
+            numeric: 5,
+            embeddings: vec![EmbeddingSpec {
+                cardinality: 3,
+                dim: 4,
+            }],
+            hidden,
+            layer_norm: ln,
+            residual,
+            dropout: 0.0,
+            head: Head::Multiclass { classes: 3 },
+        };
+        let m = Mlp::new(cfg, 11).unwrap();
+        let x: Vec<f32> = (0..rows * 5)
+            .map(|i| ((i * 7919) % 997) as f32 / 300.0 - 1.5)
+            .collect();
+        let codes: Vec<u32> = (0..rows as u32).map(|i| i % 5).collect();
+        let a = m.predict_batch(&x, &codes, rows).unwrap();
+        let b = m.predict_batch_candle(&x, &codes, rows).unwrap();
+        assert_eq!(a.len(), rows * 3);
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!((p - q).abs() <= 1e-5, "value {i}: packed {p} vs candle {q}");
+        }
     }
 }

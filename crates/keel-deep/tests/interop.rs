@@ -98,6 +98,13 @@ fn sequence_encoders_from_pytorch_match_their_forward_pass() {
         }
         let ours = model.predict_texts(&texts).expect("scores");
         assert_close(&ours, &floats(&doc["outputs"]), name);
+        for threads in [1, 2] {
+            let t = model
+                .predict_texts_threads(&texts, threads)
+                .expect("scores");
+            assert_close(&t, &ours, "explicit threads");
+        }
+        assert!(model.predict_texts_threads(&texts, 0).is_err());
     }
 }
 
@@ -111,6 +118,13 @@ fn cnn_from_pytorch_matches_its_forward_pass() {
         .predict_images(&floats(&doc["pixels"]), n)
         .expect("scores");
     assert_close(&ours, &floats(&doc["outputs"]), "cnn");
+    let px = floats(&doc["pixels"]);
+    for threads in [1, 2] {
+        let t = model
+            .predict_images_threads(&px, n, threads)
+            .expect("scores");
+        assert_close(&t, &ours, "explicit threads");
+    }
 }
 
 #[test]
@@ -144,6 +158,8 @@ fn onnx_graphs_exported_by_pytorch_match_onnxruntime() {
             .collect();
         let x = floats(&doc[name]["x"]);
         let ours = model.predict(&x, &shape).expect("runs");
+        let one_thread = model.predict_threads(&x, &shape, 1).expect("runs");
+        assert_close(&one_thread, &ours, "one thread");
         assert_close(&ours, &floats(&doc[name]["y"]), name);
         // One row at a time gives the same numbers (the batch axis is symbolic).
         let per = x.len() / shape[0];
