@@ -1,5 +1,6 @@
 //! Criterion bench of the reference MLP (32 -> 256 -> 256 -> 1, f32): one example on the packed
-//! path and through candle, and a 1024-row batch through candle. The comparison with
+//! path and through candle; a 1024-row batch through candle and on the packed path (1 and 2
+//! threads). The comparison with
 //! onnxruntime in the same run is `cargo run --release -p keel-deep --example mlp_latency`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -27,15 +28,26 @@ fn bench(c: &mut Criterion) {
         b.iter(|| m.predict_one(black_box(&x), &[], &mut out).expect("scores"))
     });
     g.bench_function("one_example_candle", |b| {
-        b.iter(|| m.predict_batch(black_box(&x), &[], 1).expect("scores"))
+        b.iter(|| {
+            m.predict_batch_candle(black_box(&x), &[], 1)
+                .expect("scores")
+        })
     });
     g.throughput(Throughput::Elements(1024));
     g.bench_function("batch_1024_candle", |b| {
         b.iter(|| {
-            m.predict_batch(black_box(&batch), &[], 1024)
+            m.predict_batch_candle(black_box(&batch), &[], 1024)
                 .expect("scores")
         })
     });
+    for threads in [1, 2] {
+        g.bench_function(format!("batch_1024_packed_{threads}t"), |b| {
+            b.iter(|| {
+                m.predict_batch_threads(black_box(&batch), &[], 1024, threads)
+                    .expect("scores")
+            })
+        });
+    }
     g.finish();
 }
 

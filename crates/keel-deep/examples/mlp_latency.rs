@@ -45,15 +45,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch: Vec<f32> = (0..1024 * 32)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
+    // Median of 5 rounds of 100 batches (the peer script measures the same way).
     let rate = |f: &dyn Fn()| {
-        for _ in 0..5 {
+        for _ in 0..20 {
             f();
         }
-        let t = Instant::now();
-        for _ in 0..50 {
-            f();
-        }
-        1024.0 * 50.0 / t.elapsed().as_secs_f64()
+        let mut rates: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..100 {
+                    f();
+                }
+                1024.0 * 100.0 / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[2]
     };
     let candle_1t = rate(&|| {
         model

@@ -86,9 +86,13 @@ fn gemm_body<const FMA: bool>(
         let mr = (rows - r0).min(MR);
         // Pack the row block k-major: apack[kk][r] = x[r0 + r][kk] (zeros past the last row).
         let (ablocks, _) = apack.as_chunks_mut::<MR>();
-        for (kk, a) in ablocks.iter_mut().enumerate().take(k) {
-            for (r, v) in a.iter_mut().enumerate() {
-                *v = if r < mr { x[(r0 + r) * k + kk] } else { 0.0 };
+        let ablocks = &mut ablocks[..k];
+        if mr < MR {
+            ablocks.fill([0.0; MR]);
+        }
+        for r in 0..mr {
+            for (a, v) in ablocks.iter_mut().zip(&x[(r0 + r) * k..(r0 + r + 1) * k]) {
+                a[r] = *v;
             }
         }
         let (ablocks, _) = apack.as_chunks::<MR>();
@@ -322,14 +326,20 @@ impl Packed {
         threads: usize,
     ) {
         let (f, c, o) = (cfg.numeric, cfg.embeddings.len(), cfg.head.outputs());
+        // Threads get contiguous ranges of whole 6-row tiles, at least one chunk each; the
+        // caller's thread takes the first range.
         let threads = threads.clamp(1, rows.div_ceil(CHUNK).max(1));
         if threads == 1 {
             self.batch_range(cfg, numeric, codes, rows, out);
             return;
         }
-        // Contiguous ranges, whole chunks each.
-        let per = rows.div_ceil(CHUNK).div_ceil(threads) * CHUNK;
-        std::thread::scope(|s| {
+        let per = rows.div_ceil(MR).div_ceil(threads) * MR;
+        // A pool built once per thread count: no thread is created per call.
+        let Ok(pool) = crate::threads::pool(threads) else {
+            self.batch_range(cfg, numeric, codes, rows, out);
+            return;
+        };
+        pool.scope(|s| {
             let mut rest = out;
             for start in (0..rows).step_by(per) {
                 let m = per.min(rows - start);
@@ -337,7 +347,7 @@ impl Packed {
                 rest = tail;
                 let num = &numeric[start * f..(start + m) * f];
                 let cod = &codes[start * c..(start + m) * c];
-                s.spawn(move || self.batch_range(cfg, num, cod, m, mine));
+                s.spawn(move |_| self.batch_range(cfg, num, cod, m, mine));
             }
         });
     }
