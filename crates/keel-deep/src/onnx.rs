@@ -119,62 +119,44 @@ fn tensor(t: &onnx::TensorProto, name: &str) -> Result<Tensor> {
             "tensor `{name}` keeps its data in an external file (not supported)"
         )));
     }
-    let raw = &t.raw_data;
-    let mismatch = |found: usize| {
-        bad(format!(
-            "tensor `{name}`: shape {dims:?} needs {n} values, the file holds {found}"
-        ))
-    };
     let cpu = &Device::Cpu;
     let out = match DataType::try_from(t.data_type) {
-        Ok(DataType::Float) => {
-            let v: Vec<f32> = if raw.is_empty() {
-                t.float_data.clone()
-            } else {
-                if raw.len() % 4 != 0 {
-                    return Err(mismatch(raw.len() / 4));
-                }
-                raw.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            };
-            if v.len() != n {
-                return Err(mismatch(v.len()));
-            }
-            Tensor::from_vec(v, dims, cpu)?
-        }
-        Ok(DataType::Double) => {
-            let v: Vec<f64> = if raw.is_empty() {
-                t.double_data.clone()
-            } else {
-                if raw.len() % 8 != 0 {
-                    return Err(mismatch(raw.len() / 8));
-                }
-                raw.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                    .collect()
-            };
-            if v.len() != n {
-                return Err(mismatch(v.len()));
-            }
-            Tensor::from_vec(v, dims, cpu)?
-        }
-        Ok(DataType::Int64) => {
-            let v: Vec<i64> = if raw.is_empty() {
-                t.int64_data.clone()
-            } else {
-                if raw.len() % 8 != 0 {
-                    return Err(mismatch(raw.len() / 8));
-                }
-                raw.chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                    .collect()
-            };
-            if v.len() != n {
-                return Err(mismatch(v.len()));
-            }
-            Tensor::from_vec(v, dims, cpu)?
-        }
+        Ok(DataType::Float) => Tensor::from_vec(
+            values(
+                name,
+                &dims,
+                n,
+                &t.raw_data,
+                &t.float_data,
+                f32::from_le_bytes,
+            )?,
+            dims,
+            cpu,
+        )?,
+        Ok(DataType::Double) => Tensor::from_vec(
+            values(
+                name,
+                &dims,
+                n,
+                &t.raw_data,
+                &t.double_data,
+                f64::from_le_bytes,
+            )?,
+            dims,
+            cpu,
+        )?,
+        Ok(DataType::Int64) => Tensor::from_vec(
+            values(
+                name,
+                &dims,
+                n,
+                &t.raw_data,
+                &t.int64_data,
+                i64::from_le_bytes,
+            )?,
+            dims,
+            cpu,
+        )?,
         other => {
             return Err(bad(format!(
                 "tensor `{name}` has data type {other:?} (f32, f64 and i64 are supported)"
@@ -182,6 +164,37 @@ fn tensor(t: &onnx::TensorProto, name: &str) -> Result<Tensor> {
         }
     };
     Ok(out)
+}
+
+/// A tensor's `n` values, from `raw_data` (little-endian) when present, else the typed field;
+/// any other count is an error.
+fn values<T: Copy, const B: usize>(
+    name: &str,
+    dims: &[usize],
+    n: usize,
+    raw: &[u8],
+    typed: &[T],
+    from_le: fn([u8; B]) -> T,
+) -> Result<Vec<T>> {
+    let v: Vec<T> = if raw.is_empty() {
+        typed.to_vec()
+    } else {
+        let (chunks, rest) = raw.as_chunks::<B>();
+        if !rest.is_empty() {
+            return Err(bad(format!(
+                "tensor `{name}`: {} bytes of raw data is not a whole number of values",
+                raw.len()
+            )));
+        }
+        chunks.iter().map(|c| from_le(*c)).collect()
+    };
+    if v.len() != n {
+        return Err(bad(format!(
+            "tensor `{name}`: shape {dims:?} needs {n} values, the file holds {}",
+            v.len()
+        )));
+    }
+    Ok(v)
 }
 
 /// Static checks of one node: operator, input count, attributes.
