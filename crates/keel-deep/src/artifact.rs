@@ -134,7 +134,7 @@ pub(crate) fn load_safetensors(
         v.set(&candle_core::Tensor::from_vec(
             data,
             v.as_tensor().dims(),
-            &candle_core::Device::Cpu,
+            crate::device(),
         )?)?;
     }
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use keel_core::{envelope, Kind, Persisted};
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +117,7 @@ fn uniform_var(rng: &mut Rng, shape: &[usize], fan_in: usize) -> Result<Var> {
     Ok(Var::from_tensor(&Tensor::from_vec(
         data,
         shape,
-        &Device::Cpu,
+        crate::device(),
     )?)?)
 }
 
@@ -206,7 +206,7 @@ impl Cnn {
         Ok(Tensor::from_slice(
             pixels,
             (n, self.cfg.channels, self.cfg.height, self.cfg.width),
-            &Device::Cpu,
+            crate::device(),
         )?)
     }
 

@@ -44,6 +44,8 @@
 //! # }
 //! ```
 //!
+//! - Feature `cuda`: forwards to candle's CUDA backend; models are then created on the first
+//!   GPU ([`device()`]). The CPU is the default and what the tests cover.
 //! - [`CnnConfig`] / [`train_images`]: a small CNN for images (conv blocks with ReLU and max
 //!   pooling, global average pooling, head), same loop, same artifacts.
 //!
@@ -231,6 +233,20 @@ pub mod fuzzing {
         m.predict_one(&num, &codes, &mut out)
             .expect("a loaded model scores");
     }
+}
+
+/// The device keel-deep's models are created on: the first CUDA GPU when the crate is built
+/// with the `cuda` feature and one is present, the CPU otherwise (the default build, and what
+/// the tests cover). The packed MLP paths and ONNX graphs always run on the CPU.
+pub fn device() -> &'static candle_core::Device {
+    static DEVICE: std::sync::OnceLock<candle_core::Device> = std::sync::OnceLock::new();
+    DEVICE.get_or_init(|| {
+        if cfg!(feature = "cuda") {
+            candle_core::Device::cuda_if_available(0).unwrap_or(candle_core::Device::Cpu)
+        } else {
+            candle_core::Device::Cpu
+        }
+    })
 }
 
 /// Result alias of this crate.

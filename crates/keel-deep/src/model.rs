@@ -1,7 +1,7 @@
 //! The tabular MLP: parameters as candle `Var`s (training, batch scoring) and a packed copy for
 //! the single-example path that never touches a thread pool.
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var, D};
 
 use crate::config::{Head, MlpConfig};
 use crate::fast::Packed;
@@ -54,7 +54,7 @@ pub(crate) fn dropout(x: Tensor, p: f32, rng: Option<&mut Rng>) -> Result<Tensor
                     }
                 })
                 .collect();
-            Ok(x.mul(&Tensor::from_vec(mask, x.shape(), &Device::Cpu)?)?)
+            Ok(x.mul(&Tensor::from_vec(mask, x.shape(), crate::device())?)?)
         }
         _ => Ok(x),
     }
@@ -70,7 +70,7 @@ fn var(data: Vec<f32>, shape: &[usize]) -> Result<Var> {
     Ok(Var::from_tensor(&Tensor::from_vec(
         data,
         shape,
-        &Device::Cpu,
+        crate::device(),
     )?)?)
 }
 
@@ -214,7 +214,7 @@ impl Mlp {
                 codes.len()
             )));
         }
-        let x = Tensor::from_slice(numeric, (rows, f), &Device::Cpu)?;
+        let x = Tensor::from_slice(numeric, (rows, f), crate::device())?;
         let mut cols = Vec::with_capacity(c);
         for (j, e) in self.cfg.embeddings.iter().enumerate() {
             let col: Vec<u32> = (0..rows)
@@ -227,7 +227,7 @@ impl Mlp {
                     }
                 })
                 .collect();
-            cols.push(Tensor::from_vec(col, rows, &Device::Cpu)?);
+            cols.push(Tensor::from_vec(col, rows, crate::device())?);
         }
         Ok((x, cols))
     }

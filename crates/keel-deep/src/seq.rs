@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use keel_core::{envelope, Kind, Persisted};
 use serde::{Deserialize, Serialize};
 
@@ -206,7 +206,7 @@ fn var(data: Vec<f32>, shape: &[usize]) -> Result<Var> {
     Ok(Var::from_tensor(&Tensor::from_vec(
         data,
         shape,
-        &Device::Cpu,
+        crate::device(),
     )?)?)
 }
 
@@ -239,7 +239,7 @@ fn sinusoids(max_len: usize, d: usize) -> Result<Tensor> {
             v[p * d + i] = if i % 2 == 0 { a.sin() } else { a.cos() } as f32;
         }
     }
-    Ok(Tensor::from_vec(v, (max_len, d), &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, (max_len, d), crate::device())?)
 }
 
 impl SeqModel {
@@ -328,8 +328,8 @@ impl SeqModel {
             }
         }
         Ok((
-            Tensor::from_vec(ids, (seqs.len(), t), &Device::Cpu)?,
-            Tensor::from_vec(mask, (seqs.len(), t), &Device::Cpu)?,
+            Tensor::from_vec(ids, (seqs.len(), t), crate::device())?,
+            Tensor::from_vec(mask, (seqs.len(), t), crate::device())?,
         ))
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, SGD};
 
 use crate::config::{Head, MlpConfig, OptimizerConfig, TrainConfig};
@@ -131,11 +131,11 @@ fn loss(head: Head, logits: &Tensor, y: &[f32], class_w: Option<&[f64]>) -> Resu
         .map(|t| class_w.map_or(1.0, |cw| cw.get(*t as usize).copied().unwrap_or(1.0) as f32))
         .collect();
     let wsum: f32 = w.iter().sum();
-    let wt = Tensor::from_vec(w, n, &Device::Cpu)?;
+    let wt = Tensor::from_vec(w, n, crate::device())?;
     let per = match head {
         Head::Binary => {
             let z = logits.flatten_all()?;
-            let yt = Tensor::from_slice(y, n, &Device::Cpu)?;
+            let yt = Tensor::from_slice(y, n, crate::device())?;
             // max(z, 0) - z y + log(1 + exp(-|z|))
             let soft = ((z.abs()?.neg()?.exp()? + 1.0)?).log()?;
             ((z.relu()? - (&z * &yt)?)? + soft)?
@@ -143,11 +143,11 @@ fn loss(head: Head, logits: &Tensor, y: &[f32], class_w: Option<&[f64]>) -> Resu
         Head::Multiclass { .. } => {
             let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
             let idx: Vec<u32> = y.iter().map(|t| *t as u32).collect();
-            let it = Tensor::from_vec(idx, (n, 1), &Device::Cpu)?;
+            let it = Tensor::from_vec(idx, (n, 1), crate::device())?;
             logp.gather(&it, 1)?.flatten_all()?.neg()?
         }
         Head::Regression => {
-            let yt = Tensor::from_slice(y, n, &Device::Cpu)?;
+            let yt = Tensor::from_slice(y, n, crate::device())?;
             (logits.flatten_all()? - yt)?.sqr()?
         }
     };
