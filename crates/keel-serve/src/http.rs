@@ -107,7 +107,15 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> HttpResponse {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was never read: the connection cannot carry another request.
+            // Saying so keeps clients from reusing it (a pooled keep-alive connection would
+            // fail on the next request).
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
     }
 }
 
