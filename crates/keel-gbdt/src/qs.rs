@@ -30,6 +30,14 @@ use std::ops::BitAnd;
 /// Trees per block are `BLOCK_BYTES / (16 * mask size)`: 128 narrow or 64 wide trees, whose
 /// masks for a group of 64 rows take 32 KiB.
 const BLOCK_BYTES: usize = 8 * 1024;
+/// Cuts per segment of the two-level rank index.
+const SEG: usize = 16;
+/// Longest coarse index scanned linearly (longer ones are binary-searched).
+const LINEAR_COARSE: usize = 64;
+/// Splits per step of the single-row prefix tables (see [`Block::dense`]).
+const GROUP: usize = 8;
+/// Most bytes the single-row prefix tables of a model may take.
+const DENSE_BYTES: usize = 64 << 20;
 /// Most distinct thresholds per feature for ranks to stay exact in `f32`.
 const MAX_CUTS: usize = 1 << 24;
 
@@ -104,6 +112,13 @@ struct Block<M: Mask> {
     /// over `thr` instead).
     below_ptr: Vec<u32>,
     below: Vec<u32>,
+    /// Single-row prefix tables: for prepared feature `f` and `q >= 1`,
+    /// `dense[dense_ptr[f] + (q - 1) * num_trees..][..num_trees]` holds, per tree of the block,
+    /// the AND of the masks of the feature's first `q * GROUP` splits. One row then applies a
+    /// whole prefix of splits with one vector AND over the block's trees, and at most
+    /// `GROUP - 1` single splits. Empty when over [`DENSE_BYTES`].
+    dense_ptr: Vec<u32>,
+    dense: Vec<M>,
     /// Categorical splits whose categories fit a mask (see [`Qs::cat_features`]): the slot of
     /// their feature, the set of categories that go first (plus the NaN bit when NaN goes
     /// first), tree within the block, mask.
@@ -133,6 +148,10 @@ pub(crate) struct Qs {
     /// `cuts[cut_ptr[f]..cut_ptr[f + 1]]`.
     cut_ptr: Vec<u32>,
     cuts: Vec<f64>,
+    /// The last cut of every full run of [`SEG`] cuts of feature `f`:
+    /// `coarse[coarse_ptr[f]..coarse_ptr[f + 1]]` (a two-level index for [`Qs::rank`]).
+    coarse_ptr: Vec<u32>,
+    coarse: Vec<f64>,
     blocks: Blocks,
     /// Leaf `j` of tree `t` is node `leaf_nodes[leaf_base[t] + j]` with value
     /// `leaf_values[leaf_base[t] + j]`.
@@ -231,6 +250,8 @@ impl Qs {
         let blocks_n = m.trees.len().div_ceil(per_block);
         let table = blocks_n.saturating_mul(2 * (cuts.len() + nf));
         let with_below = table <= 4 * m.nodes.len() + (1 << 16);
+        let dense_len = (m.nodes.len() / GROUP).saturating_mul(per_block.min(m.trees.len()));
+        let with_dense = dense_len.saturating_mul(std::mem::size_of::<M>()) <= DENSE_BYTES;
         let mut blocks = Vec::new();
         let mut leaf_base = Vec::with_capacity(m.trees.len());
         let mut leaf_nodes = Vec::new();
@@ -328,8 +349,26 @@ impl Qs {
                 );
                 below_ptr.push(u32::try_from(below.len()).ok()?);
             }
+            let mut dense_ptr = vec![0u32];
+            let mut dense = Vec::new();
+            for f in 0..2 * nf {
+                if !with_dense {
+                    break;
+                }
+                let nodes = &items[feat_ptr[f] as usize..feat_ptr[f + 1] as usize];
+                let mut acc = vec![M::ONES; chunk.len()];
+                for (j, &(_, _, t, mk)) in nodes.iter().enumerate() {
+                    acc[t as usize] = acc[t as usize] & mk;
+                    if (j + 1) % GROUP == 0 {
+                        dense.extend_from_slice(&acc);
+                    }
+                }
+                dense_ptr.push(u32::try_from(dense.len()).ok()?);
+            }
             blocks.push(Block {
                 first_tree,
+                dense_ptr,
+                dense,
                 num_trees: chunk.len(),
                 feat_ptr,
                 below_ptr,
@@ -342,6 +381,12 @@ impl Qs {
             });
         }
         leaf_base.push(u32::try_from(leaf_nodes.len()).ok()?);
+        let mut coarse_ptr = vec![0u32];
+        let mut coarse = Vec::new();
+        for c in &per_feature {
+            coarse.extend(c.chunks_exact(SEG).map(|seg| seg[SEG - 1]));
+            coarse_ptr.push(u32::try_from(coarse.len()).ok()?);
+        }
         let leaf_values = leaf_nodes
             .iter()
             .map(|&i| m.nodes[i as usize].value)
@@ -350,6 +395,8 @@ impl Qs {
         Some(Qs {
             cut_ptr,
             cuts,
+            coarse_ptr,
+            coarse,
             blocks: wrap(blocks),
             leaf_base,
             leaf_nodes,
@@ -357,6 +404,25 @@ impl Qs {
             plain_leaves,
             cat_features,
         })
+    }
+}
+
+impl Qs {
+    /// The number of feature `f`'s distinct thresholds strictly below `x` (not NaN): whole
+    /// segments from the coarse index, then one segment, both by branch-free counting (short
+    /// loops the compiler vectorises; a long coarse index is binary-searched).
+    #[inline(always)]
+    fn rank(&self, f: usize, x: f64) -> usize {
+        let c = &self.cuts[self.cut_ptr[f] as usize..self.cut_ptr[f + 1] as usize];
+        let coarse = &self.coarse[self.coarse_ptr[f] as usize..self.coarse_ptr[f + 1] as usize];
+        let full = if coarse.len() <= LINEAR_COARSE {
+            coarse.iter().map(|&u| usize::from(u < x)).sum::<usize>()
+        } else {
+            coarse.partition_point(|&u| u < x)
+        };
+        let start = full * SEG;
+        let seg = &c[start..(start + SEG).min(c.len())];
+        start + seg.iter().map(|&u| usize::from(u < x)).sum::<usize>()
     }
 }
 
@@ -403,6 +469,14 @@ impl Model {
         out: &mut [f64],
     ) {
         if nrows == 1 {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    unsafe { self.qs_one_avx2::<M, XGB, F>(qs, blocks, rows, out) };
+                    return;
+                }
+            }
             self.qs_one::<M, XGB, F>(qs, blocks, rows, out);
             return;
         }
@@ -417,8 +491,21 @@ impl Model {
         self.qs_rows::<M, XGB, F>(qs, blocks, rows, nrows, stride, out);
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn qs_one_avx2<M: Mask, const XGB: bool, F: FeatureValue>(
+        &self,
+        qs: &Qs,
+        blocks: &[Block<M>],
+        row: &[F],
+        out: &mut [f64],
+    ) {
+        self.qs_one::<M, XGB, F>(qs, blocks, row, out);
+    }
+
     /// One row: scratch on the stack when it fits (sized to the model, so a narrow model
     /// does not clear a wide model's scratch on every call).
+    #[inline(always)]
     fn qs_one<M: Mask, const XGB: bool, F: FeatureValue>(
         &self,
         qs: &Qs,
@@ -439,6 +526,7 @@ impl Model {
     }
 
     /// [`Model::qs_one`] with room for `N` prepared features on the stack (0: on the heap).
+    #[inline(always)]
     fn qs_one_in<M: Mask, const XGB: bool, F: FeatureValue, const N: usize>(
         &self,
         qs: &Qs,
@@ -552,14 +640,12 @@ impl Model {
         }
         // Ranks of every row's features: prepared feature f (0..2F) holds R ranks.
         for f in 0..nf {
-            let c = &qs.cuts[qs.cut_ptr[f] as usize..qs.cut_ptr[f + 1] as usize];
-            let all = c.partition_point(|&u| u < f64::INFINITY);
             for (r, &i) in idx.iter().enumerate() {
                 let x = read::<XGB, F>(rows[i * stride + f]);
                 let (hi, lo) = if x.is_nan() {
-                    (all, 0)
+                    (qs.rank(f, f64::INFINITY), 0)
                 } else {
-                    let p = c.partition_point(|&u| u < x);
+                    let p = qs.rank(f, x);
                     (p, p)
                 };
                 ranks[f][r] = M::rank(hi);
@@ -585,10 +671,20 @@ impl Model {
                 } else {
                     b.below[b.below_ptr[f] as usize + M::index(top)] as usize
                 };
-                for ((&v, &mk), &t) in b.thr[s..s + cut]
+                // One row: a whole prefix of GROUP-split steps from the prefix table.
+                let mut from = s;
+                if R == 1 && cut >= GROUP && !b.dense.is_empty() {
+                    let q = cut / GROUP;
+                    let off = b.dense_ptr[f] as usize + (q - 1) * b.num_trees;
+                    for (lane, &d) in masks.iter_mut().zip(&b.dense[off..off + b.num_trees]) {
+                        lane[0] = lane[0] & d;
+                    }
+                    from = s + q * GROUP;
+                }
+                for ((&v, &mk), &t) in b.thr[from..s + cut]
                     .iter()
-                    .zip(&b.mask[s..s + cut])
-                    .zip(&b.tree[s..s + cut])
+                    .zip(&b.mask[from..s + cut])
+                    .zip(&b.tree[from..s + cut])
                 {
                     debug_assert!((t as usize) < masks.len());
                     // SAFETY: every tree index of a block is below its `num_trees` (built so),
