@@ -349,6 +349,56 @@ fn output_bound(node: &NodeProto, ins: &[&Tensor]) -> Option<usize> {
     }
 }
 
+/// Convolution and pooling windows must fit their (padded) input: candle computes output sizes
+/// with unsigned arithmetic and would underflow otherwise. Checks ranks and channels too.
+fn check_window(node: &NodeProto, ins: &[&Tensor]) -> Result<()> {
+    let op = node.op_type.as_str();
+    if !matches!(op, "Conv" | "MaxPool" | "AveragePool") {
+        return Ok(());
+    }
+    let fail = |why: String| Err(bad(format!("node `{}` ({op}): {why}", node.name)));
+    let Some(x) = ins.first().map(|t| t.dims()) else {
+        return Ok(());
+    };
+    let kernel: Vec<usize> = if op == "Conv" {
+        let Some(w) = ins.get(1).map(|t| t.dims()) else {
+            return Ok(());
+        };
+        if w.len() != x.len() || w.len() < 3 || w[1] != x[1] {
+            return fail(format!("weights {w:?} do not fit input {x:?}"));
+        }
+        w[2..].to_vec()
+    } else {
+        attr_ints(node, "kernel_shape")
+            .iter()
+            .map(|&k| usize::try_from(k).unwrap_or(0))
+            .collect()
+    };
+    let n = x.len().saturating_sub(2);
+    if x.len() < 3 || kernel.len() != n {
+        return fail(format!("kernel {kernel:?} does not fit input {x:?}"));
+    }
+    let pads = attr_ints(node, "pads");
+    let dilation = attr_ints(node, "dilations")
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let dilation = usize::try_from(dilation.max(1)).unwrap_or(1);
+    for (i, &k) in kernel.iter().enumerate() {
+        let pad = match pads.len() {
+            1 => 2 * pads[0],
+            l if l == 2 * n => pads[i] + pads[i + n],
+            _ => 0,
+        };
+        let span = dilation.saturating_mul(k.saturating_sub(1)) + 1;
+        if k == 0 || x[i + 2] + usize::try_from(pad.max(0)).unwrap_or(0) < span {
+            return fail(format!("window {kernel:?} larger than input {x:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// An integer-list attribute (empty when absent).
 fn attr_ints<'a>(node: &'a NodeProto, name: &str) -> &'a [i64] {
     node.attribute
@@ -473,6 +523,7 @@ impl OnnxModel {
                 .filter(|i| !i.is_empty())
                 .filter_map(|i| values.get(i))
                 .collect();
+            check_window(node, &ins)?;
             if let Some(n) = output_bound(node, &ins) {
                 if n > MAX_ELEMENTS {
                     return Err(bad(format!(
