@@ -292,17 +292,23 @@ impl Packed {
         })
     }
 
+    /// Writes one example's input row (numeric values, then each code's embedding; unknown
+    /// codes read the extra row) into `row`; returns its width.
+    fn input_row(&self, cfg: &MlpConfig, numeric: &[f32], codes: &[u32], row: &mut [f32]) -> usize {
+        row[..numeric.len()].copy_from_slice(numeric);
+        let mut at = numeric.len();
+        for ((e, spec), &c) in self.emb.iter().zip(&cfg.embeddings).zip(codes) {
+            let i = (c as usize).min(spec.cardinality);
+            row[at..at + spec.dim].copy_from_slice(&e[i * spec.dim..(i + 1) * spec.dim]);
+            at += spec.dim;
+        }
+        at
+    }
+
     pub(crate) fn predict(&self, cfg: &MlpConfig, numeric: &[f32], codes: &[u32], out: &mut [f32]) {
         let mut a = vec![0.0f32; self.width];
         let mut b = vec![0.0f32; self.width];
-        a[..numeric.len()].copy_from_slice(numeric);
-        let mut at = numeric.len();
-        for ((e, spec), &c) in self.emb.iter().zip(&cfg.embeddings).zip(codes) {
-            let row = (c as usize).min(spec.cardinality);
-            a[at..at + spec.dim].copy_from_slice(&e[row * spec.dim..(row + 1) * spec.dim]);
-            at += spec.dim;
-        }
-        let mut w = at;
+        let mut w = self.input_row(cfg, numeric, codes, &mut a);
         for l in &self.layers {
             let h = l.b.len();
             l.apply(&a[..w], &mut b[..h]);
@@ -369,19 +375,12 @@ impl Packed {
         for start in (0..rows).step_by(CHUNK) {
             let m = CHUNK.min(rows - start);
             for r in 0..m {
-                let row = &mut a[r * input..(r + 1) * input];
-                row[..f].copy_from_slice(&numeric[(start + r) * f..(start + r + 1) * f]);
-                let mut at = f;
-                for ((e, spec), &code) in self
-                    .emb
-                    .iter()
-                    .zip(&cfg.embeddings)
-                    .zip(&codes[(start + r) * c..(start + r + 1) * c])
-                {
-                    let i = (code as usize).min(spec.cardinality);
-                    row[at..at + spec.dim].copy_from_slice(&e[i * spec.dim..(i + 1) * spec.dim]);
-                    at += spec.dim;
-                }
+                self.input_row(
+                    cfg,
+                    &numeric[(start + r) * f..(start + r + 1) * f],
+                    &codes[(start + r) * c..(start + r + 1) * c],
+                    &mut a[r * input..(r + 1) * input],
+                );
             }
             let mut w = input;
             for l in &self.layers {
