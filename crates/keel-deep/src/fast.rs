@@ -197,8 +197,7 @@ fn data(v: &candle_core::Var) -> Result<Vec<f32>> {
 fn axpy_layer(wt: &[f32], x: &[f32], b: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above); the function only
             // does safe slice arithmetic compiled with those features enabled.
             #[allow(unsafe_code)]
@@ -332,8 +331,7 @@ impl Packed {
         threads: usize,
     ) {
         let (f, c, o) = (cfg.numeric, cfg.embeddings.len(), cfg.head.outputs());
-        // Threads get contiguous ranges of whole 6-row tiles, at least one chunk each; the
-        // caller's thread takes the first range.
+        // Threads get contiguous ranges of whole 6-row tiles, at least one chunk each.
         let threads = threads.clamp(1, rows.div_ceil(CHUNK).max(1));
         if threads == 1 {
             self.batch_range(cfg, numeric, codes, rows, out);

@@ -204,16 +204,8 @@ impl Mlp {
         codes: &[u32],
         rows: usize,
     ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.check_batch(numeric, codes, rows)?;
         let (f, c) = (self.cfg.numeric, self.cfg.embeddings.len());
-        if numeric.len() != rows * f || codes.len() != rows * c {
-            return Err(DeepError::Shape(format!(
-                "{rows} rows need {} numeric and {} categorical values, got {} and {}",
-                rows * f,
-                rows * c,
-                numeric.len(),
-                codes.len()
-            )));
-        }
         let x = Tensor::from_slice(numeric, (rows, f), crate::device())?;
         let mut cols = Vec::with_capacity(c);
         for (j, e) in self.cfg.embeddings.iter().enumerate() {
