@@ -72,6 +72,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+    /// The newest row of each entity in `prefixes` (greatest (event, created), future-dated
+    /// rows included), answered in order through `found(index, row)`: what online reads ask
+    /// for. Callers pass prefixes sorted. The default asks [`Backend::latest_each`] with no
+    /// time bound; RocksDB answers from a per-view newest-row column family with one batched
+    /// point lookup.
+    fn newest_each(
+        &self,
+        view: &str,
+        prefixes: &[&[u8]],
+        found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
+    ) -> Result<()> {
+        let lookups: Vec<Lookup<'_>> = prefixes
+            .iter()
+            .map(|p| Lookup {
+                prefix: p,
+                event_bound: key::MAX_TS,
+                created_cutoff: None,
+            })
+            .collect();
+        self.latest_each(view, &lookups, found)
+    }
     /// Every row of entity `prefix`, oldest first (for tests and tools).
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>>;
 }
@@ -90,7 +111,34 @@ pub struct Lookup<'a> {
 type Db = DBWithThreadMode<MultiThreaded>;
 const REGISTRY: &str = "registry";
 
-/// The embedded RocksDB backend: one column family per view version, one for the registry.
+/// The newest-row column family of a view version's column family (`fv:NAME:vN` ->
+/// `nw:NAME:vN`): key = entity prefix, value = event (8) ++ created (8) ++ row, kept at the
+/// greatest (event, created) by a merge operator (docs/store.md).
+pub(crate) fn newest_cf(view: &str) -> String {
+    format!("nw:{}", view.strip_prefix("fv:").unwrap_or(view))
+}
+
+/// Merge operator of the newest-row column families: of the existing value and the operands
+/// (oldest first), the one with the greatest (event, created), which is the greatest 16-byte
+/// header; on a tie the later write wins, as a re-written row key does in history. Never
+/// fails (a failed merge would make the key unreadable): a short, damaged value sorts lowest
+/// and is reported by the read that meets it.
+fn newest_merge(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut best: Option<&[u8]> = existing;
+    for op in operands {
+        if best.is_none_or(|b| op.get(..16) >= b.get(..16)) {
+            best = Some(op);
+        }
+    }
+    Some(best.map(<[u8]>::to_vec).unwrap_or_default())
+}
+
+/// The embedded RocksDB backend: one column family per view version (history) plus its
+/// newest-row column family, one for the registry.
 pub struct RocksBackend {
     db: Db,
     cache: rocksdb::Cache,
@@ -141,27 +189,81 @@ fn view_options(
         view: name.to_string(),
         retention: Arc::clone(retention),
         clock: Arc::clone(clock),
+        newest: false,
+    });
+    o
+}
+
+/// Options of a newest-row column family: point lookups only (whole-key bloom filter, hash
+/// index inside data blocks), the newest-row merge operator, the view's retention.
+fn newest_options(
+    view: &str,
+    retention: &Arc<RwLock<HashMap<String, i64>>>,
+    clock: &Arc<dyn Clock>,
+    cache: &rocksdb::Cache,
+) -> Options {
+    let mut o = Options::default();
+    // The entity's 8-byte hash prefix is unique per entity: a hash index over it finds the
+    // data block without a binary search of the index (the index of a large family does not
+    // stay in CPU caches; each search step is a cache miss).
+    o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
+    let mut t = BlockBasedOptions::default();
+    t.set_bloom_filter(10.0, false);
+    t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
+    t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+    t.set_block_cache(cache);
+    o.set_block_based_table_factory(&t);
+    o.set_memtable_whole_key_filtering(true);
+    o.set_memtable_prefix_bloom_ratio(0.1);
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Ingest writes one operand per row here too: the history family's write buffers and
+    // level-0 triggers, so this family does not stall writers first.
+    o.set_write_buffer_size(128 << 20);
+    o.set_max_write_buffer_number(4);
+    o.set_level_zero_slowdown_writes_trigger(40);
+    o.set_level_zero_stop_writes_trigger(64);
+    o.set_merge_operator("keel-newest", newest_merge, newest_merge);
+    o.set_compaction_filter_factory(RetentionFactory {
+        view: view.to_string(),
+        retention: Arc::clone(retention),
+        clock: Arc::clone(clock),
+        newest: true,
     });
     o
 }
 
 struct RetentionFactory {
+    /// The history column family whose retention applies.
     view: String,
     retention: Arc<RwLock<HashMap<String, i64>>>,
     clock: Arc<dyn Clock>,
+    /// Filtering a newest-row column family (event time in the value, not the key).
+    newest: bool,
 }
 
 struct RetentionFilter {
     cutoff: Option<i64>,
+    newest: bool,
 }
 
 impl rocksdb::compaction_filter::CompactionFilter for RetentionFilter {
-    fn filter(&mut self, _level: u32, k: &[u8], _v: &[u8]) -> rocksdb::compaction_filter::Decision {
+    fn filter(&mut self, _level: u32, k: &[u8], v: &[u8]) -> rocksdb::compaction_filter::Decision {
         use rocksdb::compaction_filter::Decision;
-        match self.cutoff {
-            // The event time is the 8 bytes before the last 8 (see key.rs).
-            Some(cutoff) if key::event_of(k).is_some_and(|e| e < cutoff) => Decision::Remove,
-            _ => Decision::Keep,
+        let Some(cutoff) = self.cutoff else {
+            return Decision::Keep;
+        };
+        // History: the event time is the 8 bytes before the last 8 of the key (see key.rs).
+        // Newest rows: the first 8 bytes of the value; when it is older than the cutoff, so
+        // is every row of the entity.
+        let event = if self.newest {
+            (v.len() >= 16).then(|| key::ts_from(v))
+        } else {
+            key::event_of(k)
+        };
+        if event.is_some_and(|e| e < cutoff) {
+            Decision::Remove
+        } else {
+            Decision::Keep
         }
     }
     fn name(&self) -> &std::ffi::CStr {
@@ -182,6 +284,7 @@ impl rocksdb::compaction_filter_factory::CompactionFilterFactory for RetentionFa
             .and_then(|m| m.get(&self.view).copied());
         RetentionFilter {
             cutoff: keep.map(|ms| self.clock.now_ms().saturating_sub(ms)),
+            newest: self.newest,
         }
     }
     fn name(&self) -> &std::ffi::CStr {
@@ -214,14 +317,26 @@ impl RocksBackend {
         // Flushes and compactions run beside writers instead of queueing behind each other.
         opts.set_max_background_jobs(4);
         let retention = Arc::new(RwLock::new(HashMap::new()));
-        let cache = rocksdb::Cache::new_lru_cache(cache_bytes);
+        // HyperClockCache: lock-free lookups (the LRU cache's sharded mutex and hash chains
+        // showed up in cold online reads); 0 = entry size estimated automatically.
+        let cache = rocksdb::Cache::new_hyper_clock_cache(cache_bytes, 0);
         let existing = Db::list_cf(&opts, path).unwrap_or_default();
         let mut cfs = vec![ColumnFamilyDescriptor::new(REGISTRY, Options::default())];
+        let mut unindexed = Vec::new();
         for name in existing.iter().filter(|n| n.starts_with("fv:")) {
             cfs.push(ColumnFamilyDescriptor::new(
                 name,
                 view_options(name, &retention, &clock, &cache),
             ));
+            let nw = newest_cf(name);
+            if existing.contains(&nw) {
+                cfs.push(ColumnFamilyDescriptor::new(
+                    &nw,
+                    newest_options(name, &retention, &clock, &cache),
+                ));
+            } else {
+                unindexed.push(name.clone());
+            }
         }
         let db = if read_only {
             Db::open_cf_descriptors_read_only(&opts, path, cfs, false)?
@@ -243,7 +358,52 @@ impl RocksBackend {
                 }
             }
         }
+        // Stores written before newest-row column families existed get them built once from
+        // history (a read-only open keeps answering online reads from history instead).
+        if !read_only {
+            for view in &unindexed {
+                backend.build_newest(view)?;
+            }
+        }
         Ok(backend)
+    }
+
+    /// Creates the newest-row column family of `view` and fills it from history: the first
+    /// key of each entity (history runs newest first) is its newest row.
+    fn build_newest(&self, view: &str) -> Result<()> {
+        let nw = newest_cf(view);
+        self.db.create_cf(
+            &nw,
+            &newest_options(view, &self.retention, &self.clock, &self.cache),
+        )?;
+        let (src, dst) = (self.cf(view)?, self.cf(&nw)?);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_total_order_seek(true);
+        let mut it = self.db.raw_iterator_cf_opt(&src, ro);
+        it.seek_to_first();
+        let mut wb = WriteBatch::default();
+        let mut last: Vec<u8> = Vec::new();
+        let mut value = Vec::new();
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let entity = &k[..k.len().saturating_sub(16)];
+            if let Some((event, created)) = key::split_times(k, entity.len()) {
+                if entity != last.as_slice() {
+                    newest_value(&mut value, event, created, v);
+                    wb.put_cf(&dst, entity, &value);
+                    last.clear();
+                    last.extend_from_slice(entity);
+                    if wb.len() >= 10_000 {
+                        self.db.write(std::mem::take(&mut wb))?;
+                    }
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(self.db.write(wb)?)
     }
 
     fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
@@ -263,26 +423,61 @@ impl RocksBackend {
         Ok(self.db.latest_sequence_number())
     }
 
-    /// Bulk-loads sorted `(key, value)` pairs into a view through an SST file, so they appear
-    /// at once. Keys must be sorted and unique.
+    /// Bulk-loads sorted `(row key, row)` pairs into a view through SST files: the history
+    /// file appears at once, then the newest-row file (merge operands, one per entity, so an
+    /// entity's newer existing row still wins). Keys must be sorted and unique.
     pub fn ingest_sorted(
         &self,
         view: &str,
         pairs: &[(Vec<u8>, Vec<u8>)],
         tmp: &Path,
     ) -> Result<()> {
-        let cf = self.cf(view)?;
         let file = tmp.join(format!("keel-bulk-{}.sst", std::process::id()));
         let opts = view_options(view, &self.retention, &self.clock, &self.cache);
-        let mut w = rocksdb::SstFileWriter::create(&opts);
-        w.open(&file)?;
-        for (k, v) in pairs {
-            w.put(k, v)?;
+        self.ingest_file(view, &opts, &file, |w| {
+            for (k, v) in pairs {
+                w.put(k, v)?;
+            }
+            Ok(())
+        })?;
+        let nw = newest_cf(view);
+        if self.db.cf_handle(&nw).is_none() {
+            return Ok(());
         }
-        w.finish()?;
-        let r = self.db.ingest_external_file_cf(&cf, vec![&file]);
-        let _ = std::fs::remove_file(&file);
-        Ok(r?)
+        let opts = newest_options(view, &self.retention, &self.clock, &self.cache);
+        self.ingest_file(&nw, &opts, &file, |w| {
+            let mut value = Vec::new();
+            let mut last: &[u8] = &[];
+            for (k, v) in pairs {
+                let entity = &k[..k.len().saturating_sub(16)];
+                // Sorted row keys run newest first within an entity: its first is its newest.
+                if let Some((event, created)) = key::split_times(k, entity.len()) {
+                    if entity != last {
+                        newest_value(&mut value, event, created, v);
+                        w.merge(entity, &value)?;
+                        last = entity;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes an SST file through `fill` and ingests it into column family `cf`.
+    fn ingest_file(
+        &self,
+        cf: &str,
+        opts: &Options,
+        file: &Path,
+        fill: impl FnOnce(&mut rocksdb::SstFileWriter<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let handle = self.cf(cf)?;
+        let mut w = rocksdb::SstFileWriter::create(opts);
+        w.open(file)?;
+        let written = fill(&mut w).and_then(|()| Ok(w.finish()?));
+        let r = written.and_then(|()| Ok(self.db.ingest_external_file_cf(&handle, vec![file])?));
+        let _ = std::fs::remove_file(file);
+        r
     }
 
     /// Calls `f` on every key/value of column family `cf` starting with `prefix`, in order.
@@ -303,12 +498,27 @@ impl RocksBackend {
         Ok(it.status()?)
     }
 
-    /// Runs a full compaction of a view (applies retention now).
+    /// Runs a full compaction of a view and its newest rows (applies retention now).
     pub fn compact(&self, view: &str) -> Result<()> {
         let cf = self.cf(view)?;
         self.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        if let Some(nw) = self.db.cf_handle(&newest_cf(view)) {
+            // The first pass folds merge operands into values (the retention filter sees
+            // values only), the second filters them.
+            for _ in 0..2 {
+                self.db.compact_range_cf(&nw, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
         Ok(())
     }
+}
+
+/// `value = event ++ created ++ row` of a newest-row column family.
+fn newest_value(out: &mut Vec<u8>, event: i64, created: i64, row: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&key::ts_bytes(event));
+    out.extend_from_slice(&key::ts_bytes(created));
+    out.extend_from_slice(row);
 }
 
 impl Backend for RocksBackend {
@@ -335,6 +545,9 @@ impl Backend for RocksBackend {
                 &view_options(name, &self.retention, &self.clock, &self.cache),
             )?;
         }
+        if self.db.cf_handle(&newest_cf(name)).is_none() {
+            self.build_newest(name)?;
+        }
         Ok(())
     }
 
@@ -344,18 +557,53 @@ impl Backend for RocksBackend {
         for (k, v) in &batch.registry {
             wb.put_cf(&reg, k.as_bytes(), v);
         }
-        let mut handles: HashMap<&str, Arc<rocksdb::BoundColumnFamily<'_>>> = HashMap::new();
+        // (history, newest rows) per view.
+        type Handles<'a> = (
+            Arc<rocksdb::BoundColumnFamily<'a>>,
+            Option<Arc<rocksdb::BoundColumnFamily<'a>>>,
+        );
+        let mut handles: HashMap<&str, Handles<'_>> = HashMap::new();
         for (view, _, _) in batch.puts.iter().chain(&batch.delete_ranges) {
             if !handles.contains_key(view.as_str()) {
-                handles.insert(view, self.cf(view)?);
+                let nw = self.db.cf_handle(&newest_cf(view));
+                handles.insert(view, (self.cf(view)?, nw));
             }
         }
         for (view, from, to) in &batch.delete_ranges {
-            wb.delete_range_cf(&handles[view.as_str()], from, to);
+            let (cf, nw) = &handles[view.as_str()];
+            wb.delete_range_cf(cf, from, to);
+            if let Some(nw) = nw {
+                wb.delete_range_cf(nw, from, to);
+            }
         }
+        // One merge operand per run of rows of the same entity (a batch sorted or grouped by
+        // entity writes one per entity): the run's greatest (event, created), later on ties.
+        let mut value = Vec::new();
+        let mut run: Option<(&str, &[u8], (i64, i64), &[u8])> = None;
+        let mut flush = |run: Option<(&str, &[u8], (i64, i64), &[u8])>, wb: &mut WriteBatch| {
+            if let Some((view, entity, (event, created), row)) = run {
+                if let (_, Some(nw)) = &handles[view] {
+                    newest_value(&mut value, event, created, row);
+                    wb.merge_cf(nw, entity, &value);
+                }
+            }
+        };
         for (view, k, v) in &batch.puts {
-            wb.put_cf(&handles[view.as_str()], k, v);
+            wb.put_cf(&handles[view.as_str()].0, k, v);
+            let entity = &k[..k.len().saturating_sub(16)];
+            let Some(times) = key::split_times(k, entity.len()) else {
+                continue;
+            };
+            match &mut run {
+                Some((rv, re, best, row)) if *rv == view.as_str() && *re == entity => {
+                    if times >= *best {
+                        (*best, *row) = (times, v);
+                    }
+                }
+                _ => flush(run.replace((view, entity, times, v)), &mut wb),
+            }
         }
+        flush(run, &mut wb);
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         Ok(self.db.write_opt(wb, &wo)?)
@@ -419,6 +667,48 @@ impl Backend for RocksBackend {
                 it.next();
             }
             it.status()?;
+            found(i, hit)?;
+        }
+        Ok(())
+    }
+
+    fn newest_each(
+        &self,
+        view: &str,
+        prefixes: &[&[u8]],
+        found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(nw) = self.db.cf_handle(&newest_cf(view)) else {
+            // A read-only store written before newest rows existed: ask history.
+            let lookups: Vec<Lookup<'_>> = prefixes
+                .iter()
+                .map(|p| Lookup {
+                    prefix: p,
+                    event_bound: key::MAX_TS,
+                    created_cutoff: None,
+                })
+                .collect();
+            return self.latest_each(view, &lookups, found);
+        };
+        let sorted = prefixes.windows(2).all(|w| w[0] <= w[1]);
+        let got = self
+            .db
+            .batched_multi_get_cf(&nw, prefixes.iter().copied(), sorted);
+        for (i, r) in got.into_iter().enumerate() {
+            let hit = match r? {
+                None => None,
+                Some(v) if v.len() >= 16 => Some(Found {
+                    event: key::ts_from(&v[..8]),
+                    created: key::ts_from(&v[8..16]),
+                    value: v[16..].to_vec(),
+                }),
+                Some(_) => {
+                    return Err(crate::StoreError::Corrupt {
+                        view: view.to_string(),
+                        source: keel_core::EnvelopeError::Corrupt("newest-row header".into()),
+                    })
+                }
+            };
             found(i, hit)?;
         }
         Ok(())

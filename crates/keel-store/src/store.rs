@@ -724,15 +724,18 @@ impl Store {
         self.read_service(service, keys, at_ms, false)
     }
 
+    /// Reads a service at `at_ms`. Online reads (`online`) ask for each entity's newest row
+    /// (row cache, then the backend's newest rows) and fall back to history only for entities
+    /// whose newest row lies after `at_ms`; as-of reads search history directly.
     fn read_service(
         &self,
         service: &str,
         keys: &[Vec<Value>],
         at_ms: i64,
-        cached: bool,
+        online: bool,
     ) -> Result<OnlineResponse> {
         let plan = self.service_plan(service)?;
-        let cached = cached && self.cache.enabled();
+        let cached = online && self.cache.enabled();
         // One backend call per view version for the keys the cache cannot answer;
         // hits[view][entity].
         let mut hits: Vec<Vec<Newest>> = Vec::with_capacity(plan.views.len());
@@ -759,32 +762,28 @@ impl Store {
                 continue;
             }
             let epoch = self.cache.epoch();
-            // Cached reads fetch each entity's newest row (what the cache holds); if that row
-            // lies after T, the row at T is read in a second pass.
-            let bound = if cached { key::MAX_TS } else { at_ms };
-            let lookups: Vec<Lookup<'_>> = misses
-                .iter()
-                .map(|&e| Lookup {
-                    prefix: &prefixes[e],
-                    event_bound: bound,
-                    created_cutoff: None,
-                })
-                .collect();
+            // Online reads fetch each entity's newest row (what the cache holds); if that row
+            // lies after T, the row at T is read from history in a second pass.
             let mut future = Vec::new();
-            self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {
-                let e = misses[i];
-                let newest: Newest = f.map(|f| pv.decode(f)).transpose()?.map(Arc::new);
-                if cached {
-                    self.cache
-                        .insert(&pv.cf, &prefixes[e], newest.clone(), epoch);
-                }
-                if newest.as_ref().is_some_and(|h| h.0 > at_ms) {
-                    future.push(e);
-                } else {
-                    got[e] = Some(newest);
-                }
-                Ok(())
-            })?;
+            if online {
+                let wanted: Vec<&[u8]> = misses.iter().map(|&e| &prefixes[e][..]).collect();
+                self.backend.newest_each(&pv.cf, &wanted, &mut |i, f| {
+                    let e = misses[i];
+                    let newest: Newest = f.map(|f| pv.decode(f)).transpose()?.map(Arc::new);
+                    if cached {
+                        self.cache
+                            .insert(&pv.cf, &prefixes[e], newest.clone(), epoch);
+                    }
+                    if newest.as_ref().is_some_and(|h| h.0 > at_ms) {
+                        future.push(e);
+                    } else {
+                        got[e] = Some(newest);
+                    }
+                    Ok(())
+                })?;
+            } else {
+                future = misses;
+            }
             if !future.is_empty() {
                 let lookups: Vec<Lookup<'_>> = future
                     .iter()

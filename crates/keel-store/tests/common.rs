@@ -67,12 +67,22 @@ pub fn defs() -> Definitions {
 }
 
 pub fn open(dir: &std::path::Path, now: i64) -> (Store, Arc<ManualClock>) {
+    open_cached(dir, now, StoreOptions::default().row_cache_entries)
+}
+
+/// [`open`] with a row cache of `row_cache_entries` (0: every online read goes to storage).
+pub fn open_cached(
+    dir: &std::path::Path,
+    now: i64,
+    row_cache_entries: usize,
+) -> (Store, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(now));
     let store = Store::open_with(
         dir,
         StoreOptions {
             clock: clock.clone(),
             sync_writes: false,
+            row_cache_entries,
             ..Default::default()
         },
     )
