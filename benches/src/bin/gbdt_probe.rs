@@ -5,6 +5,28 @@ use keel_gbdt::{GbdtModel, PredictOptions};
 use std::time::Instant;
 
 fn main() {
+    // `KEEL_PROBE_SINGLE=SECONDS`: only model A's single row, for that long (for a profiler).
+    if let Some(secs) = std::env::var("KEEL_PROBE_SINGLE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        let a = GbdtModel::from_lightgbm_text(&model_text(&MODEL_A)).expect("model A");
+        let xa = rows(&MODEL_A, 256, 99);
+        let mut out = [0.0];
+        let (t, mut n) = (Instant::now(), 0u64);
+        while t.elapsed().as_secs_f64() < secs {
+            for r in 0..256 {
+                a.predict_row(std::hint::black_box(&xa[r * 10..r * 10 + 10]), &mut out)
+                    .expect("row");
+            }
+            n += 256;
+        }
+        println!(
+            "A single row: {:.0} ns ({n} rows)",
+            t.elapsed().as_secs_f64() * 1e9 / n as f64
+        );
+        return;
+    }
     let b = GbdtModel::from_lightgbm_text(&model_text(&MODEL_B)).expect("model B");
     let i = b.info();
     println!(

@@ -99,32 +99,125 @@ struct Block<M: Mask> {
     /// First tree (global index) and number of trees.
     first_tree: usize,
     num_trees: usize,
-    /// Plain splits of prepared feature `f` (0..2F) are `feat_ptr[f]..feat_ptr[f + 1]`.
-    feat_ptr: Vec<u32>,
-    /// Per plain split, sorted by threshold within a feature: its threshold's rank, mask, and
-    /// tree (index within the block).
+    /// Plain splits by prepared feature `f` (0..2F: NaN taking the second child for `f < F`,
+    /// the first for `f >= F`), sorted by threshold rank, with their tables: the rank -> cut
+    /// table (for a row rank `r`, the number of the feature's splits with a threshold rank
+    /// below `r`, i.e. those `x > threshold` holds for; empty when too large, then `thr` is
+    /// binary-searched) and the single-row prefix tables (for `q >= 1`, row `q - 1` holds per
+    /// tree of the block the AND of the masks of the feature's first `q * GROUP` splits, so one
+    /// row applies a whole prefix with one vector AND over the block's trees and at most
+    /// `GROUP - 1` single splits; empty when over [`DENSE_BYTES`]).
+    prepared: Prefix<M>,
+    /// Per plain split (in `prepared` order): its threshold's rank.
     thr: Vec<M::Rank>,
-    mask: Vec<M>,
-    tree: Vec<u16>,
-    /// For prepared feature `f` and a row rank `r`, the number of its plain splits with a
-    /// threshold rank below `r` (so `x > threshold` for exactly those):
-    /// `below[below_ptr[f] + r]`, `r` in `0..=cuts(f)`. Empty when too large (binary search
-    /// over `thr` instead).
-    below_ptr: Vec<u32>,
-    below: Vec<u32>,
-    /// Single-row prefix tables: for prepared feature `f` and `q >= 1`,
-    /// `dense[dense_ptr[f] + (q - 1) * num_trees..][..num_trees]` holds, per tree of the block,
-    /// the AND of the masks of the feature's first `q * GROUP` splits. One row then applies a
-    /// whole prefix of splits with one vector AND over the block's trees, and at most
-    /// `GROUP - 1` single splits. Empty when over [`DENSE_BYTES`].
-    dense_ptr: Vec<u32>,
-    dense: Vec<M>,
+    /// Single-row tables over each original feature's plain splits of both NaN directions
+    /// (see [`Prefix`]): a row whose value is not NaN has one rank for both, so it applies
+    /// one prefix per feature instead of two. `None` without prefix tables.
+    merged: Option<Prefix<M>>,
     /// Categorical splits whose categories fit a mask (see [`Qs::cat_features`]): the slot of
     /// their feature, the set of categories that go first (plus the NaN bit when NaN goes
     /// first), tree within the block, mask.
     cat: Vec<(u32, M, u16, M)>,
     /// Other splits: node index (in `Model::nodes`), tree within the block, mask.
     special: Vec<(u32, u16, M)>,
+}
+
+/// Plain splits grouped by feature and sorted by threshold rank, with their single-row
+/// tables: feature `f`'s splits are `feat_ptr[f]..feat_ptr[f + 1]` (`mask`, `tree`), its rank
+/// -> cut table starts at `below[below_ptr[f]]` and its prefix table at `dense[dense_ptr[f]]`
+/// (layouts as in [`Block`]).
+#[derive(Debug, Clone)]
+struct Prefix<M: Mask> {
+    feat_ptr: Vec<u32>,
+    below_ptr: Vec<u32>,
+    below: Vec<u32>,
+    dense_ptr: Vec<u32>,
+    dense: Vec<M>,
+    mask: Vec<M>,
+    tree: Vec<u16>,
+}
+
+impl<M: Mask> Prefix<M> {
+    /// Tables over `items` (`(feature, rank, tree, mask)`, sorted by feature then rank) for
+    /// `features` features whose cut counts are `cuts(f)`, over a block of `trees` trees.
+    fn build(
+        items: &[(usize, usize, u16, M)],
+        features: usize,
+        cuts: impl Fn(usize) -> usize,
+        trees: usize,
+        (with_below, with_dense): (bool, bool),
+    ) -> Option<Prefix<M>> {
+        let mut feat_ptr = vec![0u32; features + 1];
+        for &(f, ..) in items {
+            feat_ptr[f + 1] += 1;
+        }
+        for f in 0..features {
+            feat_ptr[f + 1] += feat_ptr[f];
+        }
+        let (mut below_ptr, mut below) = (vec![0u32], Vec::new());
+        let (mut dense_ptr, mut dense) = (vec![0u32], Vec::new());
+        for f in 0..features {
+            let nodes = &items[feat_ptr[f] as usize..feat_ptr[f + 1] as usize];
+            if with_below {
+                below.extend(
+                    (0..=cuts(f)).map(|r| nodes.partition_point(|&(_, nr, ..)| nr < r) as u32),
+                );
+                below_ptr.push(u32::try_from(below.len()).ok()?);
+            }
+            if !with_dense {
+                continue;
+            }
+            let mut acc = vec![M::ONES; trees];
+            for (j, &(_, _, t, mk)) in nodes.iter().enumerate() {
+                acc[t as usize] = acc[t as usize] & mk;
+                if (j + 1) % GROUP == 0 {
+                    dense.extend_from_slice(&acc);
+                }
+            }
+            dense_ptr.push(u32::try_from(dense.len()).ok()?);
+        }
+        Some(Prefix {
+            feat_ptr,
+            below_ptr,
+            below,
+            dense_ptr,
+            dense,
+            mask: items.iter().map(|&(.., mk)| mk).collect(),
+            tree: items.iter().map(|&(_, _, t, _)| t).collect(),
+        })
+    }
+
+    /// ANDs into `masks` (one lane per tree of the block) the masks of feature `f`'s splits
+    /// whose threshold rank is below `rank`: the prefix-table row covering the first
+    /// `GROUP`-multiple of them, then the rest one by one.
+    #[inline(always)]
+    fn apply_one<const R: usize>(&self, f: usize, rank: usize, masks: &mut [[M; R]]) {
+        let s = self.feat_ptr[f] as usize;
+        if s == self.feat_ptr[f + 1] as usize {
+            return;
+        }
+        let cut = self.below[self.below_ptr[f] as usize + rank] as usize;
+        let mut from = s;
+        if cut >= GROUP {
+            let q = cut / GROUP;
+            let nt = masks.len();
+            let off = self.dense_ptr[f] as usize + (q - 1) * nt;
+            for (lane, &d) in masks.iter_mut().zip(&self.dense[off..off + nt]) {
+                lane[0] = lane[0] & d;
+            }
+            from = s + q * GROUP;
+        }
+        for (&mk, &t) in self.mask[from..s + cut]
+            .iter()
+            .zip(&self.tree[from..s + cut])
+        {
+            debug_assert!((t as usize) < masks.len());
+            // SAFETY: every tree index of a block is below its `num_trees` (built so), and
+            // `masks` holds `num_trees` lanes.
+            let lane = unsafe { masks.get_unchecked_mut(t as usize) };
+            lane[0] = lane[0] & mk;
+        }
+    }
 }
 
 /// Per-thread scratch of a row group: ranks (`2F`), one block's masks, categorical codes.
@@ -251,7 +344,8 @@ impl Qs {
         let table = blocks_n.saturating_mul(2 * (cuts.len() + nf));
         let with_below = table <= 4 * m.nodes.len() + (1 << 16);
         let dense_len = (m.nodes.len() / GROUP).saturating_mul(per_block.min(m.trees.len()));
-        let with_dense = dense_len.saturating_mul(std::mem::size_of::<M>()) <= DENSE_BYTES;
+        // Twice: per prepared feature and merged over both NaN directions.
+        let with_dense = dense_len.saturating_mul(2 * std::mem::size_of::<M>()) <= DENSE_BYTES;
         let mut blocks = Vec::new();
         let mut leaf_base = Vec::with_capacity(m.trees.len());
         let mut leaf_nodes = Vec::new();
@@ -329,53 +423,37 @@ impl Qs {
             }
             items.sort_by_key(|&(f, r, t, _)| (f, r, t));
             cat.sort_by_key(|&(slot, _, t, _)| (slot, t));
-            let mut feat_ptr = vec![0u32; 2 * nf + 1];
-            for &(f, ..) in &items {
-                feat_ptr[f + 1] += 1;
-            }
-            for f in 0..2 * nf {
-                feat_ptr[f + 1] += feat_ptr[f];
-            }
-            let mut below_ptr = vec![0u32];
-            let mut below = Vec::new();
-            for f in 0..2 * nf {
-                if !with_below {
-                    break;
-                }
-                let nodes = &items[feat_ptr[f] as usize..feat_ptr[f + 1] as usize];
-                let cuts = per_feature[f % nf].len();
-                below.extend(
-                    (0..=cuts).map(|r| nodes.partition_point(|&(_, nr, ..)| nr < r) as u32),
-                );
-                below_ptr.push(u32::try_from(below.len()).ok()?);
-            }
-            let mut dense_ptr = vec![0u32];
-            let mut dense = Vec::new();
-            for f in 0..2 * nf {
-                if !with_dense {
-                    break;
-                }
-                let nodes = &items[feat_ptr[f] as usize..feat_ptr[f + 1] as usize];
-                let mut acc = vec![M::ONES; chunk.len()];
-                for (j, &(_, _, t, mk)) in nodes.iter().enumerate() {
-                    acc[t as usize] = acc[t as usize] & mk;
-                    if (j + 1) % GROUP == 0 {
-                        dense.extend_from_slice(&acc);
-                    }
-                }
-                dense_ptr.push(u32::try_from(dense.len()).ok()?);
-            }
+            let prepared = Prefix::build(
+                &items,
+                2 * nf,
+                |f| per_feature[f % nf].len(),
+                chunk.len(),
+                (with_below, with_dense),
+            )?;
+            // Merged tables (both NaN directions of a feature, ranks are shared): only with
+            // prefix tables, whose budget they share.
+            let merged = if with_below && with_dense {
+                let mut both: Vec<(usize, usize, u16, M)> = items
+                    .iter()
+                    .map(|&(f, r, t, mk)| (f % nf, r, t, mk))
+                    .collect();
+                both.sort_by_key(|&(f, r, t, _)| (f, r, t));
+                Prefix::build(
+                    &both,
+                    nf,
+                    |f| per_feature[f].len(),
+                    chunk.len(),
+                    (true, true),
+                )
+            } else {
+                None
+            };
             blocks.push(Block {
+                merged,
                 first_tree,
-                dense_ptr,
-                dense,
                 num_trees: chunk.len(),
-                feat_ptr,
-                below_ptr,
-                below,
+                prepared,
                 thr: items.iter().map(|&(_, r, ..)| M::rank(r)).collect(),
-                mask: items.iter().map(|&(.., mk)| mk).collect(),
-                tree: items.iter().map(|&(_, _, t, _)| t).collect(),
                 cat,
                 special,
             });
@@ -655,8 +733,27 @@ impl Model {
         for b in blocks {
             let masks = &mut masks[..b.num_trees];
             masks.fill([M::ONES; R]);
+            if let (true, Some(merged)) = (R == 1, &b.merged) {
+                // One row: a feature whose value is not NaN has one rank for both NaN
+                // directions, so one merged prefix covers all of its plain splits.
+                for f in 0..nf {
+                    let (hi, lo) = (M::index(ranks[f][0]), M::index(ranks[nf + f][0]));
+                    if hi == lo {
+                        merged.apply_one(f, hi, masks);
+                    } else {
+                        b.prepared.apply_one(f, hi, masks);
+                        b.prepared.apply_one(nf + f, lo, masks);
+                    }
+                }
+            }
             for (f, &x) in ranks.iter().enumerate() {
-                let (s, e) = (b.feat_ptr[f] as usize, b.feat_ptr[f + 1] as usize);
+                if R == 1 && b.merged.is_some() {
+                    break;
+                }
+                let (s, e) = (
+                    b.prepared.feat_ptr[f] as usize,
+                    b.prepared.feat_ptr[f + 1] as usize,
+                );
                 if s == e {
                     continue;
                 }
@@ -666,25 +763,28 @@ impl Model {
                         top = v;
                     }
                 }
-                let cut = if b.below.is_empty() {
+                let cut = if b.prepared.below.is_empty() {
                     b.thr[s..e].partition_point(|&v| v < top)
                 } else {
-                    b.below[b.below_ptr[f] as usize + M::index(top)] as usize
+                    b.prepared.below[b.prepared.below_ptr[f] as usize + M::index(top)] as usize
                 };
                 // One row: a whole prefix of GROUP-split steps from the prefix table.
                 let mut from = s;
-                if R == 1 && cut >= GROUP && !b.dense.is_empty() {
+                if R == 1 && cut >= GROUP && !b.prepared.dense.is_empty() {
                     let q = cut / GROUP;
-                    let off = b.dense_ptr[f] as usize + (q - 1) * b.num_trees;
-                    for (lane, &d) in masks.iter_mut().zip(&b.dense[off..off + b.num_trees]) {
+                    let off = b.prepared.dense_ptr[f] as usize + (q - 1) * b.num_trees;
+                    for (lane, &d) in masks
+                        .iter_mut()
+                        .zip(&b.prepared.dense[off..off + b.num_trees])
+                    {
                         lane[0] = lane[0] & d;
                     }
                     from = s + q * GROUP;
                 }
                 for ((&v, &mk), &t) in b.thr[from..s + cut]
                     .iter()
-                    .zip(&b.mask[from..s + cut])
-                    .zip(&b.tree[from..s + cut])
+                    .zip(&b.prepared.mask[from..s + cut])
+                    .zip(&b.prepared.tree[from..s + cut])
                 {
                     debug_assert!((t as usize) < masks.len());
                     // SAFETY: every tree index of a block is below its `num_trees` (built so),
