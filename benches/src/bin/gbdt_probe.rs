@@ -45,6 +45,31 @@ fn main() {
         "B batch 10k: {:.2} ns/tree-row",
         best * 1e9 / (10_000.0 * 1000.0)
     );
+    let two = PredictOptions::default().with_threads(2);
+    let mut best2 = f64::MAX;
+    let mut all = Vec::new();
+    let reps: usize = std::env::var("KEEL_PROBE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    for _ in 0..reps {
+        let t = Instant::now();
+        std::hint::black_box(b.predict(&x, &two).expect("predict"));
+        best2 = best2.min(t.elapsed().as_secs_f64());
+        all.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    all.sort_by(f64::total_cmp);
+    println!(
+        "2 threads, ms per batch: min {:.1} median {:.1} max {:.1}",
+        all[0],
+        all[all.len() / 2],
+        all[all.len() - 1]
+    );
+    println!(
+        "B batch 10k, 2 threads: {:.2} ns/tree-row ({:.2}x)",
+        best2 * 1e9 / (10_000.0 * 1000.0),
+        best / best2
+    );
     let a = GbdtModel::from_lightgbm_text(&model_text(&MODEL_A)).expect("model A");
     let xa = rows(&MODEL_A, 256, 99);
     let mut out = [0.0];

@@ -95,10 +95,14 @@ fn online_latency() {
 
 /// Ingest as a stream arrives: each batch holds 10k different entities at one time step, so
 /// every row also updates its entity's newest row.
-fn time_major_ingest(history: usize, features: usize, per_entity: i64) {
+fn time_major_ingest(history: usize, features: usize, per_entity: i64, newest_rows: bool) {
     let entities = (history as i64 / per_entity).max(1);
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Store::open(dir.path()).expect("store");
+    let opts = StoreOptions {
+        newest_rows,
+        ..Default::default()
+    };
+    let store = Store::open_with(dir.path(), opts).expect("store");
     store.apply(&definitions(features)).expect("apply");
     let t = Instant::now();
     let mut written = 0usize;
@@ -123,7 +127,8 @@ fn time_major_ingest(history: usize, features: usize, per_entity: i64) {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "ingest (time-major batches):   {written} rows x {features} features in {secs:.2}s = {:.0} rows/s",
+        "ingest (time-major batches, newest rows {}): {written} rows x {features} features in {secs:.2}s = {:.0} rows/s",
+        if newest_rows { "on" } else { "off" },
         written as f64 / secs
     );
 }
@@ -157,10 +162,11 @@ fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "ingest (entity-major batches): {written} rows x {features} features in {secs:.2}s = {:.0} rows/s",
+        "ingest (entity-major batches, newest rows on): {written} rows x {features} features in {secs:.2}s = {:.0} rows/s",
         written as f64 / secs
     );
-    time_major_ingest(history, features, per_entity);
+    time_major_ingest(history, features, per_entity, true);
+    time_major_ingest(history, features, per_entity, false);
 
     let ids: Vec<i64> = (0..entity_rows as i64)
         .map(|i| (i * 7919) % entities)

@@ -569,12 +569,19 @@ impl Model {
             return Ok(());
         }
         let per = nrows.div_ceil(threads);
+        let mut chunks = rows.chunks(per * stride).zip(out.chunks_mut(per * k));
+        let first = chunks.next();
         std::thread::scope(|s| {
-            for (chunk_rows, chunk_out) in rows.chunks(per * stride).zip(out.chunks_mut(per * k)) {
+            for (chunk_rows, chunk_out) in chunks {
                 let trees = trees.clone();
                 s.spawn(move || {
                     self.score_serial(chunk_rows, stride, trees, iters, opts.output, chunk_out)
                 });
+            }
+            // The calling thread takes the first share: one thread fewer to start, and no
+            // spawned worker waits for the caller's core.
+            if let Some((chunk_rows, chunk_out)) = first {
+                self.score_serial(chunk_rows, stride, trees, iters, opts.output, chunk_out);
             }
         });
         Ok(())

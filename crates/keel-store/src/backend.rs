@@ -140,6 +140,8 @@ fn newest_merge(
 /// The embedded RocksDB backend: one column family per view version (history) plus its
 /// newest-row column family, one for the registry.
 pub struct RocksBackend {
+    /// Newest-row column families are kept (see [`RocksOptions::newest_rows`]).
+    newest_rows: bool,
     db: Db,
     cache: rocksdb::Cache,
     retention: Arc<RwLock<HashMap<String, i64>>>,
@@ -213,9 +215,7 @@ fn newest_options(
     t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
     t.set_block_cache(cache);
     o.set_block_based_table_factory(&t);
-    o.set_memtable_whole_key_filtering(true);
-    o.set_memtable_prefix_bloom_ratio(0.1);
-    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o.set_compression_type(rocksdb::DBCompressionType::None);
     // Ingest writes one operand per row here too: the history family's write buffers and
     // level-0 triggers, so this family does not stall writers first.
     o.set_write_buffer_size(128 << 20);
@@ -292,15 +292,43 @@ impl rocksdb::compaction_filter_factory::CompactionFilterFactory for RetentionFa
     }
 }
 
+/// How [`RocksBackend::open_with`] opens a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RocksOptions {
+    /// Block cache shared by every view, in bytes (default 256 MiB).
+    pub cache_bytes: usize,
+    /// Open read-only (checkpoints): reads work, writes fail.
+    pub read_only: bool,
+    /// Keep a newest-row column family per view version (default `true`; see
+    /// `docs/store.md`). A writable open with `false` drops existing ones (online reads then
+    /// search history), with `true` builds missing ones from history.
+    pub newest_rows: bool,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        RocksOptions {
+            cache_bytes: 256 << 20,
+            read_only: false,
+            newest_rows: true,
+        }
+    }
+}
+
 impl RocksBackend {
     /// Opens (creating if needed) a store at `path` with a 256 MiB block cache.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_with_cache(path, clock, 256 << 20, false)
+        Self::open_with(path, clock, &RocksOptions::default())
     }
 
     /// Opens a checkpoint (or any store) read-only.
     pub fn open_read_only(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_with_cache(path, clock, 256 << 20, true)
+        let opts = RocksOptions {
+            read_only: true,
+            ..RocksOptions::default()
+        };
+        Self::open_with(path, clock, &opts)
     }
 
     /// Opens a store with a block cache of `cache_bytes` shared by every view, optionally
@@ -311,6 +339,21 @@ impl RocksBackend {
         cache_bytes: usize,
         read_only: bool,
     ) -> Result<Self> {
+        let opts = RocksOptions {
+            cache_bytes,
+            read_only,
+            ..RocksOptions::default()
+        };
+        Self::open_with(path, clock, &opts)
+    }
+
+    /// Opens a store with options.
+    pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: &RocksOptions) -> Result<Self> {
+        let RocksOptions {
+            cache_bytes,
+            read_only,
+            newest_rows,
+        } = *options;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -344,6 +387,7 @@ impl RocksBackend {
             Db::open_cf_descriptors(&opts, path, cfs)?
         };
         let backend = RocksBackend {
+            newest_rows,
             db,
             cache,
             retention,
@@ -360,9 +404,18 @@ impl RocksBackend {
         }
         // Stores written before newest-row column families existed get them built once from
         // history (a read-only open keeps answering online reads from history instead).
-        if !read_only {
+        if !read_only && newest_rows {
             for view in &unindexed {
                 backend.build_newest(view)?;
+            }
+        }
+        if !read_only && !newest_rows {
+            // Writes will not maintain them: drop them rather than let them go stale.
+            for view in existing.iter().filter(|n| n.starts_with("fv:")) {
+                let nw = newest_cf(view);
+                if backend.db.cf_handle(&nw).is_some() {
+                    backend.db.drop_cf(&nw)?;
+                }
             }
         }
         Ok(backend)
@@ -545,7 +598,7 @@ impl Backend for RocksBackend {
                 &view_options(name, &self.retention, &self.clock, &self.cache),
             )?;
         }
-        if self.db.cf_handle(&newest_cf(name)).is_none() {
+        if self.newest_rows && self.db.cf_handle(&newest_cf(name)).is_none() {
             self.build_newest(name)?;
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! The [`Store`]: definitions, writes, online / as-of / historical reads.
 
-use crate::backend::{Backend, Batch, Found, Lookup, RocksBackend};
+use crate::backend::{Backend, Batch, Found, Lookup, RocksBackend, RocksOptions};
 use crate::cache::{Newest, RowCache};
 use crate::defs::{cf_name, Definitions, Entity, FeatureRef, FeatureService, FeatureView};
 use crate::error::{Result, StoreError};
@@ -35,6 +35,13 @@ pub struct StoreOptions {
     /// 16,384; 0 disables). Writes invalidate their entities; as-of and historical reads
     /// bypass it.
     pub row_cache_entries: usize,
+    /// Keep each view version's newest rows in their own column family (default `true`):
+    /// online reads are then one batched point lookup in a family that holds only newest
+    /// rows, instead of a seek through history (2x faster for 100 entities over deep
+    /// history here). Every written row is written twice, which costs about a third of the
+    /// ingest rate of time-ordered streams. `false` drops the families at open (online reads
+    /// search history); `true` again rebuilds them from history at open.
+    pub newest_rows: bool,
 }
 
 impl Default for StoreOptions {
@@ -44,6 +51,7 @@ impl Default for StoreOptions {
             sync_writes: false,
             block_cache_bytes: 256 << 20,
             row_cache_entries: 16_384,
+            newest_rows: true,
         }
     }
 }
@@ -295,22 +303,28 @@ impl Store {
 
     /// Opens or creates a store with options.
     pub fn open_with(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
-        let rocks = Arc::new(RocksBackend::open_with_cache(
+        let rocks = Arc::new(RocksBackend::open_with(
             path.as_ref(),
             Arc::clone(&opts.clock),
-            opts.block_cache_bytes,
-            false,
+            &RocksOptions {
+                cache_bytes: opts.block_cache_bytes,
+                read_only: false,
+                newest_rows: opts.newest_rows,
+            },
         )?);
         Self::from_rocks(rocks, opts, path.as_ref())
     }
 
     /// Opens a checkpoint (or store) read-only: reads work, writes fail.
     pub fn open_read_only(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
-        let rocks = Arc::new(RocksBackend::open_with_cache(
+        let rocks = Arc::new(RocksBackend::open_with(
             path.as_ref(),
             Arc::clone(&opts.clock),
-            opts.block_cache_bytes,
-            true,
+            &RocksOptions {
+                cache_bytes: opts.block_cache_bytes,
+                read_only: true,
+                newest_rows: opts.newest_rows,
+            },
         )?);
         Self::from_rocks(rocks, opts, path.as_ref())
     }

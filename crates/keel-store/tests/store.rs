@@ -553,6 +553,59 @@ fn stores_without_newest_rows_get_them_built_at_open() {
 }
 
 #[test]
+fn newest_rows_can_be_turned_off_and_back_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [vec!["c1".into()], vec!["c2".into()]];
+    let opts = |newest_rows| StoreOptions {
+        clock: std::sync::Arc::new(keel_core::ManualClock::new(10 * DAY)),
+        row_cache_entries: 0,
+        newest_rows,
+        ..Default::default()
+    };
+    let families = || {
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path())
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.starts_with("nw:"))
+            .count()
+    };
+    {
+        let store = Store::open_with(dir.path(), opts(true)).unwrap();
+        store.apply(&defs()).unwrap();
+        store
+            .write(
+                "card_stats",
+                1,
+                &[row("c1", 10 * DAY - H, 10 * DAY, 1.0, 1, "FR")],
+            )
+            .unwrap();
+    }
+    assert_eq!(families(), 2, "one per view version");
+    let want = {
+        let store = Store::open_with(dir.path(), opts(false)).unwrap();
+        // Written while off: only history has these rows.
+        store
+            .write(
+                "card_stats",
+                1,
+                &[
+                    row("c1", 10 * DAY - 2 * H, 10 * DAY, 2.0, 1, "FR"),
+                    row("c2", 10 * DAY - H, 10 * DAY, 3.0, 1, "FR"),
+                ],
+            )
+            .unwrap();
+        store.get_online("fraud", &keys).unwrap()
+    };
+    assert_eq!(want.values[0][0].value, 1.0.into());
+    assert_eq!(want.values[1][0].value, 3.0.into());
+    assert_eq!(families(), 0, "dropped rather than left stale");
+    let store = Store::open_with(dir.path(), opts(true)).unwrap();
+    assert_eq!(store.get_online("fraud", &keys).unwrap(), want);
+    drop(store);
+    assert_eq!(families(), 2, "rebuilt from history");
+}
+
+#[test]
 fn retention_drops_old_history_on_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let (store, clock) = open_cached(dir.path(), 10 * DAY, 0);
