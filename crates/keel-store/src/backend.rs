@@ -83,18 +83,28 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         prefixes: &[&[u8]],
         found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
     ) -> Result<()> {
-        let lookups: Vec<Lookup<'_>> = prefixes
-            .iter()
-            .map(|p| Lookup {
-                prefix: p,
-                event_bound: key::MAX_TS,
-                created_cutoff: None,
-            })
-            .collect();
-        self.latest_each(view, &lookups, found)
+        newest_from_history(self, view, prefixes, found)
     }
     /// Every row of entity `prefix`, oldest first (for tests and tools).
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>>;
+}
+
+/// [`Backend::newest_each`] answered by [`Backend::latest_each`] with no time bound.
+fn newest_from_history<B: Backend + ?Sized>(
+    backend: &B,
+    view: &str,
+    prefixes: &[&[u8]],
+    found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
+) -> Result<()> {
+    let lookups: Vec<Lookup<'_>> = prefixes
+        .iter()
+        .map(|p| Lookup {
+            prefix: p,
+            event_bound: key::MAX_TS,
+            created_cutoff: None,
+        })
+        .collect();
+    backend.latest_each(view, &lookups, found)
 }
 
 /// One lookup of [`Backend::latest_each`]: the same arguments as [`Backend::latest`].
@@ -128,13 +138,22 @@ fn newest_merge(
     existing: Option<&[u8]>,
     operands: &rocksdb::MergeOperands,
 ) -> Option<Vec<u8>> {
+    Some(newest_of(existing, operands.iter()))
+}
+
+/// [`newest_merge`]'s choice: of `existing` and `operands` (oldest first), the value with the
+/// greatest 16-byte header, the later one on a tie; empty when there is none.
+pub(crate) fn newest_of<'a>(
+    existing: Option<&'a [u8]>,
+    operands: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
     let mut best: Option<&[u8]> = existing;
     for op in operands {
         if best.is_none_or(|b| op.get(..16) >= b.get(..16)) {
             best = Some(op);
         }
     }
-    Some(best.map(<[u8]>::to_vec).unwrap_or_default())
+    best.map(<[u8]>::to_vec).unwrap_or_default()
 }
 
 /// The embedded RocksDB backend: one column family per view version (history) plus its
@@ -157,77 +176,55 @@ impl std::fmt::Debug for RocksBackend {
     }
 }
 
-fn view_options(
-    name: &str,
+/// Options of a view version's history column family (`newest: false`) or of its newest-row
+/// column family (`newest: true`).
+fn family_options(
+    view: &str,
+    newest: bool,
     retention: &Arc<RwLock<HashMap<String, i64>>>,
     clock: &Arc<dyn Clock>,
     cache: &rocksdb::Cache,
 ) -> Options {
     let mut o = Options::default();
+    // Keys start with the entity's 8-byte hash: a hash index over it finds the data block
+    // without a binary search of the index (each search step of a large index is a cache miss).
     o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
-    o.set_memtable_prefix_bloom_ratio(0.1);
     let mut t = BlockBasedOptions::default();
     t.set_bloom_filter(10.0, false);
-    t.set_whole_key_filtering(false);
-    // Online reads are prefix seeks: a hash index over the entity prefix finds the data block
-    // without a binary search of the index, and short restart intervals shorten the in-block
-    // scan to the entity's newest row.
     t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
-    t.set_block_restart_interval(4);
     t.set_block_cache(cache);
+    if newest {
+        // Point lookups: whole-key bloom filter (the default), hash index inside data blocks,
+        // uncompressed blocks, and the newest-row merge operator.
+        t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        o.set_compression_type(rocksdb::DBCompressionType::None);
+        o.set_merge_operator("keel-newest", newest_merge, newest_merge);
+    } else {
+        // Prefix seeks: prefix blooms, and short restart intervals shorten the in-block scan
+        // to the entity's newest row.
+        o.set_memtable_prefix_bloom_ratio(0.1);
+        t.set_whole_key_filtering(false);
+        t.set_block_restart_interval(4);
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        o.set_max_bytes_for_level_base(512 << 20);
+    }
     o.set_block_based_table_factory(&t);
-    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
     // Bulk ingest: larger memtables mean fewer, larger flushes and less write amplification
-    // in level 0 (10M rows x 20 features: 429k -> about 470k rows/s here, ~530k with copy-free row encoding).
+    // in level 0 (10M rows x 20 features: 429k -> about 470k rows/s here, ~530k with copy-free
+    // row encoding). The newest-row family gets one operand per row too, so the same sizes and
+    // level-0 triggers keep it from stalling writers first.
     o.set_write_buffer_size(128 << 20);
     o.set_max_write_buffer_number(4);
     o.set_level_zero_slowdown_writes_trigger(40);
     o.set_level_zero_stop_writes_trigger(64);
-    o.set_max_bytes_for_level_base(512 << 20);
     // Retention: history older than the view's retention is dropped when compaction reaches it.
     // A factory (owned by RocksDB through a shared pointer), not a bare filter: RocksDB keeps
     // only a raw pointer to a bare filter, which would dangle once these options are dropped.
     o.set_compaction_filter_factory(RetentionFactory {
-        view: name.to_string(),
-        retention: Arc::clone(retention),
-        clock: Arc::clone(clock),
-        newest: false,
-    });
-    o
-}
-
-/// Options of a newest-row column family: point lookups only (whole-key bloom filter, hash
-/// index inside data blocks), the newest-row merge operator, the view's retention.
-fn newest_options(
-    view: &str,
-    retention: &Arc<RwLock<HashMap<String, i64>>>,
-    clock: &Arc<dyn Clock>,
-    cache: &rocksdb::Cache,
-) -> Options {
-    let mut o = Options::default();
-    // The entity's 8-byte hash prefix is unique per entity: a hash index over it finds the
-    // data block without a binary search of the index (the index of a large family does not
-    // stay in CPU caches; each search step is a cache miss).
-    o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
-    let mut t = BlockBasedOptions::default();
-    t.set_bloom_filter(10.0, false);
-    t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
-    t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
-    t.set_block_cache(cache);
-    o.set_block_based_table_factory(&t);
-    o.set_compression_type(rocksdb::DBCompressionType::None);
-    // Ingest writes one operand per row here too: the history family's write buffers and
-    // level-0 triggers, so this family does not stall writers first.
-    o.set_write_buffer_size(128 << 20);
-    o.set_max_write_buffer_number(4);
-    o.set_level_zero_slowdown_writes_trigger(40);
-    o.set_level_zero_stop_writes_trigger(64);
-    o.set_merge_operator("keel-newest", newest_merge, newest_merge);
-    o.set_compaction_filter_factory(RetentionFactory {
         view: view.to_string(),
         retention: Arc::clone(retention),
         clock: Arc::clone(clock),
-        newest: true,
+        newest,
     });
     o
 }
@@ -369,13 +366,13 @@ impl RocksBackend {
         for name in existing.iter().filter(|n| n.starts_with("fv:")) {
             cfs.push(ColumnFamilyDescriptor::new(
                 name,
-                view_options(name, &retention, &clock, &cache),
+                family_options(name, false, &retention, &clock, &cache),
             ));
             let nw = newest_cf(name);
             if existing.contains(&nw) {
                 cfs.push(ColumnFamilyDescriptor::new(
                     &nw,
-                    newest_options(name, &retention, &clock, &cache),
+                    family_options(name, true, &retention, &clock, &cache),
                 ));
             } else {
                 unindexed.push(name.clone());
@@ -425,10 +422,7 @@ impl RocksBackend {
     /// key of each entity (history runs newest first) is its newest row.
     fn build_newest(&self, view: &str) -> Result<()> {
         let nw = newest_cf(view);
-        self.db.create_cf(
-            &nw,
-            &newest_options(view, &self.retention, &self.clock, &self.cache),
-        )?;
+        self.db.create_cf(&nw, &self.options(view, true))?;
         let (src, dst) = (self.cf(view)?, self.cf(&nw)?);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_total_order_seek(true);
@@ -459,6 +453,11 @@ impl RocksBackend {
         Ok(self.db.write(wb)?)
     }
 
+    /// [`family_options`] of view `view` with this store's retention, clock and cache.
+    fn options(&self, view: &str, newest: bool) -> Options {
+        family_options(view, newest, &self.retention, &self.clock, &self.cache)
+    }
+
     fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db
             .cf_handle(name)
@@ -486,7 +485,7 @@ impl RocksBackend {
         tmp: &Path,
     ) -> Result<()> {
         let file = tmp.join(format!("keel-bulk-{}.sst", std::process::id()));
-        let opts = view_options(view, &self.retention, &self.clock, &self.cache);
+        let opts = self.options(view, false);
         self.ingest_file(view, &opts, &file, |w| {
             for (k, v) in pairs {
                 w.put(k, v)?;
@@ -497,7 +496,7 @@ impl RocksBackend {
         if self.db.cf_handle(&nw).is_none() {
             return Ok(());
         }
-        let opts = newest_options(view, &self.retention, &self.clock, &self.cache);
+        let opts = self.options(view, true);
         self.ingest_file(&nw, &opts, &file, |w| {
             let mut value = Vec::new();
             let mut last: &[u8] = &[];
@@ -593,10 +592,7 @@ impl Backend for RocksBackend {
             m.insert(name.to_string(), ms);
         }
         if self.db.cf_handle(name).is_none() {
-            self.db.create_cf(
-                name,
-                &view_options(name, &self.retention, &self.clock, &self.cache),
-            )?;
+            self.db.create_cf(name, &self.options(name, false))?;
         }
         if self.newest_rows && self.db.cf_handle(&newest_cf(name)).is_none() {
             self.build_newest(name)?;
@@ -732,16 +728,8 @@ impl Backend for RocksBackend {
         found: &mut dyn FnMut(usize, Option<Found>) -> Result<()>,
     ) -> Result<()> {
         let Some(nw) = self.db.cf_handle(&newest_cf(view)) else {
-            // A read-only store written before newest rows existed: ask history.
-            let lookups: Vec<Lookup<'_>> = prefixes
-                .iter()
-                .map(|p| Lookup {
-                    prefix: p,
-                    event_bound: key::MAX_TS,
-                    created_cutoff: None,
-                })
-                .collect();
-            return self.latest_each(view, &lookups, found);
+            // Newest rows off, or a read-only store written before they existed.
+            return newest_from_history(self, view, prefixes, found);
         };
         let sorted = prefixes.windows(2).all(|w| w[0] <= w[1]);
         let got = self
