@@ -628,8 +628,10 @@ impl Backend for RocksBackend {
         // One merge operand per run of rows of the same entity (a batch sorted or grouped by
         // entity writes one per entity): the run's greatest (event, created), later on ties.
         let mut value = Vec::new();
-        let mut run: Option<(&str, &[u8], (i64, i64), &[u8])> = None;
-        let mut flush = |run: Option<(&str, &[u8], (i64, i64), &[u8])>, wb: &mut WriteBatch| {
+        // (view, entity, greatest (event, created) so far, its row).
+        type Run<'a> = (&'a str, &'a [u8], (i64, i64), &'a [u8]);
+        let mut run: Option<Run<'_>> = None;
+        let mut flush = |run: Option<Run<'_>>, wb: &mut WriteBatch| {
             if let Some((view, entity, (event, created), row)) = run {
                 if let (_, Some(nw)) = &handles[view] {
                     newest_value(&mut value, event, created, row);
