@@ -733,10 +733,15 @@ impl Backend for RocksBackend {
             // Newest rows off, or a read-only store written before they existed.
             return newest_from_history(self, view, prefixes, found);
         };
-        let sorted = prefixes.windows(2).all(|w| w[0] <= w[1]);
-        let got = self
-            .db
-            .batched_multi_get_cf(&nw, prefixes.iter().copied(), sorted);
+        // One key: a plain point lookup (MultiGet's batching machinery costs more than it
+        // saves for a single key).
+        let got = if let [one] = prefixes {
+            vec![self.db.get_pinned_cf(&nw, one)]
+        } else {
+            let sorted = prefixes.windows(2).all(|w| w[0] <= w[1]);
+            self.db
+                .batched_multi_get_cf(&nw, prefixes.iter().copied(), sorted)
+        };
         for (i, r) in got.into_iter().enumerate() {
             let hit = match r? {
                 None => None,
