@@ -45,6 +45,9 @@ fn main() {
         "B batch 10k: {:.2} ns/tree-row",
         best * 1e9 / (10_000.0 * 1000.0)
     );
+    // `KEEL_PROBE_LGB=1`: load LightGBM's booster too, as the criterion bench does.
+    let _lgb = std::env::var_os("KEEL_PROBE_LGB")
+        .map(|_| lightgbm3::Booster::from_string(&model_text(&MODEL_B)).expect("booster"));
     let two = PredictOptions::default().with_threads(2);
     let mut best2 = f64::MAX;
     let mut all = Vec::new();
