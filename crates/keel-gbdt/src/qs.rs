@@ -187,6 +187,24 @@ impl<M: Mask> Prefix<M> {
         })
     }
 
+    /// One row (lane 0): ANDs into `masks` the prefix-table row covering the first
+    /// `GROUP`-multiple of feature `f`'s first `cut` splits, and returns the index of the first
+    /// split it did not cover (the feature's first split when there is no such row).
+    #[inline(always)]
+    fn apply_dense<const R: usize>(&self, f: usize, cut: usize, masks: &mut [[M; R]]) -> usize {
+        let s = self.feat_ptr[f] as usize;
+        if cut < GROUP || self.dense.is_empty() {
+            return s;
+        }
+        let q = cut / GROUP;
+        let nt = masks.len();
+        let off = self.dense_ptr[f] as usize + (q - 1) * nt;
+        for (lane, &d) in masks.iter_mut().zip(&self.dense[off..off + nt]) {
+            lane[0] = lane[0] & d;
+        }
+        s + q * GROUP
+    }
+
     /// ANDs into `masks` (one lane per tree of the block) the masks of feature `f`'s splits
     /// whose threshold rank is below `rank`: the prefix-table row covering the first
     /// `GROUP`-multiple of them, then the rest one by one.
@@ -197,16 +215,7 @@ impl<M: Mask> Prefix<M> {
             return;
         }
         let cut = self.below[self.below_ptr[f] as usize + rank] as usize;
-        let mut from = s;
-        if cut >= GROUP {
-            let q = cut / GROUP;
-            let nt = masks.len();
-            let off = self.dense_ptr[f] as usize + (q - 1) * nt;
-            for (lane, &d) in masks.iter_mut().zip(&self.dense[off..off + nt]) {
-                lane[0] = lane[0] & d;
-            }
-            from = s + q * GROUP;
-        }
+        let from = self.apply_dense(f, cut, masks);
         for (&mk, &t) in self.mask[from..s + cut]
             .iter()
             .zip(&self.tree[from..s + cut])
@@ -733,7 +742,8 @@ impl Model {
         for b in blocks {
             let masks = &mut masks[..b.num_trees];
             masks.fill([M::ONES; R]);
-            if let (true, Some(merged)) = (R == 1, &b.merged) {
+            let merged = b.merged.as_ref().filter(|_| R == 1);
+            if let Some(merged) = merged {
                 // One row: a feature whose value is not NaN has one rank for both NaN
                 // directions, so one merged prefix covers all of its plain splits.
                 for f in 0..nf {
@@ -746,10 +756,7 @@ impl Model {
                     }
                 }
             }
-            for (f, &x) in ranks.iter().enumerate() {
-                if R == 1 && b.merged.is_some() {
-                    break;
-                }
+            for (f, &x) in ranks.iter().enumerate().filter(|_| merged.is_none()) {
                 let (s, e) = (
                     b.prepared.feat_ptr[f] as usize,
                     b.prepared.feat_ptr[f + 1] as usize,
@@ -769,18 +776,11 @@ impl Model {
                     b.prepared.below[b.prepared.below_ptr[f] as usize + M::index(top)] as usize
                 };
                 // One row: a whole prefix of GROUP-split steps from the prefix table.
-                let mut from = s;
-                if R == 1 && cut >= GROUP && !b.prepared.dense.is_empty() {
-                    let q = cut / GROUP;
-                    let off = b.prepared.dense_ptr[f] as usize + (q - 1) * b.num_trees;
-                    for (lane, &d) in masks
-                        .iter_mut()
-                        .zip(&b.prepared.dense[off..off + b.num_trees])
-                    {
-                        lane[0] = lane[0] & d;
-                    }
-                    from = s + q * GROUP;
-                }
+                let from = if R == 1 {
+                    b.prepared.apply_dense(f, cut, masks)
+                } else {
+                    s
+                };
                 for ((&v, &mk), &t) in b.thr[from..s + cut]
                     .iter()
                     .zip(&b.prepared.mask[from..s + cut])
