@@ -429,22 +429,15 @@ impl RocksBackend {
         let mut it = self.db.raw_iterator_cf_opt(&src, ro);
         it.seek_to_first();
         let mut wb = WriteBatch::default();
-        let mut last: Vec<u8> = Vec::new();
-        let mut value = Vec::new();
+        let mut firsts = FirstOfEntity::default();
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let entity = &k[..k.len().saturating_sub(16)];
-            if let Some((event, created)) = key::split_times(k, entity.len()) {
-                if entity != last.as_slice() {
-                    newest_value(&mut value, event, created, v);
-                    wb.put_cf(&dst, entity, &value);
-                    last.clear();
-                    last.extend_from_slice(entity);
-                    if wb.len() >= 10_000 {
-                        self.db.write(std::mem::take(&mut wb))?;
-                    }
+            if let Some((entity, value)) = firsts.push(k, v) {
+                wb.put_cf(&dst, entity, value);
+                if wb.len() >= 10_000 {
+                    self.db.write(std::mem::take(&mut wb))?;
                 }
             }
             it.next();
@@ -498,17 +491,10 @@ impl RocksBackend {
         }
         let opts = self.options(view, true);
         self.ingest_file(&nw, &opts, &file, |w| {
-            let mut value = Vec::new();
-            let mut last: &[u8] = &[];
+            let mut firsts = FirstOfEntity::default();
             for (k, v) in pairs {
-                let entity = &k[..k.len().saturating_sub(16)];
-                // Sorted row keys run newest first within an entity: its first is its newest.
-                if let Some((event, created)) = key::split_times(k, entity.len()) {
-                    if entity != last {
-                        newest_value(&mut value, event, created, v);
-                        w.merge(entity, &value)?;
-                        last = entity;
-                    }
+                if let Some((entity, value)) = firsts.push(k, v) {
+                    w.merge(entity, value)?;
                 }
             }
             Ok(())
@@ -562,6 +548,28 @@ impl RocksBackend {
             }
         }
         Ok(())
+    }
+}
+
+/// Newest-row entries of history rows read in key order: within an entity, keys run newest
+/// first, so an entity's first row is its newest.
+#[derive(Default)]
+struct FirstOfEntity {
+    last: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl FirstOfEntity {
+    /// `(entity, newest-row value)` when row key `k` (with row `row`) is its entity's first.
+    fn push<'k>(&mut self, k: &'k [u8], row: &[u8]) -> Option<(&'k [u8], &[u8])> {
+        let (entity, event, created) = key::split_row_key(k)?;
+        if entity == self.last.as_slice() {
+            return None;
+        }
+        self.last.clear();
+        self.last.extend_from_slice(entity);
+        newest_value(&mut self.value, event, created, row);
+        Some((entity, &self.value))
     }
 }
 
@@ -641,10 +649,10 @@ impl Backend for RocksBackend {
         };
         for (view, k, v) in &batch.puts {
             wb.put_cf(&handles[view.as_str()].0, k, v);
-            let entity = &k[..k.len().saturating_sub(16)];
-            let Some(times) = key::split_times(k, entity.len()) else {
+            let Some((entity, event, created)) = key::split_row_key(k) else {
                 continue;
             };
+            let times = (event, created);
             match &mut run {
                 Some((rv, re, best, row)) if *rv == view.as_str() && *re == entity => {
                     if times >= *best {

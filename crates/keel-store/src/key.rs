@@ -128,6 +128,13 @@ pub(crate) fn split_times(key: &[u8], plen: usize) -> Option<(i64, i64)> {
     })
 }
 
+/// Splits a row key into its entity prefix (hash ++ entity) and (event, created).
+pub(crate) fn split_row_key(key: &[u8]) -> Option<(&[u8], i64, i64)> {
+    let plen = key.len().checked_sub(16)?;
+    let (event, created) = split_times(key, plen)?;
+    Some((&key[..plen], event, created))
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
