@@ -236,6 +236,26 @@ type Scratch<'a, M, const R: usize> = (
     &'a mut [[M; R]],
 );
 
+/// `R` lanes of a row group, 64-byte aligned.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Lanes<T, const R: usize>([T; R]);
+
+impl<T, const R: usize> Lanes<T, R> {
+    /// The lanes as plain arrays (the group loop indexes those); `R` must fill whole lines.
+    fn as_arrays(v: &mut [Self]) -> &mut [[T; R]] {
+        assert_eq!(
+            std::mem::size_of::<Self>(),
+            std::mem::size_of::<[T; R]>(),
+            "lanes must fill whole cache lines"
+        );
+        // SAFETY: `Lanes` is `repr(C)` around `[T; R]` and (checked above) has no padding, so
+        // a slice of it has the layout of a slice of `[T; R]` with a stricter alignment; the
+        // borrow of `v` carries over.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<[T; R]>(), v.len()) }
+    }
+}
+
 /// Blocks with the mask width the model needs.
 #[derive(Debug, Clone)]
 enum Blocks {
@@ -665,9 +685,15 @@ impl Model {
         const R: usize = 64;
         let k = self.num_outputs;
         let per_block = blocks.iter().map(|b| b.num_trees).max().unwrap_or(0);
-        let mut ranks = vec![[M::rank(0); R]; 2 * self.num_features];
-        let mut masks = vec![[M::ONES; R]; per_block];
-        let mut codes = vec![[M::ZERO; R]; qs.cat_features.len()];
+        // Every lane on its own cache lines: where the allocator puts the scratch must not
+        // decide whether each 32-byte load of a lane straddles two lines (it did: 15% on two
+        // threads when another library's allocations shifted the heap).
+        let mut ranks_buf = vec![Lanes([M::rank(0); R]); 2 * self.num_features];
+        let mut masks_buf = vec![Lanes([M::ONES; R]); per_block];
+        let mut codes_buf = vec![Lanes([M::ZERO; R]); qs.cat_features.len()];
+        let ranks = Lanes::as_arrays(&mut ranks_buf);
+        let masks = Lanes::as_arrays(&mut masks_buf);
+        let codes = Lanes::as_arrays(&mut codes_buf);
         let mut start = 0;
         while start < nrows {
             let n = R.min(nrows - start);
