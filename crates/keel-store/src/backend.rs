@@ -633,8 +633,8 @@ impl Backend for RocksBackend {
                 wb.delete_range_cf(nw, from, to);
             }
         }
-        // One merge operand per run of rows of the same entity (a batch sorted or grouped by
-        // entity writes one per entity): the run's greatest (event, created), later on ties.
+        // One merge operand per run of rows of the same entity: the run's greatest (event,
+        // created), later on ties.
         let mut value = Vec::new();
         // (view, entity, greatest (event, created) so far, its row).
         type Run<'a> = (&'a str, &'a [u8], (i64, i64), &'a [u8]);
@@ -647,7 +647,21 @@ impl Backend for RocksBackend {
                 }
             }
         };
-        for (view, k, v) in &batch.puts {
+        // Rows in key order (stable: a key written twice keeps its last value): the memtable's
+        // skip list then inserts each key next to the previous one instead of searching from
+        // the top, and each entity's rows form one run (one newest-row operand).
+        let mut order: Vec<usize> = (0..batch.puts.len()).collect();
+        if !batch
+            .puts
+            .windows(2)
+            .all(|w| (&w[0].0, &w[0].1) <= (&w[1].0, &w[1].1))
+        {
+            order.sort_by(|&a, &b| {
+                let (x, y) = (&batch.puts[a], &batch.puts[b]);
+                (&x.0, &x.1).cmp(&(&y.0, &y.1))
+            });
+        }
+        for (view, k, v) in order.iter().map(|&i| &batch.puts[i]) {
             wb.put_cf(&handles[view.as_str()].0, k, v);
             let Some((entity, event, created)) = key::split_row_key(k) else {
                 continue;

@@ -160,6 +160,42 @@ fn ties_break_by_created_and_rewrites_are_idempotent() {
     );
 }
 
+/// A batch is applied in key order (it is sorted before it reaches the memtable): a key written
+/// twice in one batch still keeps its later value, whatever rows of other entities lie between.
+#[test]
+fn a_key_written_twice_in_one_batch_keeps_the_later_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 10 * DAY);
+    store.apply(&defs()).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        batch.push(row(&format!("c{i}"), 9 * DAY, 9 * DAY, i as f64, i, "FR"));
+    }
+    batch.push(row("c7", 9 * DAY, 9 * DAY, 700.0, 7, "DE"));
+    batch.push(row("c3", 8 * DAY, 8 * DAY, 300.0, 3, "DE"));
+    batch.insert(0, row("c9", 9 * DAY, 9 * DAY, 900.0, 9, "DE"));
+    store.write("card_stats", 1, &batch).unwrap();
+    let keys: Vec<Vec<Value>> = ["c7", "c9", "c3"]
+        .iter()
+        .map(|c| vec![(*c).into()])
+        .collect();
+    let r = store.get_online("fraud", &keys).unwrap();
+    // c7: the later write of the same key; c9: the first write was replaced by the later one;
+    // c3: an older event in the same batch does not replace the newest row.
+    assert_eq!(r.values[0][0].value, 700.0.into());
+    assert_eq!(r.values[1][0].value, 9.0.into());
+    assert_eq!(r.values[2][0].value, 3.0.into());
+    let h = store.history("card_stats", 1, &["c7".into()]).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        store
+            .history("card_stats", 1, &["c3".into()])
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 #[test]
 fn bad_input_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
