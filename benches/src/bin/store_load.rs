@@ -50,6 +50,31 @@ fn online_latency() {
         store.apply(&definitions(50)).expect("apply");
         load(&store, &data, 1000);
         store.compact("user_features", 1).expect("compact");
+        // `KEEL_ONLINE_PROBE=SECONDS`: only single-entity reads without the row cache, for
+        // that long (for a profiler).
+        if let Some(secs) = std::env::var("KEEL_ONLINE_PROBE")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|_| cache == 0)
+        {
+            let (t, mut n, mut x) = (Instant::now(), 0u64, 88_172_645_463_325_252u64);
+            while t.elapsed().as_secs_f64() < secs {
+                for _ in 0..1000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let keys = [vec![Value::I64((x % ENTITIES as u64) as i64)]];
+                    std::hint::black_box(store.get_online("svc", &keys).expect("read"));
+                }
+                n += 1000;
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            println!("online 1x50 probe: {us:.2} us mean over {n} reads");
+            drop(store);
+            // `exit` skips the temporary directory's drop.
+            std::fs::remove_dir_all(dir.path()).expect("remove the stores");
+            std::process::exit(0);
+        }
         for batch in [1usize, 100] {
             let mut x = 88_172_645_463_325_252u64;
             let mut next = || {

@@ -1,6 +1,6 @@
 //! The [`Store`]: definitions, writes, online / as-of / historical reads.
 
-use crate::backend::{Backend, Batch, Found, Lookup, RocksBackend, RocksOptions};
+use crate::backend::{Backend, Batch, Lookup, RocksBackend, RocksOptions, RowRef};
 use crate::cache::{Newest, RowCache};
 use crate::defs::{cf_name, Definitions, Entity, FeatureRef, FeatureService, FeatureView};
 use crate::error::{Result, StoreError};
@@ -230,12 +230,12 @@ impl PlanView {
     }
 
     /// Decodes a stored row; a damaged one is a typed error for this read only.
-    fn decode(&self, f: Found) -> Result<Hit> {
+    fn decode(&self, f: RowRef<'_>) -> Result<Hit> {
         let corrupt = |source| StoreError::Corrupt {
             view: self.cf.clone(),
             source,
         };
-        let row: StoredRow = envelope::decode(&f.value).map_err(corrupt)?;
+        let row: StoredRow = envelope::decode(f.value).map_err(corrupt)?;
         if row.0.len() != self.width {
             return Err(corrupt(keel_core::EnvelopeError::Corrupt(
                 "row width".into(),
