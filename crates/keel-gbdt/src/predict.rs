@@ -114,6 +114,9 @@ impl PredictOptions {
 /// Rows per block: every tree is applied to a whole block before the next tree, so a tree's
 /// nodes stay in L1 while rows stream through.
 const BLOCK: usize = 64;
+/// Chunks of a threaded batch per thread (see [`Model::score`]).
+const CHUNKS_PER_THREAD: usize = 8;
+
 /// Batches smaller than this never leave the calling thread.
 const MIN_ROWS_PER_THREAD: usize = 512;
 
@@ -568,21 +571,34 @@ impl Model {
             self.score_serial(rows, stride, trees, iters, opts.output, out);
             return Ok(());
         }
-        let per = nrows.div_ceil(threads);
-        let mut chunks = rows.chunks(per * stride).zip(out.chunks_mut(per * k));
-        let first = chunks.next();
+        // Chunks taken from a shared queue, several per thread: when one core is slowed (a
+        // busy neighbour, an interrupt), the other takes more chunks instead of waiting for a
+        // fixed half. Multiples of 64 rows, the row-group size.
+        let chunk = nrows
+            .div_ceil(threads * CHUNKS_PER_THREAD)
+            .next_multiple_of(64);
+        let queue =
+            std::sync::Mutex::new(rows.chunks(chunk * stride).zip(out.chunks_mut(chunk * k)));
+        let work = || loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some((chunk_rows, chunk_out)) = next else {
+                break;
+            };
+            self.score_serial(
+                chunk_rows,
+                stride,
+                trees.clone(),
+                iters,
+                opts.output,
+                chunk_out,
+            );
+        };
         std::thread::scope(|s| {
-            for (chunk_rows, chunk_out) in chunks {
-                let trees = trees.clone();
-                s.spawn(move || {
-                    self.score_serial(chunk_rows, stride, trees, iters, opts.output, chunk_out)
-                });
+            for _ in 1..threads {
+                s.spawn(work);
             }
-            // The calling thread takes the first share: one thread fewer to start, and no
-            // spawned worker waits for the caller's core.
-            if let Some((chunk_rows, chunk_out)) = first {
-                self.score_serial(chunk_rows, stride, trees, iters, opts.output, chunk_out);
-            }
+            // The calling thread works too: one thread fewer to start.
+            work();
         });
         Ok(())
     }
