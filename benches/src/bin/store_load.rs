@@ -15,6 +15,17 @@ fn percentiles(mut d: Vec<Duration>) -> String {
     format!("p50 {:>7.1} us  p99 {:>7.1} us", p(0.5), p(0.99))
 }
 
+/// Entity ids in `0..entities`, uniformly random (xorshift) and the same sequence each call.
+fn random_entities(entities: i64) -> impl FnMut() -> i64 {
+    let mut x = 88_172_645_463_325_252u64;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % entities as u64) as i64
+    }
+}
+
 /// Online reads with random keys (xorshift), `batch` entities per read.
 fn online_latency() {
     const ENTITIES: i64 = 100_000;
@@ -57,13 +68,10 @@ fn online_latency() {
             .and_then(|s| s.parse::<f64>().ok())
             .filter(|_| cache == 0)
         {
-            let (t, mut n, mut x) = (Instant::now(), 0u64, 88_172_645_463_325_252u64);
+            let (t, mut n, mut next) = (Instant::now(), 0u64, random_entities(ENTITIES));
             while t.elapsed().as_secs_f64() < secs {
                 for _ in 0..1000 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let keys = [vec![Value::I64((x % ENTITIES as u64) as i64)]];
+                    let keys = [vec![Value::I64(next())]];
                     std::hint::black_box(store.get_online("svc", &keys).expect("read"));
                 }
                 n += 1000;
@@ -76,13 +84,7 @@ fn online_latency() {
             std::process::exit(0);
         }
         for batch in [1usize, 100] {
-            let mut x = 88_172_645_463_325_252u64;
-            let mut next = || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % ENTITIES as u64) as i64
-            };
+            let mut next = random_entities(ENTITIES);
             let n = if batch == 1 { 200_000 } else { 5_000 };
             let mut d = Vec::with_capacity(n);
             for _ in 0..n {
@@ -94,13 +96,10 @@ fn online_latency() {
             println!("online {batch}x50 {name:<40} {}", percentiles(d));
         }
     }
-    let mut x = 88_172_645_463_325_252u64;
+    let mut next = random_entities(ENTITIES);
     let mut d = Vec::with_capacity(200_000);
     for _ in 0..200_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let k = (x % ENTITIES as u64) as i64;
+        let k = next();
         let t = Instant::now();
         let mut rows = single.query([k.to_be_bytes()]).expect("query");
         let mut n = 0;

@@ -683,18 +683,10 @@ impl Backend for RocksBackend {
         // Rows in key order (stable: a key written twice keeps its last value): the memtable's
         // skip list then inserts each key next to the previous one instead of searching from
         // the top, and each entity's rows form one run (one newest-row operand).
-        let mut order: Vec<usize> = (0..batch.puts.len()).collect();
-        if !batch
-            .puts
-            .windows(2)
-            .all(|w| (&w[0].0, &w[0].1) <= (&w[1].0, &w[1].1))
-        {
-            order.sort_by(|&a, &b| {
-                let (x, y) = (&batch.puts[a], &batch.puts[b]);
-                (&x.0, &x.1).cmp(&(&y.0, &y.1))
-            });
-        }
-        for (view, k, v) in order.iter().map(|&i| &batch.puts[i]) {
+        // (An already sorted batch costs one pass: the stable sort finds the single run.)
+        let mut puts: Vec<_> = batch.puts.iter().collect();
+        puts.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        for (view, k, v) in puts {
             wb.put_cf(&handles[view.as_str()].0, k, v);
             let Some((entity, event, created)) = key::split_row_key(k) else {
                 continue;

@@ -38,8 +38,8 @@ pub struct StoreOptions {
     /// Keep each view version's newest rows in their own column family (default `true`):
     /// online reads are then one batched point lookup in a family that holds only newest
     /// rows, instead of a seek through history (2x faster for 100 entities over deep
-    /// history here). Every written row is written twice, which costs about a third of the
-    /// ingest rate of time-ordered streams. `false` drops the families at open (online reads
+    /// history here). Every written row is written twice, which costs about 40% of the
+    /// ingest rate of time-ordered streams (253k vs 410k rows/s at 10M rows here). `false` drops the families at open (online reads
     /// search history); `true` again rebuilds them from history at open.
     pub newest_rows: bool,
 }
