@@ -89,3 +89,32 @@ pub fn open_cached(
     .unwrap();
     (store, clock)
 }
+
+/// Opens a store's RocksDB directly (every column family, writable), as a tool outside keel
+/// would: newest-row families (`newest:`) with their table format (PlainTable, read through
+/// mmap), the others with default options. Nothing keel-specific runs on these handles: no
+/// merge operator or compaction filter, so callers only read, drop or add families.
+pub fn open_raw(dir: &std::path::Path) -> (rocksdb::DB, Vec<String>) {
+    let mut opts = rocksdb::Options::default();
+    opts.set_allow_mmap_reads(true);
+    let cfs = rocksdb::DB::list_cf(&opts, dir).unwrap();
+    let descriptors = cfs.iter().map(|name| {
+        let mut o = rocksdb::Options::default();
+        if name.starts_with("newest:") {
+            o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(8));
+            o.set_plain_table_factory(&rocksdb::PlainTableFactoryOptions {
+                user_key_length: 0,
+                bloom_bits_per_key: 0,
+                hash_table_ratio: 0.75,
+                index_sparseness: 16,
+                huge_page_tlb_size: 0,
+                encoding_type: rocksdb::KeyEncodingType::Plain,
+                full_scan_mode: false,
+                store_index_in_file: true,
+            });
+        }
+        rocksdb::ColumnFamilyDescriptor::new(name, o)
+    });
+    let db = rocksdb::DB::open_cf_descriptors(&opts, dir, descriptors).unwrap();
+    (db, cfs)
+}

@@ -36,9 +36,7 @@ fn seeds() -> Vec<Vec<u8>> {
         // Folds newest-row merge operands into values (read below without keel's operator).
         store.compact("card_stats", 1).unwrap();
     }
-    let opts = rocksdb::Options::default();
-    let cfs = rocksdb::DB::list_cf(&opts, tmp.path()).unwrap();
-    let db = rocksdb::DB::open_cf_for_read_only(&opts, tmp.path(), &cfs, false).unwrap();
+    let (db, cfs) = open_raw(tmp.path());
     let mut out = Vec::new();
     for cf in &cfs {
         let Some(h) = db.cf_handle(cf) else { continue };

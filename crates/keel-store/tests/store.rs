@@ -518,6 +518,54 @@ fn bulk_load_keeps_newer_rows_and_takes_each_entitys_newest() {
     assert_eq!(online, store.get_online("fraud", &keys).unwrap());
 }
 
+/// A bulk load writes history (an SST file) and newest rows (a write batch) in two steps; a
+/// process that dies between them leaves a marker, and the next writable open rebuilds that
+/// view's newest rows from history.
+#[test]
+fn a_bulk_load_cut_short_gets_its_newest_rows_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [vec!["c1".into()], vec!["c2".into()]];
+    let want = {
+        let (store, _) = open_cached(dir.path(), 10 * DAY, 0);
+        store.apply(&defs()).unwrap();
+        let rows = [
+            row("c1", 10 * DAY - H, 10 * DAY, 9.0, 1, "FR"),
+            row("c2", 10 * DAY - 2 * H, 10 * DAY, 3.0, 1, "FR"),
+        ];
+        store.bulk_load("card_stats", 1, &rows).unwrap();
+        let want = store.get_online("fraud", &keys).unwrap();
+        store.compact("card_stats", 1).unwrap();
+        want
+    };
+    // The state a kill between the two steps leaves: the marker set and the newest rows not
+    // matching history (here c1's newest row replaced by a later, unreadable one).
+    {
+        let (db, _) = open_raw(dir.path());
+        let newest = db.cf_handle("newest:card_stats:v1").unwrap();
+        let registry = db.cf_handle("registry").unwrap();
+        let keys: Vec<Box<[u8]>> = db
+            .iterator_cf(&newest, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0)
+            .collect();
+        assert_eq!(keys.len(), 2);
+        for k in keys {
+            db.put_cf(&newest, k, [0xFFu8; 24]).unwrap();
+        }
+        db.put_cf(&registry, b"rebuild-newest/fv:card_stats:v1", b"")
+            .unwrap();
+    }
+    let (store, _) = open_cached(dir.path(), 10 * DAY, 0);
+    assert_eq!(store.get_online("fraud", &keys).unwrap(), want);
+    drop(store);
+    // The marker is gone: the rebuild happens once.
+    let (db, _) = open_raw(dir.path());
+    let registry = db.cf_handle("registry").unwrap();
+    assert!(db
+        .get_cf(&registry, b"rebuild-newest/fv:card_stats:v1")
+        .unwrap()
+        .is_none());
+}
+
 #[test]
 fn stores_without_newest_rows_get_them_built_at_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -548,15 +596,18 @@ fn stores_without_newest_rows_get_them_built_at_open() {
         "c2's newest row is in the future"
     );
     assert_eq!(before.values[2][0].status, Status::NotFound);
-    // Drop the newest-row column families, as a store written by an older keel lacks them.
+    // Make it a store of an older keel: drop the newest-row column families and add one in
+    // the earlier layout (`nw:`, block-based, holding a stale row) that must not be read.
     // (Everything was flushed by keel first: opening the files with other options must not
     // write SST files keel would not have written.)
     {
-        let opts = rocksdb::Options::default();
-        let cfs = rocksdb::DB::list_cf(&opts, dir.path()).unwrap();
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), &cfs).unwrap();
-        for cf in cfs.iter().filter(|c| c.starts_with("nw:")) {
+        let (db, cfs) = open_raw(dir.path());
+        for cf in cfs.iter().filter(|c| c.starts_with("newest:")) {
             db.drop_cf(cf).unwrap();
+            let legacy = cf.replace("newest:", "nw:");
+            db.create_cf(&legacy, &rocksdb::Options::default()).unwrap();
+            let handle = db.cf_handle(&legacy).unwrap();
+            db.put_cf(&handle, b"stale", b"not a newest row").unwrap();
         }
     }
     // Read-only: answered from history.
@@ -571,9 +622,19 @@ fn stores_without_newest_rows_get_them_built_at_open() {
     .unwrap();
     assert_eq!(ro.get_online("fraud", &keys).unwrap(), before);
     drop(ro);
-    // Writable: rebuilt from history at open.
+    // Writable: the earlier layout is dropped, newest rows are rebuilt from history at open.
     let (store, _) = open_cached(dir.path(), 10 * DAY, 0);
     assert_eq!(store.get_online("fraud", &keys).unwrap(), before);
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(
+        !families.iter().any(|c| c.starts_with("nw:")),
+        "{families:?}"
+    );
+    assert_eq!(
+        families.iter().filter(|c| c.starts_with("newest:")).count(),
+        2,
+        "{families:?}"
+    );
     store
         .write(
             "card_stats",
@@ -602,7 +663,7 @@ fn newest_rows_can_be_turned_off_and_back_on() {
         rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path())
             .unwrap()
             .into_iter()
-            .filter(|c| c.starts_with("nw:"))
+            .filter(|c| c.starts_with("newest:"))
             .count()
     };
     {
