@@ -96,15 +96,35 @@ pub fn encode<T: Persisted>(value: &T) -> Result<Vec<u8>, EnvelopeError> {
 /// Wraps an already-encoded payload. Prefer [`encode`].
 pub fn wrap(kind: Kind, version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    let wrote: Result<(), EnvelopeError> = wrap_into(kind, version, &mut out, |o| {
+        o.extend_from_slice(payload);
+        Ok(())
+    });
+    debug_assert!(wrote.is_ok());
+    out
+}
+
+/// Writes an envelope into `out` (cleared first) whose payload `payload` appends to the buffer
+/// it is given: the same bytes as [`wrap`] without encoding the payload into a buffer of its
+/// own first (hot write paths encode straight into the envelope).
+pub fn wrap_into<E>(
+    kind: Kind,
+    version: u16,
+    out: &mut Vec<u8>,
+    payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    out.clear();
     out.extend_from_slice(&MAGIC);
     out.push(LAYOUT_VERSION);
     out.extend_from_slice(&kind.0);
     out.extend_from_slice(&version.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&0u64.to_be_bytes());
+    payload(out)?;
+    let len = (out.len() - HEADER_LEN) as u64;
+    out[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32fast::hash(out);
     out.extend_from_slice(&crc.to_be_bytes());
-    out
+    Ok(())
 }
 
 /// Reads and checks the header and checksum; returns the header and the payload slice.

@@ -713,7 +713,26 @@ impl Backend for RocksBackend {
     }
 
     fn commit(&self, batch: &Batch, sync: bool) -> Result<()> {
-        let mut wb = WriteBatch::default();
+        // Sized up front (growing a batch of megabytes copies it at every doubling): room for
+        // every row twice (history, and a newest-row operand when each row is its own entity)
+        // with RocksDB's record header.
+        let rows: usize = batch
+            .puts
+            .iter()
+            .map(|(_, k, v)| 2 * (k.len() + v.len() + 32))
+            .sum();
+        let rest: usize = batch
+            .registry
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .chain(
+                batch
+                    .delete_ranges
+                    .iter()
+                    .map(|(_, f, t)| 2 * (f.len() + t.len())),
+            )
+            .sum();
+        let mut wb = WriteBatch::with_capacity_bytes(rows + rest + 64 * batch.registry.len() + 64);
         let reg = self.cf(REGISTRY)?;
         for (k, v) in &batch.registry {
             wb.put_cf(&reg, k.as_bytes(), v);
@@ -742,36 +761,46 @@ impl Backend for RocksBackend {
         // One merge operand per run of rows of the same entity: the run's greatest (event,
         // created), later on ties.
         let mut value = Vec::new();
-        // (view, entity, greatest (event, created) so far, its row).
-        type Run<'a> = (&'a str, &'a [u8], (i64, i64), &'a [u8]);
-        let mut run: Option<Run<'_>> = None;
-        let mut flush = |run: Option<Run<'_>>, wb: &mut WriteBatch| {
-            if let Some((view, entity, (event, created), row)) = run {
-                if let (_, Some(nw)) = &handles[view] {
-                    newest_value(&mut value, event, created, row);
-                    wb.merge_cf(nw, entity, &value);
-                }
+        // (newest-row family, entity, greatest (event, created) so far, its row).
+        type Run<'a, 'b> = (
+            &'b Option<Arc<rocksdb::BoundColumnFamily<'a>>>,
+            &'b [u8],
+            (i64, i64),
+            &'b [u8],
+        );
+        let mut flush = |run: Option<Run<'_, '_>>, wb: &mut WriteBatch| {
+            if let Some((Some(nw), entity, (event, created), row)) = run {
+                newest_value(&mut value, event, created, row);
+                wb.merge_cf(nw, entity, &value);
             }
         };
+        let mut run: Option<Run<'_, '_>> = None;
         // Rows in key order (stable: a key written twice keeps its last value): the memtable's
         // skip list then inserts each key next to the previous one instead of searching from
         // the top, and each entity's rows form one run (one newest-row operand).
         // (An already sorted batch costs one pass: the stable sort finds the single run.)
         let mut puts: Vec<_> = batch.puts.iter().collect();
         puts.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        // Rows of a view are consecutive: its handles are looked up once per view, not hashed
+        // per row.
+        let mut current: Option<(&str, &Handles<'_>)> = None;
         for (view, k, v) in puts {
-            wb.put_cf(&handles[view.as_str()].0, k, v);
+            let (cf, nw) = match current {
+                Some((name, h)) if name == view.as_str() => h,
+                _ => current.insert((view, &handles[view.as_str()])).1,
+            };
+            wb.put_cf(cf, k, v);
             let Some((entity, event, created)) = key::split_row_key(k) else {
                 continue;
             };
             let times = (event, created);
             match &mut run {
-                Some((rv, re, best, row)) if *rv == view.as_str() && *re == entity => {
+                Some((rn, re, best, row)) if std::ptr::eq(*rn, nw) && *re == entity => {
                     if times >= *best {
                         (*best, *row) = (times, v);
                     }
                 }
-                _ => flush(run.replace((view, entity, times, v)), &mut wb),
+                _ => flush(run.replace((nw, entity, times, v)), &mut wb),
             }
         }
         flush(run, &mut wb);

@@ -51,7 +51,11 @@ pub(crate) fn ts_from(bytes: &[u8]) -> i64 {
 
 /// Encodes join key values (already type-checked) as `prefix ++ entity`.
 pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
-    let mut ent = Vec::with_capacity(16);
+    // Room for a row key's two times after it (`push_times`), so the write path builds a row
+    // key in this one allocation. The hash is filled in once the entity bytes are written.
+    let mut key = Vec::with_capacity(8 + 16 + 16);
+    key.extend_from_slice(&[0; 8]);
+    let ent = &mut key;
     for v in values {
         match v {
             Value::I64(x) => {
@@ -75,15 +79,14 @@ pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
                 })
             }
         }
-        if ent.len() > MAX_KEY {
+        if ent.len() - 8 > MAX_KEY {
             return Err(StoreError::TooLarge(format!(
                 "entity key over {MAX_KEY} bytes"
             )));
         }
     }
-    let mut key = Vec::with_capacity(8 + ent.len() + 16);
-    key.extend_from_slice(&fnv1a(&ent).to_be_bytes());
-    key.extend_from_slice(&ent);
+    let hash = fnv1a(&key[8..]).to_be_bytes();
+    key[..8].copy_from_slice(&hash);
     Ok(key)
 }
 
@@ -99,18 +102,17 @@ pub(crate) fn desc_ts_from(bytes: &[u8]) -> i64 {
     (!u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
-/// `prefix ++ entity ++ event ++ created`, both times newest first.
-pub(crate) fn row_key(prefix: &[u8], event: i64, created: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 16);
-    push_row_key(&mut k, prefix, event, created);
-    k
-}
-
-/// Appends [`row_key`] to `k`.
-pub(crate) fn push_row_key(k: &mut Vec<u8>, prefix: &[u8], event: i64, created: i64) {
-    k.extend_from_slice(prefix);
+/// Turns an entity prefix into its row key, `prefix ++ entity ++ event ++ created`: appends
+/// the two times, both newest first.
+pub(crate) fn push_times(k: &mut Vec<u8>, event: i64, created: i64) {
     k.extend_from_slice(&desc_ts_bytes(event));
     k.extend_from_slice(&desc_ts_bytes(created));
+}
+
+/// Appends the row key of entity prefix `prefix` at these times to `k` (see [`push_times`]).
+pub(crate) fn push_row_key(k: &mut Vec<u8>, prefix: &[u8], event: i64, created: i64) {
+    k.extend_from_slice(prefix);
+    push_times(k, event, created);
 }
 
 /// Event time of a row key (the 8 bytes before the last 8).

@@ -599,13 +599,10 @@ impl Store {
                     at()
                 )));
             }
-            let prefix = key::entity_prefix(&r.key)?;
+            let mut row_key = key::entity_prefix(&r.key)?;
+            key::push_times(&mut row_key, r.event_ms, created);
             let value = StoredRow::encode_slice(&r.values)?;
-            batch.puts.push((
-                cf.clone(),
-                key::row_key(&prefix, r.event_ms, created),
-                value,
-            ));
+            batch.puts.push((cf.clone(), row_key, value));
         }
         Ok(())
     }

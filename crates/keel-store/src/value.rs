@@ -95,14 +95,16 @@ impl StoredRow {
     /// The envelope bytes of `StoredRow(values.to_vec())`, without copying the values first
     /// (the write path encodes every row of a batch).
     pub(crate) fn encode_slice(values: &[Value]) -> Result<Vec<u8>, keel_core::EnvelopeError> {
-        // A newtype around a Vec and a bare slice have the same bincode layout.
-        let payload = bincode::serde::encode_to_vec(values, bincode::config::standard())
-            .map_err(keel_core::EnvelopeError::Encode)?;
-        Ok(keel_core::envelope::wrap(
-            Self::KIND,
-            Self::FORMAT_VERSION,
-            &payload,
-        ))
+        let size: usize = values.iter().map(Value::size).sum();
+        let mut out = Vec::with_capacity(keel_core::envelope::HEADER_LEN + size + 16);
+        // A newtype around a Vec and a bare slice have the same bincode layout. Encoded
+        // straight into the envelope: no payload buffer of its own, no copy.
+        keel_core::envelope::wrap_into(Self::KIND, Self::FORMAT_VERSION, &mut out, |o| {
+            bincode::serde::encode_into_std_write(values, o, bincode::config::standard())
+                .map(drop)
+                .map_err(keel_core::EnvelopeError::Encode)
+        })?;
+        Ok(out)
     }
 }
 
