@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use keel_benches::store::{definitions, load, rows, sqlite};
-use keel_store::{Store, StoreOptions, Value};
+use keel_store::{NewestLayout, Store, StoreOptions, Value};
 use std::hint::black_box;
 
 const FEATURES: usize = 50;
@@ -13,11 +13,12 @@ const ENTITIES: i64 = 10_000;
 fn online(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = rows(0..ENTITIES, 3, FEATURES);
-    let open = |name: &str, row_cache_entries: usize| {
+    let open = |name: &str, row_cache_entries: usize, newest_layout: NewestLayout| {
         let store = Store::open_with(
             dir.path().join(name),
             StoreOptions {
                 row_cache_entries,
+                newest_layout,
                 ..Default::default()
             },
         )
@@ -29,9 +30,12 @@ fn online(c: &mut Criterion) {
         store
     };
     // Default options: hot entities come from the row cache (all 10k fit here).
-    let store = open("keel", StoreOptions::default().row_cache_entries);
-    // Every read seeks RocksDB and decodes.
-    let uncached = open("keel-uncached", 0);
+    let defaults = StoreOptions::default();
+    let store = open("keel", defaults.row_cache_entries, defaults.newest_layout);
+    // Every read asks RocksDB and decodes: checksummed block-based newest rows (the default),
+    // and PlainTable files read through mmap.
+    let uncached = open("keel-uncached", 0, NewestLayout::Checked);
+    let mapped = open("keel-mapped", 0, NewestLayout::Mapped);
     // Feast's online store keeps only the latest row per entity.
     let latest: Vec<_> = data
         .iter()
@@ -41,7 +45,11 @@ fn online(c: &mut Criterion) {
     let conn = sqlite(&dir.path().join("feast.db"), &latest, FEATURES);
     let mut g = c.benchmark_group("store_online");
     let mut i = 0i64;
-    for (name, s) in [("keel", &store), ("keel_no_row_cache", &uncached)] {
+    for (name, s) in [
+        ("keel", &store),
+        ("keel_no_row_cache", &uncached),
+        ("keel_mapped_no_row_cache", &mapped),
+    ] {
         g.bench_function(BenchmarkId::new(name, "1x50"), |b| {
             b.iter(|| {
                 i = (i + 7919) % ENTITIES;
@@ -67,7 +75,11 @@ fn online(c: &mut Criterion) {
     let keys: Vec<Vec<Value>> = (0..100)
         .map(|k| vec![Value::I64(k * 97 % ENTITIES)])
         .collect();
-    for (name, s) in [("keel", &store), ("keel_no_row_cache", &uncached)] {
+    for (name, s) in [
+        ("keel", &store),
+        ("keel_no_row_cache", &uncached),
+        ("keel_mapped_no_row_cache", &mapped),
+    ] {
         g.bench_function(BenchmarkId::new(name, "100x50"), |b| {
             b.iter(|| black_box(s.get_online("svc", &keys).expect("read")))
         });

@@ -6,7 +6,7 @@
 //! (defaults 1,000,000 and 100,000; the scale is 10,000,000 and 1,000,000).
 use keel_benches::store::{definitions, load, rows, sqlite};
 use keel_core::{Column, DType, Field, Frame};
-use keel_store::{FeatureRef, HistoricalOptions, Store, StoreOptions, Value};
+use keel_store::{FeatureRef, HistoricalOptions, NewestLayout, Store, StoreOptions, Value};
 use std::time::{Duration, Instant};
 
 fn percentiles(mut d: Vec<Duration>) -> String {
@@ -46,14 +46,24 @@ fn online_latency() {
     let mut single = conn
         .prepare_cached("SELECT entity_key, feature_name, value, event_ts FROM proj_user_features WHERE entity_key = ?1")
         .expect("prepare");
-    for (name, cache) in [
-        ("keel (row cache 16k of 100k entities)", 16_384),
-        ("keel (no row cache)", 0),
+    for (name, cache, layout) in [
+        (
+            "keel (row cache 16k of 100k entities)",
+            16_384,
+            NewestLayout::Checked,
+        ),
+        ("keel (no row cache)", 0, NewestLayout::Checked),
+        (
+            "keel (mapped newest rows, no row cache)",
+            0,
+            NewestLayout::Mapped,
+        ),
     ] {
         let store = Store::open_with(
-            dir.path().join(format!("keel{cache}")),
+            dir.path().join(format!("keel{cache}-{layout:?}")),
             StoreOptions {
                 row_cache_entries: cache,
+                newest_layout: layout,
                 ..Default::default()
             },
         )
@@ -62,11 +72,12 @@ fn online_latency() {
         load(&store, &data, 1000);
         store.compact("user_features", 1).expect("compact");
         // `KEEL_ONLINE_PROBE=SECONDS`: only single-entity reads without the row cache, for
-        // that long (for a profiler).
+        // that long (for a profiler); with `KEEL_PROBE_MAPPED` set, of mapped newest rows.
+        let probe_mapped = std::env::var_os("KEEL_PROBE_MAPPED").is_some();
         if let Some(secs) = std::env::var("KEEL_ONLINE_PROBE")
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
-            .filter(|_| cache == 0)
+            .filter(|_| cache == 0 && (layout == NewestLayout::Mapped) == probe_mapped)
         {
             let (t, mut n, mut next) = (Instant::now(), 0u64, random_entities(ENTITIES));
             while t.elapsed().as_secs_f64() < secs {

@@ -143,11 +143,49 @@ pub struct Lookup<'a> {
 type Db = DBWithThreadMode<MultiThreaded>;
 const REGISTRY: &str = "registry";
 
-/// The newest-row column family of a view version's column family (`fv:NAME:vN` ->
-/// `newest:NAME:vN`): key = entity prefix, value = event (8) ++ created (8) ++ row, kept at
-/// the greatest (event, created) by a merge operator (docs/store.md).
-pub(crate) fn newest_cf(view: &str) -> String {
-    format!("newest:{}", view.strip_prefix("fv:").unwrap_or(view))
+/// How the newest rows of each view version are stored (`docs/store.md`, "Newest rows").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NewestLayout {
+    /// Block-based tables (family `nw:NAME:vN`): every block carries a checksum, so damaged
+    /// bytes on disk are a typed error for the read that meets them. The default.
+    #[default]
+    Checked,
+    /// RocksDB's PlainTable files read through mmap (family `newest:NAME:vN`): a lookup goes
+    /// from a hash bucket straight to the row in the mapped file, about a third faster on
+    /// cold online reads. The table's own structure (lengths, index) carries no checksum, and
+    /// RocksDB trusts it: a damaged file can crash the process instead of failing one read.
+    /// For stores on checksumming storage, or where the family is rebuilt after a crash.
+    Mapped,
+}
+
+impl NewestLayout {
+    /// Name prefix of this layout's newest-row column families.
+    fn prefix(self) -> &'static str {
+        match self {
+            NewestLayout::Checked => "nw:",
+            NewestLayout::Mapped => "newest:",
+        }
+    }
+
+    /// The other layout.
+    fn other(self) -> NewestLayout {
+        match self {
+            NewestLayout::Checked => NewestLayout::Mapped,
+            NewestLayout::Mapped => NewestLayout::Checked,
+        }
+    }
+
+    /// The newest-row column family of a view version's column family (`fv:NAME:vN` ->
+    /// `nw:NAME:vN` or `newest:NAME:vN`): key = entity prefix, value = event (8) ++
+    /// created (8) ++ row, kept at the greatest (event, created) by a merge operator.
+    pub(crate) fn family(self, view: &str) -> String {
+        format!(
+            "{}{}",
+            self.prefix(),
+            view.strip_prefix("fv:").unwrap_or(view)
+        )
+    }
 }
 
 /// Registry key marking the newest rows of history column family `view` for a rebuild at the
@@ -155,10 +193,6 @@ pub(crate) fn newest_cf(view: &str) -> String {
 fn rebuild_marker(view: &str) -> String {
     format!("rebuild-newest/{view}")
 }
-
-/// Name prefix of the newest-row families of earlier stores (block-based tables, unreadable
-/// with the current table format): a writable open drops them and rebuilds them from history.
-const LEGACY_NEWEST: &str = "nw:";
 
 /// Merge operator of the newest-row column families: of the existing value and the operands
 /// (oldest first), the one with the greatest (event, created), which is the greatest 16-byte
@@ -193,6 +227,8 @@ pub(crate) fn newest_of<'a>(
 pub struct RocksBackend {
     /// Newest-row column families are kept (see [`RocksOptions::newest_rows`]).
     newest_rows: bool,
+    /// Their layout.
+    layout: NewestLayout,
     db: Db,
     cache: rocksdb::Cache,
     retention: Arc<RwLock<HashMap<String, i64>>>,
@@ -211,11 +247,11 @@ impl std::fmt::Debug for RocksBackend {
     }
 }
 
-/// Options of a view version's history column family (`newest: false`) or of its newest-row
-/// column family (`newest: true`).
+/// Options of a view version's history column family (`newest: None`) or of its newest-row
+/// column family in a layout.
 fn family_options(
     view: &str,
-    newest: bool,
+    newest: Option<NewestLayout>,
     retention: &Arc<RwLock<HashMap<String, i64>>>,
     clock: &Arc<dyn Clock>,
     cache: &rocksdb::Cache,
@@ -224,15 +260,42 @@ fn family_options(
     // Keys start with the entity's 8-byte hash: a hash index over it finds the data block
     // without a binary search of the index (each search step of a large index is a cache miss).
     o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
-    if newest {
+    let block_based = |cache: &rocksdb::Cache| {
+        let mut t = BlockBasedOptions::default();
+        t.set_bloom_filter(10.0, false);
+        t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
+        t.set_block_cache(cache);
+        t
+    };
+    if newest.is_some() {
+        // While writes stream in, a whole-key bloom over the memtable lets reads of entities
+        // not in it skip the skip-list search.
+        o.set_memtable_prefix_bloom_ratio(0.1);
+        o.set_memtable_whole_key_filtering(true);
+        o.set_compression_type(rocksdb::DBCompressionType::None);
+        o.set_merge_operator("keel-newest", newest_merge, newest_merge);
+    }
+    if newest == Some(NewestLayout::Checked) {
+        // Point lookups: whole-key bloom filter (the default), hash index inside data blocks,
+        // uncompressed blocks.
+        let mut t = block_based(cache);
+        t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        // Every row its own restart point: the in-block hash index then lands on the row
+        // instead of on a run of up to 16 rows to decode one by one (each ~0.5 KB apart).
+        t.set_block_restart_interval(1);
+        // Online reads ask for entities that exist: no filter in the last level (where
+        // compaction leaves almost every row), so a hit skips the filter's cache miss; a miss
+        // still ends at the hash index when no block holds the entity's hash.
+        o.set_optimize_filters_for_hits(true);
+        o.set_block_based_table_factory(&t);
+    } else if newest == Some(NewestLayout::Mapped) {
         // Point lookups only: RocksDB's PlainTable, read through mmap. A lookup hashes the
         // entity's 8-byte prefix to a bucket of the file's index and lands on the row's offset;
         // the value is lent straight from the mapped file. No block cache lookup, block
         // handle, data-block iterator or per-block hash index on the way (cold 1x50 reads:
         // 3.2-4.2 -> 1.9-2.7 us). The index is built when the file is written and mapped with
         // it; no bloom filter: online reads ask for entities that exist, and a miss ends at an
-        // empty bucket. PlainTable has no block checksums: rows keep the envelope's checksum,
-        // and the family is derived from history, so it can always be rebuilt (docs/store.md).
+        // empty bucket. No checksums on the table's structure (see `NewestLayout::Mapped`).
         o.set_plain_table_factory(&rocksdb::PlainTableFactoryOptions {
             user_key_length: 0,
             bloom_bits_per_key: 0,
@@ -243,17 +306,8 @@ fn family_options(
             full_scan_mode: false,
             store_index_in_file: true,
         });
-        // While writes stream in, a whole-key bloom over the memtable lets reads of entities
-        // not in it skip the skip-list search.
-        o.set_memtable_prefix_bloom_ratio(0.1);
-        o.set_memtable_whole_key_filtering(true);
-        o.set_compression_type(rocksdb::DBCompressionType::None);
-        o.set_merge_operator("keel-newest", newest_merge, newest_merge);
     } else {
-        let mut t = BlockBasedOptions::default();
-        t.set_bloom_filter(10.0, false);
-        t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
-        t.set_block_cache(cache);
+        let mut t = block_based(cache);
         // Prefix seeks: prefix blooms, and short restart intervals shorten the in-block scan
         // to the entity's newest row.
         o.set_memtable_prefix_bloom_ratio(0.1);
@@ -278,7 +332,7 @@ fn family_options(
         view: view.to_string(),
         retention: Arc::clone(retention),
         clock: Arc::clone(clock),
-        newest,
+        newest: newest.is_some(),
     });
     o
 }
@@ -355,6 +409,9 @@ pub struct RocksOptions {
     /// `docs/store.md`). A writable open with `false` drops existing ones (online reads then
     /// search history), with `true` builds missing ones from history.
     pub newest_rows: bool,
+    /// How newest rows are stored (default [`NewestLayout::Checked`]). A writable open in one
+    /// layout drops the other's families and builds its own from history.
+    pub newest_layout: NewestLayout,
 }
 
 impl Default for RocksOptions {
@@ -363,6 +420,7 @@ impl Default for RocksOptions {
             cache_bytes: 256 << 20,
             read_only: false,
             newest_rows: true,
+            newest_layout: NewestLayout::Checked,
         }
     }
 }
@@ -404,49 +462,50 @@ impl RocksBackend {
             cache_bytes,
             read_only,
             newest_rows,
+            newest_layout: layout,
         } = *options;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Flushes and compactions run beside writers instead of queueing behind each other.
         opts.set_max_background_jobs(4);
-        // The newest-row families' PlainTable files are read through mmap (history's
-        // block-based files are read the same way, through the block cache as before).
-        opts.set_allow_mmap_reads(true);
         let retention = Arc::new(RwLock::new(HashMap::new()));
         // HyperClockCache: lock-free lookups (the LRU cache's sharded mutex and hash chains
         // showed up in cold online reads); 0 = entry size estimated automatically.
         let cache = rocksdb::Cache::new_hyper_clock_cache(cache_bytes, 0);
         let existing = Db::list_cf(&opts, path).unwrap_or_default();
+        // PlainTable files are read through mmap: on when that layout is chosen or a family in
+        // it is still there (to be dropped).
+        let mapped = NewestLayout::Mapped;
+        opts.set_allow_mmap_reads(
+            layout == mapped || existing.iter().any(|n| n.starts_with(mapped.prefix())),
+        );
         let mut cfs = vec![ColumnFamilyDescriptor::new(REGISTRY, Options::default())];
         let mut unindexed = Vec::new();
+        // Newest-row families in the other layout: a writable open must name every family, so
+        // they are opened and dropped below; a read-only open leaves them closed.
+        let mut other_layout = Vec::new();
         for name in existing.iter().filter(|n| n.starts_with("fv:")) {
             cfs.push(ColumnFamilyDescriptor::new(
                 name,
-                family_options(name, false, &retention, &clock, &cache),
+                family_options(name, None, &retention, &clock, &cache),
             ));
-            let nw = newest_cf(name);
+            let nw = layout.family(name);
             if existing.contains(&nw) {
                 cfs.push(ColumnFamilyDescriptor::new(
                     &nw,
-                    family_options(name, true, &retention, &clock, &cache),
+                    family_options(name, Some(layout), &retention, &clock, &cache),
                 ));
             } else {
                 unindexed.push(name.clone());
             }
-        }
-        // Newest-row families of earlier stores: a writable open must name every family, so
-        // they are opened as plain block-based families and dropped below (rebuilt from
-        // history under their current name); a read-only open leaves them closed.
-        let legacy: Vec<&String> = existing
-            .iter()
-            .filter(|n| n.starts_with(LEGACY_NEWEST))
-            .collect();
-        if !read_only {
-            for name in &legacy {
-                let mut o = Options::default();
-                o.set_merge_operator("keel-newest", newest_merge, newest_merge);
-                cfs.push(ColumnFamilyDescriptor::new(name.as_str(), o));
+            let other = layout.other().family(name);
+            if existing.contains(&other) && !read_only {
+                cfs.push(ColumnFamilyDescriptor::new(
+                    &other,
+                    family_options(name, Some(layout.other()), &retention, &clock, &cache),
+                ));
+                other_layout.push(other);
             }
         }
         let db = if read_only {
@@ -456,6 +515,7 @@ impl RocksBackend {
         };
         let backend = RocksBackend {
             newest_rows,
+            layout,
             db,
             cache,
             retention,
@@ -472,14 +532,14 @@ impl RocksBackend {
             }
         }
         if !read_only {
-            for name in legacy {
+            for name in &other_layout {
                 backend.db.drop_cf(name)?;
             }
             // Bulk loads cut short between history and newest rows: rebuild those.
             for (marker, _) in backend.registry_scan("rebuild-newest/")? {
                 let view = &marker["rebuild-newest/".len()..];
-                if backend.db.cf_handle(&newest_cf(view)).is_some() {
-                    backend.db.drop_cf(&newest_cf(view))?;
+                if backend.db.cf_handle(&layout.family(view)).is_some() {
+                    backend.db.drop_cf(&layout.family(view))?;
                     if newest_rows {
                         backend.build_newest(view)?;
                     }
@@ -499,7 +559,7 @@ impl RocksBackend {
         if !read_only && !newest_rows {
             // Writes will not maintain them: drop them rather than let them go stale.
             for view in existing.iter().filter(|n| n.starts_with("fv:")) {
-                let nw = newest_cf(view);
+                let nw = layout.family(view);
                 if backend.db.cf_handle(&nw).is_some() {
                     backend.db.drop_cf(&nw)?;
                 }
@@ -511,7 +571,7 @@ impl RocksBackend {
     /// Creates the newest-row column family of `view` and fills it from history: the first
     /// key of each entity (history runs newest first) is its newest row.
     fn build_newest(&self, view: &str) -> Result<()> {
-        let nw = newest_cf(view);
+        let nw = self.layout.family(view);
         self.db.create_cf(&nw, &self.options(view, true))?;
         let (src, dst) = (self.cf(view)?, self.cf(&nw)?);
         let mut ro = rocksdb::ReadOptions::default();
@@ -538,7 +598,8 @@ impl RocksBackend {
 
     /// [`family_options`] of view `view` with this store's retention, clock and cache.
     fn options(&self, view: &str, newest: bool) -> Options {
-        family_options(view, newest, &self.retention, &self.clock, &self.cache)
+        let layout = newest.then_some(self.layout);
+        family_options(view, layout, &self.retention, &self.clock, &self.cache)
     }
 
     fn cf(&self, name: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
@@ -570,7 +631,7 @@ impl RocksBackend {
         pairs: &[(Vec<u8>, Vec<u8>)],
         tmp: &Path,
     ) -> Result<()> {
-        let Some(nw) = self.db.cf_handle(&newest_cf(view)) else {
+        let Some(nw) = self.db.cf_handle(&self.layout.family(view)) else {
             return self.ingest_history(view, pairs, tmp);
         };
         // The two steps are not one write: a synced marker first, deleted in the newest-row
@@ -644,7 +705,7 @@ impl RocksBackend {
     pub fn compact(&self, view: &str) -> Result<()> {
         let cf = self.cf(view)?;
         self.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
-        if let Some(nw) = self.db.cf_handle(&newest_cf(view)) {
+        if let Some(nw) = self.db.cf_handle(&self.layout.family(view)) {
             // The first pass folds merge operands into values (the retention filter sees
             // values only), the second filters them.
             for _ in 0..2 {
@@ -706,7 +767,7 @@ impl Backend for RocksBackend {
         if self.db.cf_handle(name).is_none() {
             self.db.create_cf(name, &self.options(name, false))?;
         }
-        if self.newest_rows && self.db.cf_handle(&newest_cf(name)).is_none() {
+        if self.newest_rows && self.db.cf_handle(&self.layout.family(name)).is_none() {
             self.build_newest(name)?;
         }
         Ok(())
@@ -745,7 +806,7 @@ impl Backend for RocksBackend {
         let mut handles: HashMap<&str, Handles<'_>> = HashMap::new();
         for (view, _, _) in batch.puts.iter().chain(&batch.delete_ranges) {
             if !handles.contains_key(view.as_str()) {
-                let nw = self.db.cf_handle(&newest_cf(view));
+                let nw = self.db.cf_handle(&self.layout.family(view));
                 handles.insert(view, (self.cf(view)?, nw));
             }
         }
@@ -883,7 +944,7 @@ impl Backend for RocksBackend {
         prefixes: &[&[u8]],
         found: &mut dyn FnMut(usize, Option<RowRef<'_>>) -> Result<()>,
     ) -> Result<()> {
-        let Some(nw) = self.db.cf_handle(&newest_cf(view)) else {
+        let Some(nw) = self.db.cf_handle(&self.layout.family(view)) else {
             // Newest rows off, or a read-only store written before they existed.
             return newest_from_history(self, view, prefixes, found);
         };

@@ -49,7 +49,9 @@ mod key;
 mod store;
 mod value;
 
-pub use backend::{Backend, Batch, Found, Lookup, RocksBackend, RocksOptions, RowRef};
+pub use backend::{
+    Backend, Batch, Found, Lookup, NewestLayout, RocksBackend, RocksOptions, RowRef,
+};
 pub use defs::{Definitions, Entity, FeatureRef, FeatureService, FeatureView, MAX_NAME};
 pub use error::{Result, StoreError};
 pub use key::{MAX_KEY, MAX_TS};

@@ -1,6 +1,6 @@
 //! The [`Store`]: definitions, writes, online / as-of / historical reads.
 
-use crate::backend::{Backend, Batch, Lookup, RocksBackend, RocksOptions, RowRef};
+use crate::backend::{Backend, Batch, Lookup, NewestLayout, RocksBackend, RocksOptions, RowRef};
 use crate::cache::{Newest, RowCache};
 use crate::defs::{cf_name, Definitions, Entity, FeatureRef, FeatureService, FeatureView};
 use crate::error::{Result, StoreError};
@@ -44,6 +44,11 @@ pub struct StoreOptions {
     /// 454-561k rows/s at 10M rows here). `false` drops the families at open (online reads
     /// search history); `true` again rebuilds them from history at open.
     pub newest_rows: bool,
+    /// How newest rows are stored: checksummed block-based tables (default) or PlainTable
+    /// files read through mmap (faster cold online reads; no checksums on the table's own
+    /// structure). See [`NewestLayout`]; changing it rebuilds the family at the next
+    /// writable open.
+    pub newest_layout: NewestLayout,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +59,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 256 << 20,
             row_cache_entries: 16_384,
             newest_rows: true,
+            newest_layout: NewestLayout::Checked,
         }
     }
 }
@@ -312,6 +318,7 @@ impl Store {
                 cache_bytes: opts.block_cache_bytes,
                 read_only: false,
                 newest_rows: opts.newest_rows,
+                newest_layout: opts.newest_layout,
             },
         )?);
         Self::from_rocks(rocks, opts, path.as_ref())
@@ -326,6 +333,7 @@ impl Store {
                 cache_bytes: opts.block_cache_bytes,
                 read_only: true,
                 newest_rows: opts.newest_rows,
+                newest_layout: opts.newest_layout,
             },
         )?);
         Self::from_rocks(rocks, opts, path.as_ref())

@@ -3,7 +3,7 @@
 
 use keel_core::{DType, Field, ManualClock};
 use keel_store::{
-    Definitions, Entity, FeatureRef, FeatureService, FeatureView, Store, StoreOptions,
+    Definitions, Entity, FeatureRef, FeatureService, FeatureView, NewestLayout, Store, StoreOptions,
 };
 use std::sync::Arc;
 
@@ -76,6 +76,16 @@ pub fn open_cached(
     now: i64,
     row_cache_entries: usize,
 ) -> (Store, Arc<ManualClock>) {
+    open_layout(dir, now, row_cache_entries, NewestLayout::default())
+}
+
+/// [`open_cached`] with newest rows stored in `newest_layout`.
+pub fn open_layout(
+    dir: &std::path::Path,
+    now: i64,
+    row_cache_entries: usize,
+    newest_layout: NewestLayout,
+) -> (Store, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(now));
     let store = Store::open_with(
         dir,
@@ -83,6 +93,7 @@ pub fn open_cached(
             clock: clock.clone(),
             sync_writes: false,
             row_cache_entries,
+            newest_layout,
             ..Default::default()
         },
     )
@@ -99,22 +110,31 @@ pub fn open_raw(dir: &std::path::Path) -> (rocksdb::DB, Vec<String>) {
     opts.set_allow_mmap_reads(true);
     let cfs = rocksdb::DB::list_cf(&opts, dir).unwrap();
     let descriptors = cfs.iter().map(|name| {
-        let mut o = rocksdb::Options::default();
-        if name.starts_with("newest:") {
-            o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(8));
-            o.set_plain_table_factory(&rocksdb::PlainTableFactoryOptions {
-                user_key_length: 0,
-                bloom_bits_per_key: 0,
-                hash_table_ratio: 0.75,
-                index_sparseness: 16,
-                huge_page_tlb_size: 0,
-                encoding_type: rocksdb::KeyEncodingType::Plain,
-                full_scan_mode: false,
-                store_index_in_file: true,
-            });
-        }
+        let o = if name.starts_with("newest:") {
+            plain_table_options()
+        } else {
+            rocksdb::Options::default()
+        };
         rocksdb::ColumnFamilyDescriptor::new(name, o)
     });
     let db = rocksdb::DB::open_cf_descriptors(&opts, dir, descriptors).unwrap();
     (db, cfs)
+}
+
+/// Column family options that read and write PlainTable files as keel's mapped newest-row
+/// families do (no merge operator).
+pub fn plain_table_options() -> rocksdb::Options {
+    let mut o = rocksdb::Options::default();
+    o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(8));
+    o.set_plain_table_factory(&rocksdb::PlainTableFactoryOptions {
+        user_key_length: 0,
+        bloom_bits_per_key: 0,
+        hash_table_ratio: 0.75,
+        index_sparseness: 16,
+        huge_page_tlb_size: 0,
+        encoding_type: rocksdb::KeyEncodingType::Plain,
+        full_scan_mode: false,
+        store_index_in_file: true,
+    });
+    o
 }

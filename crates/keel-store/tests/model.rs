@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use keel_core::Frame;
-use keel_store::{FeatureRef, HistoricalOptions, Row, Status, Value};
+use keel_store::{FeatureRef, HistoricalOptions, NewestLayout, Row, Status, Value};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -27,10 +27,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
-    fn store_matches_reference(ops in prop::collection::vec(op(), 1..30), cache in any::<bool>()) {
+    fn store_matches_reference(
+        ops in prop::collection::vec(op(), 1..30),
+        cache in any::<bool>(),
+        mapped in any::<bool>(),
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        // Without the row cache every online read asks the newest-row column family.
-        let (store, clock) = open_cached(dir.path(), 100 * DAY, if cache { 64 } else { 0 });
+        // Without the row cache every online read asks the newest-row column family, in
+        // either layout.
+        let layout = if mapped { NewestLayout::Mapped } else { NewestLayout::Checked };
+        let (store, clock) = open_layout(dir.path(), 100 * DAY, if cache { 64 } else { 0 }, layout);
         store.apply(&defs()).unwrap();
         // (card, event, created) -> spend
         let mut reference: BTreeMap<(u8, i64, i64), f64> = BTreeMap::new();

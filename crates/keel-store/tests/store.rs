@@ -541,7 +541,7 @@ fn a_bulk_load_cut_short_gets_its_newest_rows_rebuilt_at_open() {
     // matching history (here c1's newest row replaced by a later, unreadable one).
     {
         let (db, _) = open_raw(dir.path());
-        let newest = db.cf_handle("newest:card_stats:v1").unwrap();
+        let newest = db.cf_handle("nw:card_stats:v1").unwrap();
         let registry = db.cf_handle("registry").unwrap();
         let keys: Vec<Box<[u8]>> = db
             .iterator_cf(&newest, rocksdb::IteratorMode::Start)
@@ -564,6 +564,68 @@ fn a_bulk_load_cut_short_gets_its_newest_rows_rebuilt_at_open() {
         .get_cf(&registry, b"rebuild-newest/fv:card_stats:v1")
         .unwrap()
         .is_none());
+}
+
+/// Both newest-row layouts answer alike through writes, bulk loads, deletes and compaction,
+/// and switching layout at open rebuilds the family in the new one and drops the old.
+#[test]
+fn newest_row_layouts_answer_alike_and_switch_at_open() {
+    let families = |dir: &std::path::Path, prefix: &str| {
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), dir)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    };
+    let keys: Vec<Vec<Value>> = (0..6)
+        .map(|i| vec![format!("c{i}").as_str().into()])
+        .collect();
+    let mut answers = Vec::new();
+    for layout in [NewestLayout::Checked, NewestLayout::Mapped] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open_layout(dir.path(), 10 * DAY, 0, layout);
+        store.apply(&defs()).unwrap();
+        store
+            .write(
+                "card_stats",
+                1,
+                &[
+                    row("c0", 10 * DAY - 2 * H, 10 * DAY, 1.0, 1, "FR"),
+                    row("c0", 10 * DAY - 5 * H, 10 * DAY, 2.0, 1, "FR"),
+                    row("c1", 10 * DAY - H, 10 * DAY, 3.0, 1, "FR"),
+                    row("c2", 11 * DAY, 10 * DAY, 4.0, 1, "FR"),
+                ],
+            )
+            .unwrap();
+        let bulk: Vec<Row> = (3..6)
+            .map(|i| row(&format!("c{i}"), 9 * DAY, 9 * DAY, i as f64, i, "DE"))
+            .collect();
+        store.bulk_load("card_stats", 1, &bulk).unwrap();
+        store.delete_entity("card", &["c1".into()]).unwrap();
+        let online = store.get_online("fraud", &keys).unwrap();
+        store.compact("card_stats", 1).unwrap();
+        assert_eq!(store.get_online("fraud", &keys).unwrap(), online);
+        drop(store);
+        // Reopen in the other layout: rebuilt from history, same answers.
+        let other = match layout {
+            NewestLayout::Checked => NewestLayout::Mapped,
+            _ => NewestLayout::Checked,
+        };
+        let (store, _) = open_layout(dir.path(), 10 * DAY, 0, other);
+        assert_eq!(store.get_online("fraud", &keys).unwrap(), online);
+        drop(store);
+        let (nw, mapped) = (families(dir.path(), "nw:"), families(dir.path(), "newest:"));
+        match other {
+            NewestLayout::Mapped => assert_eq!((nw, mapped), (0, 2)),
+            _ => assert_eq!((nw, mapped), (2, 0)),
+        }
+        answers.push(online);
+    }
+    assert_eq!(answers[0], answers[1]);
+    let r = &answers[0];
+    assert_eq!(r.values[0][0].value, 1.0.into());
+    assert_eq!(r.values[1][0].status, Status::NotFound, "deleted");
+    assert_eq!(r.values[3][0].value, 3.0.into(), "bulk loaded");
 }
 
 #[test]
@@ -596,18 +658,20 @@ fn stores_without_newest_rows_get_them_built_at_open() {
         "c2's newest row is in the future"
     );
     assert_eq!(before.values[2][0].status, Status::NotFound);
-    // Make it a store of an older keel: drop the newest-row column families and add one in
-    // the earlier layout (`nw:`, block-based, holding a stale row) that must not be read.
-    // (Everything was flushed by keel first: opening the files with other options must not
-    // write SST files keel would not have written.)
+    // Make it a store without newest rows in its layout: drop the newest-row column families
+    // and add ones in the other layout (`newest:`, PlainTable, holding a stale row) that must
+    // not be read. (Everything was flushed by keel first: opening the files with other
+    // options must not write SST files keel would not have written.)
     {
         let (db, cfs) = open_raw(dir.path());
-        for cf in cfs.iter().filter(|c| c.starts_with("newest:")) {
+        for cf in cfs.iter().filter(|c| c.starts_with("nw:")) {
             db.drop_cf(cf).unwrap();
-            let legacy = cf.replace("newest:", "nw:");
-            db.create_cf(&legacy, &rocksdb::Options::default()).unwrap();
-            let handle = db.cf_handle(&legacy).unwrap();
-            db.put_cf(&handle, b"stale", b"not a newest row").unwrap();
+            let other = cf.replace("nw:", "newest:");
+            db.create_cf(&other, &plain_table_options()).unwrap();
+            let handle = db.cf_handle(&other).unwrap();
+            db.put_cf(&handle, b"stale-entity", b"not a newest row")
+                .unwrap();
+            db.flush_cf(&handle).unwrap();
         }
     }
     // Read-only: answered from history.
@@ -622,16 +686,16 @@ fn stores_without_newest_rows_get_them_built_at_open() {
     .unwrap();
     assert_eq!(ro.get_online("fraud", &keys).unwrap(), before);
     drop(ro);
-    // Writable: the earlier layout is dropped, newest rows are rebuilt from history at open.
+    // Writable: the other layout is dropped, newest rows are rebuilt from history at open.
     let (store, _) = open_cached(dir.path(), 10 * DAY, 0);
     assert_eq!(store.get_online("fraud", &keys).unwrap(), before);
     let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
     assert!(
-        !families.iter().any(|c| c.starts_with("nw:")),
+        !families.iter().any(|c| c.starts_with("newest:")),
         "{families:?}"
     );
     assert_eq!(
-        families.iter().filter(|c| c.starts_with("newest:")).count(),
+        families.iter().filter(|c| c.starts_with("nw:")).count(),
         2,
         "{families:?}"
     );
@@ -663,7 +727,7 @@ fn newest_rows_can_be_turned_off_and_back_on() {
         rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path())
             .unwrap()
             .into_iter()
-            .filter(|c| c.starts_with("newest:"))
+            .filter(|c| c.starts_with("nw:"))
             .count()
     };
     {
