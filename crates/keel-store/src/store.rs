@@ -40,8 +40,8 @@ pub struct StoreOptions {
     /// rows, instead of a seek through history (2x faster for 100 entities over deep
     /// history here). Each batch writes one newest-row entry per entity it touches: batches
     /// with several rows per entity barely notice, a stream with one row per entity per
-    /// batch writes every row twice and ingests at about half the rate (236-254k vs
-    /// 454-561k rows/s at 10M rows here). `false` drops the families at open (online reads
+    /// batch writes every row twice and ingests at about half the rate (236-265k vs
+    /// 440-561k rows/s at 10M rows here). `false` drops the families at open (online reads
     /// search history); `true` again rebuilds them from history at open.
     pub newest_rows: bool,
     /// How newest rows are stored: checksummed block-based tables (default) or PlainTable
