@@ -237,6 +237,9 @@ pub struct RocksBackend {
     /// Default read options, made once: `get_pinned_cf` would create and free a C++
     /// `ReadOptions` on every online read.
     point_reads: rocksdb::ReadOptions,
+    /// History families whose newest rows a read-only open found marked for a rebuild (a
+    /// checkpoint taken during a bulk load): online reads of those search history.
+    stale_newest: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for RocksBackend {
@@ -513,7 +516,7 @@ impl RocksBackend {
         } else {
             Db::open_cf_descriptors(&opts, path, cfs)?
         };
-        let backend = RocksBackend {
+        let mut backend = RocksBackend {
             newest_rows,
             layout,
             db,
@@ -522,6 +525,7 @@ impl RocksBackend {
             clock,
             path: path.to_path_buf(),
             point_reads: rocksdb::ReadOptions::default(),
+            stale_newest: Default::default(),
         };
         // Retention values live in the registry's view definitions.
         for (_, bytes) in backend.registry_scan("view/")? {
@@ -547,6 +551,13 @@ impl RocksBackend {
                 backend
                     .db
                     .delete_cf(&backend.cf(REGISTRY)?, marker.as_bytes())?;
+            }
+        } else {
+            // Read-only (a checkpoint taken during a bulk load): those newest rows may lag
+            // history, so online reads of those views search history.
+            for (marker, _) in backend.registry_scan("rebuild-newest/")? {
+                let view = marker["rebuild-newest/".len()..].to_string();
+                backend.stale_newest.insert(view);
             }
         }
         // Stores written before newest-row column families existed get them built once from
@@ -944,8 +955,10 @@ impl Backend for RocksBackend {
         prefixes: &[&[u8]],
         found: &mut dyn FnMut(usize, Option<RowRef<'_>>) -> Result<()>,
     ) -> Result<()> {
-        let Some(nw) = self.db.cf_handle(&self.layout.family(view)) else {
-            // Newest rows off, or a read-only store written before they existed.
+        let nw = self.db.cf_handle(&self.layout.family(view));
+        let Some(nw) = nw.filter(|_| !self.stale_newest.contains(view)) else {
+            // Newest rows off, a read-only store written before they existed, or a checkpoint
+            // taken during a bulk load.
             return newest_from_history(self, view, prefixes, found);
         };
         // One key: a plain point lookup (MultiGet's batching machinery costs more than it

@@ -554,6 +554,18 @@ fn a_bulk_load_cut_short_gets_its_newest_rows_rebuilt_at_open() {
         db.put_cf(&registry, b"rebuild-newest/fv:card_stats:v1", b"")
             .unwrap();
     }
+    // A read-only open (a checkpoint taken mid-load) cannot rebuild: it reads history.
+    let ro = Store::open_read_only(
+        dir.path(),
+        StoreOptions {
+            clock: std::sync::Arc::new(keel_core::ManualClock::new(10 * DAY)),
+            row_cache_entries: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ro.get_online("fraud", &keys).unwrap(), want);
+    drop(ro);
     let (store, _) = open_cached(dir.path(), 10 * DAY, 0);
     assert_eq!(store.get_online("fraud", &keys).unwrap(), want);
     drop(store);
