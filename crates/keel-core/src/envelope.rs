@@ -86,21 +86,24 @@ pub struct Header {
     pub payload_len: u64,
 }
 
-/// Serialises `value` into an envelope.
+/// Serialises `value` into an envelope (encoded in place: no payload buffer of its own).
 pub fn encode<T: Persisted>(value: &T) -> Result<Vec<u8>, EnvelopeError> {
-    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(EnvelopeError::Encode)?;
-    Ok(wrap(T::KIND, T::FORMAT_VERSION, &payload))
+    let mut out = Vec::new();
+    wrap_into(T::KIND, T::FORMAT_VERSION, &mut out, |o| {
+        bincode::serde::encode_into_std_write(value, o, bincode::config::standard())
+            .map(drop)
+            .map_err(EnvelopeError::Encode)
+    })?;
+    Ok(out)
 }
 
 /// Wraps an already-encoded payload. Prefer [`encode`].
 pub fn wrap(kind: Kind, version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
-    let wrote: Result<(), EnvelopeError> = wrap_into(kind, version, &mut out, |o| {
+    let Ok(()) = wrap_into::<std::convert::Infallible>(kind, version, &mut out, |o| {
         o.extend_from_slice(payload);
         Ok(())
     });
-    debug_assert!(wrote.is_ok());
     out
 }
 

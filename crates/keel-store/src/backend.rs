@@ -188,11 +188,9 @@ impl NewestLayout {
     }
 }
 
-/// Registry key marking the newest rows of history column family `view` for a rebuild at the
-/// next writable open (a bulk load in progress).
-fn rebuild_marker(view: &str) -> String {
-    format!("rebuild-newest/{view}")
-}
+/// Registry key prefix marking the newest rows of a history column family (named after it)
+/// for a rebuild at the next writable open (a bulk load in progress).
+const REBUILD_NEWEST: &str = "rebuild-newest/";
 
 /// Merge operator of the newest-row column families: of the existing value and the operands
 /// (oldest first), the one with the greatest (event, created), which is the greatest 16-byte
@@ -263,7 +261,7 @@ fn family_options(
     // Keys start with the entity's 8-byte hash: a hash index over it finds the data block
     // without a binary search of the index (each search step of a large index is a cache miss).
     o.set_prefix_extractor(SliceTransform::create_fixed_prefix(8));
-    let block_based = |cache: &rocksdb::Cache| {
+    let block_based = || {
         let mut t = BlockBasedOptions::default();
         t.set_bloom_filter(10.0, false);
         t.set_index_type(rocksdb::BlockBasedIndexType::HashSearch);
@@ -278,47 +276,51 @@ fn family_options(
         o.set_compression_type(rocksdb::DBCompressionType::None);
         o.set_merge_operator("keel-newest", newest_merge, newest_merge);
     }
-    if newest == Some(NewestLayout::Checked) {
-        // Point lookups: whole-key bloom filter (the default), hash index inside data blocks,
-        // uncompressed blocks.
-        let mut t = block_based(cache);
-        t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
-        // Every row its own restart point: the in-block hash index then lands on the row
-        // instead of on a run of up to 16 rows to decode one by one (each ~0.5 KB apart).
-        t.set_block_restart_interval(1);
-        // Online reads ask for entities that exist: no filter in the last level (where
-        // compaction leaves almost every row), so a hit skips the filter's cache miss; a miss
-        // still ends at the hash index when no block holds the entity's hash.
-        o.set_optimize_filters_for_hits(true);
-        o.set_block_based_table_factory(&t);
-    } else if newest == Some(NewestLayout::Mapped) {
-        // Point lookups only: RocksDB's PlainTable, read through mmap. A lookup hashes the
-        // entity's 8-byte prefix to a bucket of the file's index and lands on the row's offset;
-        // the value is lent straight from the mapped file. No block cache lookup, block
-        // handle, data-block iterator or per-block hash index on the way (cold 1x50 reads:
-        // 3.2-4.2 -> 1.9-2.7 us). The index is built when the file is written and mapped with
-        // it; no bloom filter: online reads ask for entities that exist, and a miss ends at an
-        // empty bucket. No checksums on the table's structure (see `NewestLayout::Mapped`).
-        o.set_plain_table_factory(&rocksdb::PlainTableFactoryOptions {
-            user_key_length: 0,
-            bloom_bits_per_key: 0,
-            hash_table_ratio: 0.75,
-            index_sparseness: 16,
-            huge_page_tlb_size: 0,
-            encoding_type: rocksdb::KeyEncodingType::Plain,
-            full_scan_mode: false,
-            store_index_in_file: true,
-        });
-    } else {
-        let mut t = block_based(cache);
-        // Prefix seeks: prefix blooms, and short restart intervals shorten the in-block scan
-        // to the entity's newest row.
-        o.set_memtable_prefix_bloom_ratio(0.1);
-        t.set_whole_key_filtering(false);
-        t.set_block_restart_interval(4);
-        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        o.set_max_bytes_for_level_base(512 << 20);
-        o.set_block_based_table_factory(&t);
+    match newest {
+        Some(NewestLayout::Checked) => {
+            // Point lookups: whole-key bloom filter (the default), hash index inside data blocks,
+            // uncompressed blocks.
+            let mut t = block_based();
+            t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+            // Every row its own restart point: the in-block hash index then lands on the row
+            // instead of on a run of up to 16 rows to decode one by one (each ~0.5 KB apart).
+            t.set_block_restart_interval(1);
+            // Online reads ask for entities that exist: no filter in the last level (where
+            // compaction leaves almost every row), so a hit skips the filter's cache miss; a miss
+            // still ends at the hash index when no block holds the entity's hash.
+            o.set_optimize_filters_for_hits(true);
+            o.set_block_based_table_factory(&t);
+        }
+        Some(NewestLayout::Mapped) => {
+            // Point lookups only: RocksDB's PlainTable, read through mmap. A lookup hashes the
+            // entity's 8-byte prefix to a bucket of the file's index and lands on the row's offset;
+            // the value is lent straight from the mapped file. No block cache lookup, block
+            // handle, data-block iterator or per-block hash index on the way (cold 1x50 reads:
+            // 3.2-4.2 -> 1.9-2.7 us). The index is built when the file is written and mapped with
+            // it; no bloom filter: online reads ask for entities that exist, and a miss ends at an
+            // empty bucket. No checksums on the table's structure (see `NewestLayout::Mapped`).
+            o.set_plain_table_factory(&rocksdb::PlainTableFactoryOptions {
+                user_key_length: 0,
+                bloom_bits_per_key: 0,
+                hash_table_ratio: 0.75,
+                index_sparseness: 16,
+                huge_page_tlb_size: 0,
+                encoding_type: rocksdb::KeyEncodingType::Plain,
+                full_scan_mode: false,
+                store_index_in_file: true,
+            });
+        }
+        None => {
+            let mut t = block_based();
+            // Prefix seeks: prefix blooms, and short restart intervals shorten the in-block scan
+            // to the entity's newest row.
+            o.set_memtable_prefix_bloom_ratio(0.1);
+            t.set_whole_key_filtering(false);
+            t.set_block_restart_interval(4);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_max_bytes_for_level_base(512 << 20);
+            o.set_block_based_table_factory(&t);
+        }
     }
     // Bulk ingest: larger memtables mean fewer, larger flushes and less write amplification
     // in level 0 (10M rows x 20 features: 429k -> about 470k rows/s here, ~530k with copy-free
@@ -535,30 +537,27 @@ impl RocksBackend {
                 }
             }
         }
-        if !read_only {
-            for name in &other_layout {
-                backend.db.drop_cf(name)?;
+        for name in &other_layout {
+            backend.db.drop_cf(name)?;
+        }
+        // Bulk loads cut short between history and newest rows: a writable open rebuilds
+        // those; a read-only one (a checkpoint taken during a bulk load) answers their online
+        // reads from history, as their newest rows may lag it.
+        for (marker, _) in backend.registry_scan(REBUILD_NEWEST)? {
+            let view = &marker[REBUILD_NEWEST.len()..];
+            if read_only {
+                backend.stale_newest.insert(view.to_string());
+                continue;
             }
-            // Bulk loads cut short between history and newest rows: rebuild those.
-            for (marker, _) in backend.registry_scan("rebuild-newest/")? {
-                let view = &marker["rebuild-newest/".len()..];
-                if backend.db.cf_handle(&layout.family(view)).is_some() {
-                    backend.db.drop_cf(&layout.family(view))?;
-                    if newest_rows {
-                        backend.build_newest(view)?;
-                    }
+            if backend.db.cf_handle(&layout.family(view)).is_some() {
+                backend.db.drop_cf(&layout.family(view))?;
+                if newest_rows {
+                    backend.build_newest(view)?;
                 }
-                backend
-                    .db
-                    .delete_cf(&backend.cf(REGISTRY)?, marker.as_bytes())?;
             }
-        } else {
-            // Read-only (a checkpoint taken during a bulk load): those newest rows may lag
-            // history, so online reads of those views search history.
-            for (marker, _) in backend.registry_scan("rebuild-newest/")? {
-                let view = marker["rebuild-newest/".len()..].to_string();
-                backend.stale_newest.insert(view);
-            }
+            backend
+                .db
+                .delete_cf(&backend.cf(REGISTRY)?, marker.as_bytes())?;
         }
         // Stores written before newest-row column families existed get them built once from
         // history (a read-only open keeps answering online reads from history instead).
@@ -648,7 +647,7 @@ impl RocksBackend {
         // The two steps are not one write: a synced marker first, deleted in the newest-row
         // batch, makes the next writable open rebuild this view's newest rows if the process
         // dies between them.
-        let marker = rebuild_marker(view);
+        let marker = format!("{REBUILD_NEWEST}{view}");
         let reg = self.cf(REGISTRY)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -668,30 +667,17 @@ impl RocksBackend {
     /// Writes sorted `pairs` to an SST file and ingests it into history column family `view`.
     fn ingest_history(&self, view: &str, pairs: &[(Vec<u8>, Vec<u8>)], tmp: &Path) -> Result<()> {
         let file = tmp.join(format!("keel-bulk-{}.sst", std::process::id()));
+        let handle = self.cf(view)?;
         let opts = self.options(view, false);
-        self.ingest_file(view, &opts, &file, |w| {
-            for (k, v) in pairs {
-                w.put(k, v)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Writes an SST file through `fill` and ingests it into column family `cf`.
-    fn ingest_file(
-        &self,
-        cf: &str,
-        opts: &Options,
-        file: &Path,
-        fill: impl FnOnce(&mut rocksdb::SstFileWriter<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let handle = self.cf(cf)?;
-        let mut w = rocksdb::SstFileWriter::create(opts);
-        w.open(file)?;
-        let written = fill(&mut w).and_then(|()| Ok(w.finish()?));
-        let r = written.and_then(|()| Ok(self.db.ingest_external_file_cf(&handle, vec![file])?));
-        let _ = std::fs::remove_file(file);
-        r
+        let mut w = rocksdb::SstFileWriter::create(&opts);
+        w.open(&file)?;
+        let written = pairs
+            .iter()
+            .try_for_each(|(k, v)| w.put(k, v))
+            .and_then(|()| w.finish());
+        let r = written.and_then(|()| self.db.ingest_external_file_cf(&handle, vec![&file]));
+        let _ = std::fs::remove_file(&file);
+        Ok(r?)
     }
 
     /// Calls `f` on every key/value of column family `cf` starting with `prefix`, in order.

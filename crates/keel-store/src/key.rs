@@ -55,22 +55,21 @@ pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
     // key in this one allocation. The hash is filled in once the entity bytes are written.
     let mut key = Vec::with_capacity(8 + 16 + 16);
     key.extend_from_slice(&[0; 8]);
-    let ent = &mut key;
     for v in values {
         match v {
             Value::I64(x) => {
-                ent.push(0x01);
-                ent.extend_from_slice(&((*x as u64) ^ (1 << 63)).to_be_bytes());
+                key.push(0x01);
+                key.extend_from_slice(&((*x as u64) ^ (1 << 63)).to_be_bytes());
             }
             Value::Str(s) => {
-                ent.push(0x02);
+                key.push(0x02);
                 for &b in s.as_bytes() {
-                    ent.push(b);
+                    key.push(b);
                     if b == 0 {
-                        ent.push(0xFF);
+                        key.push(0xFF);
                     }
                 }
-                ent.extend_from_slice(&[0x00, 0x01]);
+                key.extend_from_slice(&[0x00, 0x01]);
             }
             other => {
                 return Err(StoreError::BadValue {
@@ -79,7 +78,7 @@ pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
                 })
             }
         }
-        if ent.len() - 8 > MAX_KEY {
+        if key.len() - 8 > MAX_KEY {
             return Err(StoreError::TooLarge(format!(
                 "entity key over {MAX_KEY} bytes"
             )));

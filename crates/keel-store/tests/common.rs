@@ -101,6 +101,20 @@ pub fn open_layout(
     (store, clock)
 }
 
+/// Opens a store (or checkpoint) read-only at `now`, without a row cache: every online read
+/// goes to storage.
+pub fn open_read_only(dir: &std::path::Path, now: i64) -> Store {
+    Store::open_read_only(
+        dir,
+        StoreOptions {
+            clock: Arc::new(ManualClock::new(now)),
+            row_cache_entries: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Opens a store's RocksDB directly (every column family, writable), as a tool outside keel
 /// would: newest-row families (`newest:`) with their table format (PlainTable, read through
 /// mmap), the others with default options. Nothing keel-specific runs on these handles: no

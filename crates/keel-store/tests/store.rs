@@ -555,15 +555,7 @@ fn a_bulk_load_cut_short_gets_its_newest_rows_rebuilt_at_open() {
             .unwrap();
     }
     // A read-only open (a checkpoint taken mid-load) cannot rebuild: it reads history.
-    let ro = Store::open_read_only(
-        dir.path(),
-        StoreOptions {
-            clock: std::sync::Arc::new(keel_core::ManualClock::new(10 * DAY)),
-            row_cache_entries: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = open_read_only(dir.path(), 10 * DAY);
     assert_eq!(ro.get_online("fraud", &keys).unwrap(), want);
     drop(ro);
     let (store, _) = open_cached(dir.path(), 10 * DAY, 0);
@@ -687,15 +679,7 @@ fn stores_without_newest_rows_get_them_built_at_open() {
         }
     }
     // Read-only: answered from history.
-    let ro = Store::open_read_only(
-        dir.path(),
-        StoreOptions {
-            clock: std::sync::Arc::new(keel_core::ManualClock::new(10 * DAY)),
-            row_cache_entries: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ro = open_read_only(dir.path(), 10 * DAY);
     assert_eq!(ro.get_online("fraud", &keys).unwrap(), before);
     drop(ro);
     // Writable: the other layout is dropped, newest rows are rebuilt from history at open.
