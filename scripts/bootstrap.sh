@@ -3,6 +3,8 @@
 #   - clang + libclang   (bindgen, used by rocksdb and lightgbm3 build scripts)
 #   - protoc             (candle-onnx compiles ONNX's .proto with prost)
 #   - CMake >= 3.28      (LightGBM's CMakeLists; Debian 12 ships 3.25, so we take PyPI's `cmake`)
+#   - ccache             (every C/C++ compile of a build script goes through it)
+# and builds RocksDB's C++ once per machine (see "One native build" below).
 # Idempotent: a second run does nothing and prints one line per tool.
 # Source it (`. scripts/bootstrap.sh`) to get CMAKE / LIBCLANG_PATH / PATH exported, or run it.
 set -euo pipefail
@@ -33,7 +35,7 @@ _keel_apt_install() {
 
 # 1. clang/libclang, protoc, a C++ toolchain, python venv support.
 if command -v apt-get >/dev/null 2>&1; then
-  _keel_apt_install clang libclang-dev protobuf-compiler g++ make python3-venv pkg-config
+  _keel_apt_install clang libclang-dev protobuf-compiler g++ make python3-venv pkg-config ccache
 else
   _keel_log "not a Debian machine: install clang, libclang, protoc, cmake>=3.28 yourself"
 fi
@@ -64,7 +66,9 @@ else
   "$KEEL_VENV/bin/python" -m pip install -q 'cmake>=3.28,<4'
 fi
 
-export PATH="$KEEL_VENV/bin:$PATH"
+# Sourcing this twice (.ci/run, then scripts/test.sh) must leave the environment exactly as once:
+# build scripts that read PATH would otherwise see a change and rebuild their C++.
+case ":$PATH:" in *":$KEEL_VENV/bin:"*) ;; *) export PATH="$KEEL_VENV/bin:$PATH" ;; esac
 export CMAKE="$KEEL_VENV/bin/cmake"
 if [ -z "${LIBCLANG_PATH:-}" ]; then
   for d in /usr/lib/llvm-*/lib; do
@@ -75,4 +79,36 @@ fi
 # One build cache outside any clone, shared by the demo, the tests and CI.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keel/target}"
 
-_keel_log "ok: $(clang --version | head -n1 | cut -c1-40); protoc $(protoc --version | awk '{print $2}'); cmake $("$CMAKE" --version | head -n1 | awk '{print $3}'); target $CARGO_TARGET_DIR"
+# 3. One native build.
+# Cargo gives a build script a new output directory whenever the unit's hash changes (another
+# profile such as `bench`, a `-p` that resolves other features, another set of proc-macros that
+# changes `syn`'s features). For RocksDB that meant ~18 minutes of C++ again. So:
+#   - RocksDB's C++ is built once per machine, by librocksdb-sys's own build script in a scratch
+#     target dir, and every later build links that archive (ROCKSDB_LIB_DIR + ROCKSDB_STATIC, the
+#     crate's documented way); its build script then only generates bindings.
+#   - Every other C/C++ compile (LightGBM through CMake, lz4) goes through ccache, keyed on the
+#     preprocessed source and flags with paths made relative, so a rerun of a build script in a
+#     new output directory is a cache hit, not a compile.
+export CCACHE_DIR="$KEEL_CACHE/ccache" CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE=3G
+export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
+export CC="ccache cc" CXX="ccache c++"
+_keel_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_keel_rocks_version="$(awk '/^name = "librocksdb-sys"/ { getline; gsub(/"/, "", $3); print $3 }' "$_keel_root/Cargo.lock")"
+# The archive's name carries what shapes it: crate version, the C++ features keel enables.
+_keel_rocks_dir="$KEEL_CACHE/native/librocksdb-sys-$_keel_rocks_version-lz4"
+if [ ! -f "$_keel_rocks_dir/librocksdb.a" ]; then
+  _keel_log "building RocksDB $_keel_rocks_version's C++ once for this machine (about 18 min on 2 cores) -> $_keel_rocks_dir"
+  _keel_scratch="$KEEL_CACHE/native/scratch"
+  ( cd "$_keel_root" && unset ROCKSDB_LIB_DIR ROCKSDB_STATIC \
+      && CARGO_TARGET_DIR="$_keel_scratch" CARGO_PROFILE_RELEASE_DEBUG=false \
+         CARGO_PROFILE_RELEASE_LTO=false cargo build -p librocksdb-sys --release --locked )
+  _keel_archive="$(find "$_keel_scratch/release/build" -name librocksdb.a | head -n1)"
+  [ -n "$_keel_archive" ] || { _keel_log "librocksdb-sys built no librocksdb.a"; return 1 2>/dev/null || exit 1; }
+  mkdir -p "$_keel_rocks_dir.tmp"
+  cp "$_keel_archive" "$_keel_rocks_dir.tmp/librocksdb.a"
+  rm -rf "$_keel_rocks_dir" && mv "$_keel_rocks_dir.tmp" "$_keel_rocks_dir"
+  rm -rf "$_keel_scratch"
+fi
+export ROCKSDB_LIB_DIR="$_keel_rocks_dir" ROCKSDB_STATIC=1
+
+_keel_log "ok: $(clang --version | head -n1 | cut -c1-40); protoc $(protoc --version | awk '{print $2}'); cmake $("$CMAKE" --version | head -n1 | awk '{print $3}'); rocksdb $ROCKSDB_LIB_DIR; target $CARGO_TARGET_DIR"

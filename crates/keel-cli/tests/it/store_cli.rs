@@ -1,0 +1,341 @@
+//! `keel store` end to end: apply TOML definitions, ingest CSV, online get, historical join,
+//! checkpoint.
+
+use std::process::Command;
+
+fn keel(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+const DEFS: &str = r#"
+[[entities]]
+name = "card"
+join_keys = [{ name = "card_id", dtype = "string", nullable = false }]
+
+[[views]]
+name = "card_stats"
+version = 1
+entities = ["card"]
+features = [{ name = "spend_24h", dtype = "f64" }, { name = "txn_count", dtype = "i64" }]
+ttl_ms = 864000000000
+owner = "risk"
+
+[[services]]
+name = "fraud"
+features = ["card_stats@1:spend_24h", "card_stats:txn_count"]
+"#;
+
+#[test]
+fn store_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(p("defs.toml"), DEFS).unwrap();
+    std::fs::write(
+        p("source.csv"),
+        "card_id,event_timestamp,created_timestamp,spend_24h,txn_count\n\
+         c1,2026-01-01T00:00:00Z,,10.5,1\n\
+         c1,1767312000000,1767312000000,20.5,\n\
+         c2,2026-01-03T12:30:00.250Z,,,7\n",
+    )
+    .unwrap();
+    std::fs::write(p("entities.csv"), "card_id,event_timestamp\nc1,2026-01-01T12:00:00Z\nc1,2026-01-05T00:00:00Z\nc3,2026-01-05T00:00:00Z\n").unwrap();
+    let dbs = db.to_str().unwrap();
+
+    let (ok, out, err) = keel(&[
+        "store",
+        "apply",
+        "--path",
+        dbs,
+        "--definitions",
+        &p("defs.toml"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("applied 1 entities, 1 views, 1 services"),
+        "{out}"
+    );
+    let (ok, out, err) = keel(&[
+        "store",
+        "ingest",
+        "--path",
+        dbs,
+        "--view",
+        "card_stats@1",
+        "--input",
+        &p("source.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("wrote 3 rows"), "{out}");
+    let (ok, out, err) = keel(&[
+        "store",
+        "get",
+        "--path",
+        dbs,
+        "--service",
+        "fraud",
+        "--key",
+        "card_id=c1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("card_stats@1:spend_24h\t20.5\tPresent\t1767312000000"),
+        "{out}"
+    );
+    let (ok, out, err) = keel(&[
+        "store",
+        "historical",
+        "--path",
+        dbs,
+        "--entities",
+        &p("entities.csv"),
+        "--features",
+        "fraud",
+        "--output",
+        &p("train.csv"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 rows x 4 columns"), "{out}");
+    let train = std::fs::read_to_string(p("train.csv")).unwrap();
+    let lines: Vec<&str> = train.lines().collect();
+    assert_eq!(lines[0], "card_id,event_timestamp,spend_24h,txn_count");
+    assert_eq!(lines[1], "c1,2026-01-01T12:00:00Z,10.5,1");
+    assert_eq!(lines[2], "c1,2026-01-05T00:00:00Z,20.5,");
+    assert_eq!(lines[3], "c3,2026-01-05T00:00:00Z,,");
+    let (ok, out, err) = keel(&["store", "checkpoint", "--path", dbs, "--to", &p("cp")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("seq-"), "{out}");
+    // Bad input: a type error names the row, and nothing is written.
+    std::fs::write(p("bad.csv"), "card_id,event_timestamp,spend_24h,txn_count\nc9,1767312000000,1.0,1\nc9,1767312000001,x,1\n").unwrap();
+    let (ok, _, err) = keel(&[
+        "store",
+        "ingest",
+        "--path",
+        dbs,
+        "--view",
+        "card_stats",
+        "--input",
+        &p("bad.csv"),
+    ]);
+    assert!(!ok && err.contains("spend_24h"), "{err}");
+    let (_, out, _) = keel(&[
+        "store",
+        "get",
+        "--path",
+        dbs,
+        "--service",
+        "fraud",
+        "--key",
+        "card_id=c9",
+    ]);
+    assert!(out.contains("NotFound"), "{out}");
+}
+
+fn apply(dir: &std::path::Path, defs: &str) -> (bool, String, String) {
+    let file = dir.join("defs.toml");
+    std::fs::write(&file, defs).unwrap();
+    let db = dir.join("db");
+    keel(&[
+        "store",
+        "apply",
+        "--path",
+        db.to_str().unwrap(),
+        "--definitions",
+        file.to_str().unwrap(),
+    ])
+}
+
+/// Issue 23, item 5: a misspelt key in store definitions was ignored (a view with no TTL was
+/// created), and durations existed only in milliseconds. Unknown keys are now errors naming the
+/// key, and `ttl = "7d"` works.
+#[test]
+fn definitions_refuse_unknown_keys_and_take_human_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let misspelt = DEFS.replace("ttl_ms = 864000000000", "tll = \"7d\"");
+    let (ok, _, err) = apply(dir.path(), &misspelt);
+    assert!(!ok, "a misspelt key was accepted");
+    assert!(err.contains("tll"), "{err}");
+    assert!(!dir.path().join("db").exists() || !ok);
+    let typo_in_field = DEFS.replace("dtype = \"i64\"", "type = \"i64\"");
+    let (ok, _, err) = apply(dir.path(), &typo_in_field);
+    assert!(!ok && err.contains("type"), "{err}");
+    let both = DEFS.replace("ttl_ms = 864000000000", "ttl = \"7d\"\nttl_ms = 5");
+    let (ok, _, err) = apply(dir.path(), &both);
+    assert!(!ok && err.contains("not both"), "{err}");
+    let human = DEFS.replace(
+        "ttl_ms = 864000000000",
+        "ttl = \"36h\"\nretention = \"90d\"",
+    );
+    let (ok, out, err) = apply(dir.path(), &human);
+    assert!(ok, "{err}");
+    assert!(out.contains("applied 1 entities, 1 views"), "{out}");
+    let defs = keel::store::Definitions::from_toml(&human).unwrap();
+    assert_eq!(defs.views[0].ttl_ms, Some(36 * 3_600_000));
+    assert_eq!(defs.views[0].retention_ms, Some(90 * 86_400_000));
+}
+
+/// Issue 23, item 6: timestamps in seconds were taken as milliseconds (the join then returned
+/// all-empty features without a word), and RFC 3339 with an offset was refused.
+#[test]
+fn second_timestamps_are_refused_with_a_hint_and_offsets_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = apply(dir.path(), DEFS);
+    assert!(ok, "{err}");
+    let db = dir.path().join("db");
+    let dbs = db.to_str().unwrap();
+    let src = dir.path().join("src.csv");
+    std::fs::write(
+        &src,
+        "card_id,event_timestamp,spend_24h,txn_count\nc1,1769189814,1.5,1\n",
+    )
+    .unwrap();
+    let ingest = |extra: &[&str]| {
+        let mut args = vec![
+            "store",
+            "ingest",
+            "--path",
+            dbs,
+            "--view",
+            "card_stats",
+            "--input",
+            src.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        keel(&args)
+    };
+    let (ok, _, err) = ingest(&[]);
+    assert!(!ok, "seconds read as milliseconds");
+    assert!(
+        err.contains("looks like seconds: use --time-unit s"),
+        "{err}"
+    );
+    let (ok, out, err) = ingest(&["--time-unit", "s"]);
+    assert!(ok && out.contains("wrote 1 rows"), "{err}");
+    std::fs::write(
+        &src,
+        "card_id,event_timestamp,spend_24h,txn_count\nc2,2026-01-23T22:36:54+05:00,2.5,2\n",
+    )
+    .unwrap();
+    let (ok, _, err) = ingest(&[]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = keel(&[
+        "store",
+        "get",
+        "--path",
+        dbs,
+        "--service",
+        "fraud",
+        "--key",
+        "card_id=c2",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("spend_24h\t2.5\tPresent\t1769189814000"),
+        "{out}"
+    );
+}
+
+/// Issue 23, item 7: a misspelt `--path` on a read command created a new, empty store (also
+/// inside a directory that is no store) and then said `unknown feature view`.
+#[test]
+fn read_commands_refuse_a_directory_that_is_not_a_store_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(plain.join("notes.txt"), "hello").unwrap();
+    for path in [&missing, &plain] {
+        let p = path.to_str().unwrap();
+        for args in [
+            vec![
+                "store",
+                "get",
+                "--path",
+                p,
+                "--service",
+                "fraud",
+                "--key",
+                "card_id=c1",
+            ],
+            vec![
+                "store",
+                "checkpoint",
+                "--path",
+                p,
+                "--to",
+                "/nonexistent/cp",
+            ],
+        ] {
+            let (ok, _, err) = keel(&args);
+            assert!(!ok);
+            assert!(err.contains("is not a keel feature store"), "{err}");
+        }
+    }
+    assert!(!missing.exists(), "nothing is created");
+    let names: Vec<_> = std::fs::read_dir(&plain).unwrap().collect();
+    assert_eq!(names.len(), 1, "nothing is added to a plain directory");
+}
+
+/// Issue 23, item 8: `store historical` dropped every extra entity column (labels and ids were
+/// lost; Feast keeps them) and wrote RFC 3339 input times back as integers.
+#[test]
+fn historical_keeps_every_entity_column_in_order_and_times_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = apply(dir.path(), DEFS);
+    assert!(ok, "{err}");
+    let db = dir.path().join("db");
+    let dbs = db.to_str().unwrap();
+    let src = dir.path().join("src.csv");
+    std::fs::write(
+        &src,
+        "card_id,event_timestamp,spend_24h,txn_count\nc1,2026-01-01T00:00:00Z,10.5,1\n",
+    )
+    .unwrap();
+    let (ok, _, err) = keel(&[
+        "store",
+        "ingest",
+        "--path",
+        dbs,
+        "--view",
+        "card_stats",
+        "--input",
+        src.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let ents = dir.path().join("ents.csv");
+    std::fs::write(
+        &ents,
+        "request_id,label,event_timestamp,card_id\nr-1,0.10,2026-01-02T05:00:00+05:00,c1\nr-2,1,2026-01-03T00:00:00Z,c9\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.csv");
+    let (ok, _, err) = keel(&[
+        "store",
+        "historical",
+        "--path",
+        dbs,
+        "--entities",
+        ents.to_str().unwrap(),
+        "--features",
+        "fraud",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "request_id,label,event_timestamp,card_id,spend_24h,txn_count"
+    );
+    assert_eq!(lines[1], "r-1,0.10,2026-01-02T05:00:00+05:00,c1,10.5,1");
+    assert_eq!(lines[2], "r-2,1,2026-01-03T00:00:00Z,c9,,");
+}

@@ -1,0 +1,273 @@
+//! Deployments end to end: store lookup + pipeline + GBDT, shadow (bounded, never slowing the
+//! champion), sticky canary, gated promotion with recorded overrides, atomic rollback under
+//! load, restart from the registry, prediction log and Prometheus metrics.
+
+use crate::common::*;
+use keel_serve::*;
+use keel_store::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn req(i: usize) -> Request {
+    Request {
+        request_id: format!("req-{i}"),
+        entity: vec![Value::Str(format!("card{}", i % 200))],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn champion_answers_with_store_features_version_route_and_freshness() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = deployment(&reg, &store, DeploymentConfig::default());
+    let r = d.predict(req(7)).unwrap();
+    assert_eq!((r.model_version, r.route), (1, Route::Champion));
+    assert_eq!(r.freshness_ms, Some(60_000));
+    assert_eq!(r.missing_features, 0);
+    assert!(r.scores[0] > 0.0 && r.scores[0] < 1.0);
+    // Request-time features override stored ones; an unknown entity is served with missing
+    // features (the model's NaN handling), and says so.
+    let mut q = req(7);
+    q.features = vec![("amount".into(), Value::F64(1e6))];
+    let r2 = d.predict(q).unwrap();
+    assert_ne!(r2.scores, r.scores);
+    let r3 = d
+        .predict(Request {
+            entity: vec![Value::Str("nobody".into())],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r3.missing_features, 3);
+    // Wrong feature types are typed errors, and counted.
+    let mut bad = req(1);
+    bad.features = vec![("country".into(), Value::F64(1.0))];
+    assert!(matches!(d.predict(bad), Err(ServeError::Transform(_))));
+    assert_eq!(d.route_stats(1, Route::Champion).1, 1);
+    let log = d.drain_log();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[0].request_id, "req-7");
+    assert_eq!(log[0].inputs.len(), 3);
+    let prom = d.prometheus();
+    assert!(
+        prom.contains("keel_requests_total{model=\"fraud\",version=\"1\",route=\"champion\"} 4"),
+        "{prom}"
+    );
+    assert!(prom.contains("quantile=\"0.99\""));
+}
+
+#[test]
+fn shadow_canary_promotion_and_rollback_through_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = deployment(&reg, &store, DeploymentConfig::default());
+    d.start_shadow(2, "retrained").unwrap();
+    for i in 0..400 {
+        let r = d.predict(req(i)).unwrap();
+        assert_eq!(r.model_version, 1, "shadow never answers");
+    }
+    // Let the shadow worker drain.
+    for _ in 0..200 {
+        if d.shadow_stats().compared + d.shadow_stats().dropped >= 400 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let st = d.shadow_stats();
+    assert_eq!(st.compared + st.dropped, 400, "{st:?}");
+    assert!(st.agreed as f64 / st.compared as f64 > 0.8, "{st:?}");
+    let strict = ShadowGate {
+        min_samples: 100_000,
+        min_agreement: 0.9,
+        max_mean_diff: 0.2,
+    };
+    assert!(matches!(
+        d.promote_to_canary(&strict, None),
+        Err(ServeError::GateFailed(_))
+    ));
+    assert!(matches!(
+        d.promote_to_canary(&strict, Some("  ")),
+        Err(ServeError::GateFailed(_))
+    ));
+    let gate = ShadowGate {
+        min_samples: 100,
+        min_agreement: 0.8,
+        max_mean_diff: 0.2,
+    };
+    d.promote_to_canary(&gate, None).unwrap();
+    assert_eq!(
+        d.versions(),
+        (1, Some((2, Stage::Canary { percent: 10.0 })))
+    );
+    // Canary: ~10% of keys, sticky per key.
+    let mut canary = 0;
+    for i in 0..2000 {
+        let mut q = req(i);
+        q.routing_key = Some(format!("user{}", i % 500));
+        let r = d.predict(q.clone()).unwrap();
+        let again = d.predict(q).unwrap();
+        assert_eq!(r.route, again.route, "sticky");
+        canary += usize::from(r.route == Route::Canary);
+        assert_eq!(
+            r.model_version,
+            if r.route == Route::Canary { 2 } else { 1 }
+        );
+    }
+    let share = canary as f64 / 2000.0;
+    assert!((0.05..0.15).contains(&share), "canary share {share}");
+    let cgate = CanaryGate {
+        min_samples: 50,
+        max_p99_us: 1e6,
+        max_error_rate: 0.01,
+        metric_margin: 0.01,
+        require_labels: true,
+    };
+    assert!(
+        matches!(d.promote_to_champion(&cgate, None, None), Err(ServeError::GateFailed(m)) if m.contains("label"))
+    );
+    let worse = LabelEvidence {
+        champion: 0.80,
+        challenger: 0.70,
+    };
+    assert!(d.promote_to_champion(&cgate, Some(worse), None).is_err());
+    d.promote_to_champion(&cgate, Some(worse), Some("incident 42: ship the fix"))
+        .unwrap();
+    assert_eq!(d.versions(), (2, None));
+    let audit = reg.audit("fraud").unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.reason.contains("OVERRIDE (incident 42")),
+        "{audit:?}"
+    );
+    // Restart: comes back from the registry as it was.
+    drop(d);
+    let d = deployment(&reg, &store, DeploymentConfig::default());
+    assert_eq!(d.versions(), (2, None));
+    // Rollback moves the champion back.
+    assert_eq!(d.rollback("p99 regression").unwrap(), 1);
+    assert_eq!(d.versions(), (1, None));
+    assert_eq!(reg.alias("fraud", CHAMPION).unwrap(), Some(1));
+    assert!(matches!(d.rollback("again"), Err(ServeError::Stage(_))));
+    assert_eq!(
+        reg.alias("fraud", CHAMPION).unwrap(),
+        Some(1),
+        "never left without a champion"
+    );
+}
+
+#[test]
+fn overloaded_shadow_drops_work_instead_of_slowing_the_champion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            shadow_queue: 1,
+            ..DeploymentConfig::default()
+        },
+    );
+    d.start_shadow(2, "tiny queue").unwrap();
+    for i in 0..2000 {
+        d.predict(req(i)).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let st = d.shadow_stats();
+    assert_eq!(st.compared + st.dropped, 2000);
+    assert!(st.dropped > 0, "a queue of 1 must overflow: {st:?}");
+}
+
+#[test]
+fn rollback_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = Arc::new(deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            log_sample_rate: 0.0,
+            ..DeploymentConfig::default()
+        },
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|t| {
+            let (d, stop, served) = (d.clone(), stop.clone(), served.clone());
+            std::thread::spawn(move || {
+                let mut i = t * 1_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = d.predict(req(i)).expect("no request fails during rollback");
+                    assert!(r.model_version == 1 || r.model_version == 2);
+                    served.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let any = ShadowGate {
+        min_samples: 0,
+        min_agreement: 0.0,
+        max_mean_diff: 1.0,
+    };
+    for round in 0..5 {
+        d.start_shadow(2, "load test").unwrap();
+        d.promote_to_canary(&any, None).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(d.rollback(&format!("round {round}")).unwrap(), 2);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 100);
+    assert_eq!(d.versions(), (1, None));
+}
+
+#[test]
+fn precomputed_predictions_match_online_and_the_open_loop_harness_measures_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            log_sample_rate: 0.0,
+            ..DeploymentConfig::default()
+        },
+    );
+    let keys: Vec<Vec<Value>> = (0..200)
+        .map(|i| vec![Value::Str(format!("card{i}"))])
+        .collect();
+    let rep = d
+        .precompute(&store, ("card_features", 1), &keys, NOW - 1000, 2)
+        .unwrap();
+    assert_eq!((rep.scored, rep.errors, rep.model_version), (200, 0, 1));
+    assert_eq!(rep.view, "fraud_predictions");
+    for i in [0usize, 57, 199] {
+        let online = d.predict(req(i)).unwrap();
+        let (score, v) = lookup_precomputed(&store, "fraud", &keys[i])
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, 1);
+        assert_eq!(score.to_bits(), online.scores[0].to_bits(), "card{i}");
+    }
+    assert_eq!(
+        lookup_precomputed(&store, "fraud", &[Value::Str("nobody".into())]).unwrap(),
+        None
+    );
+    let online = load::open_loop(1000.0, std::time::Duration::from_millis(300), 2, |i| {
+        d.predict(req(i as usize)).is_ok()
+    });
+    let pre = load::open_loop(1000.0, std::time::Duration::from_millis(300), 2, |i| {
+        lookup_precomputed(&store, "fraud", &keys[i as usize % 200]).is_ok_and(|r| r.is_some())
+    });
+    for r in [&online, &pre] {
+        assert_eq!((r.sent, r.errors), (300, 0), "{r:?}");
+        assert!(
+            r.p50_us > 0.0 && r.p50_us <= r.p99_us && r.p99_us <= r.p999_us,
+            "{r:?}"
+        );
+    }
+}
