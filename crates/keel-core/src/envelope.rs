@@ -234,6 +234,42 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Envelope
     Ok(value)
 }
 
+/// Test support for the golden blobs every on-disk kind keeps (one per format version, under a
+/// crate's `tests/golden/`): `value` must encode to exactly the committed bytes at `path`, and
+/// those bytes must decode back to `value`. With `KEEL_BLESS=1` in the environment the blob is
+/// (re)written first. Panics with a message naming the kind on any difference; for tests only.
+#[doc(hidden)]
+pub fn assert_golden<T: Persisted + PartialEq + std::fmt::Debug>(
+    path: &std::path::Path,
+    value: &T,
+) {
+    let kind = String::from_utf8_lossy(&T::KIND.0).into_owned();
+    let encoded = encode(value).unwrap_or_else(|e| panic!("{kind}: encoding failed: {e}"));
+    if std::env::var_os("KEEL_BLESS").is_some() {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(path, &encoded).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    let bytes = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "{kind}: golden blob {} missing ({e}); KEEL_BLESS=1 writes it",
+            path.display()
+        )
+    });
+    let back: T =
+        decode(&bytes).unwrap_or_else(|e| panic!("{kind}: the golden blob no longer decodes: {e}"));
+    assert_eq!(
+        &back, value,
+        "{kind}: the golden blob decodes to another value"
+    );
+    assert!(
+        bytes == encoded,
+        "{kind} v{}: the encoding changed; bump FORMAT_VERSION and keep the old blob readable",
+        T::FORMAT_VERSION
+    );
+}
+
 impl Persisted for crate::Frame {
     const KIND: Kind = Kind(*b"FRAM");
     const FORMAT_VERSION: u16 = 1;

@@ -769,3 +769,29 @@ impl ActiveRun {
         Ok(self.run)
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::{AliasEvent, AliasState};
+    use std::collections::BTreeMap;
+
+    /// The alias state and audit trail (`MALS`) keep their committed v1 blob readable.
+    #[test]
+    fn golden_alias_state_v1_reads_back() {
+        let state = AliasState {
+            current: BTreeMap::from([("champion".to_string(), 2)]),
+            previous: BTreeMap::from([("champion".to_string(), vec![None, Some(1)])]),
+            audit: vec![AliasEvent {
+                at_ms: 1_767_225_600_000,
+                alias: "champion".into(),
+                from: Some(1),
+                to: Some(2),
+                reason: "canary -> champion: gate passed".into(),
+                rollback: false,
+            }],
+        };
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/alias_state_v1.bin");
+        keel_core::envelope::assert_golden(&path, &state);
+    }
+}

@@ -127,3 +127,27 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::{StoredRow, Value};
+
+    /// A stored row (`FROW`) keeps its committed v1 blob readable, byte for byte: every value
+    /// variant in declaration order (the order is part of the format).
+    #[test]
+    fn golden_stored_row_v1_reads_back() {
+        let row = StoredRow(vec![
+            Value::Null,
+            Value::F64(-1.5),
+            Value::F64(f64::MAX),
+            Value::I64(-42),
+            Value::I64(i64::MAX),
+            Value::Bool(true),
+            Value::Str("card-é".into()),
+            Value::Str(String::new()),
+        ]);
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/stored_row_v1.bin");
+        keel_core::envelope::assert_golden(&path, &row);
+    }
+}
