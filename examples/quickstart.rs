@@ -43,15 +43,11 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
-/// SplitMix64: deterministic data without a dependency.
-struct Rng(u64);
+/// Deterministic data: keel's SplitMix64, uniform in [0, 1) per draw.
+struct Rng(keel::core::SplitMix64);
 impl Rng {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        self.0.uniform()
     }
 }
 
@@ -80,7 +76,7 @@ enum Regime {
 /// likely online, on large amounts, at three risky merchants, and in bursts on a card that
 /// just spent a lot.
 fn transactions(n: usize, seed: u64, start: i64, days: f64, regime: Regime) -> Vec<Txn> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(keel::core::SplitMix64::new(seed));
     let mut out = Vec::with_capacity(n);
     let mut recent: HashMap<String, f64> = HashMap::new();
     for i in 0..n {

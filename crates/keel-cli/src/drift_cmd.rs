@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use keel_core::Frame;
-use keel_monitor::{detect_drift, report, ColumnOptions, DriftOptions, DriftTest};
+use keel::core::Frame;
+use keel::monitor::{detect_drift, report, ColumnOptions, DriftOptions, DriftTest};
 use std::path::PathBuf;
 
 /// `keel drift` arguments.
@@ -34,6 +34,18 @@ pub struct DriftArgs {
     /// Treat these columns as categorical even if numeric; repeatable.
     #[arg(long = "categorical", value_name = "COLUMN")]
     categorical: Vec<String>,
+    /// Never test this column (repeatable); it is listed as skipped.
+    #[arg(long = "exclude", value_name = "COLUMN")]
+    exclude: Vec<String>,
+    /// The id column(s): never tested (Evidently's column mapping).
+    #[arg(long = "id", value_name = "COLUMN")]
+    id: Vec<String>,
+    /// The label (target) column(s): never tested as a feature.
+    #[arg(long = "label", value_name = "COLUMN")]
+    label: Vec<String>,
+    /// The timestamp column(s): never tested.
+    #[arg(long = "timestamp", value_name = "COLUMN")]
+    timestamp: Vec<String>,
     /// Exit with status 3 when dataset drift is detected.
     #[arg(long)]
     fail_on_drift: bool,
@@ -71,8 +83,20 @@ pub fn run(a: DriftArgs) -> Result<()> {
     }
     for c in &a.categorical {
         let mut o = entry(&mut opts, c);
-        o.kind = Some(keel_monitor::ColumnKind::Categorical);
+        o.kind = Some(keel::monitor::ColumnKind::Categorical);
         opts.per_column.insert(c.clone(), o);
+    }
+    for (cols, role) in [
+        (&a.exclude, "excluded"),
+        (&a.id, "id"),
+        (&a.label, "label"),
+        (&a.timestamp, "timestamp"),
+    ] {
+        for c in cols {
+            if let Some(other) = opts.exclude.insert(c.clone(), role.to_string()) {
+                bail!("column {c:?} is given two roles: {other} and {role}");
+            }
+        }
     }
     let rep = detect_drift(&reference, &current, &opts)?;
     println!(
@@ -89,6 +113,9 @@ pub fn run(a: DriftArgs) -> Result<()> {
             c.threshold,
             if c.drift { "YES" } else { "no" }
         );
+    }
+    for sk in &rep.skipped {
+        println!("{:<24} not tested: {}", sk.column, sk.reason);
     }
     println!(
         "dataset drift: {} ({} of {} columns, share {:.3} >= {}?)",

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! keel gbdt predict --model PATH --input CSV --output CSV [--raw] [--contrib] [--leaf]
+//!                   [--by-position] [--na-values n/a,NULL]
 //!                   [--start-iteration N] [--num-iteration N] [--threads N]
 //! keel gbdt inspect PATH
 //! keel store apply|ingest|get|historical|checkpoint ...
@@ -14,8 +15,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use keel_core::Frame;
-use keel_gbdt::{GbdtModel, Output, PredictOptions};
+use keel::core::{CsvOptions, Frame};
+use keel::gbdt::{GbdtModel, Output, PredictOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -84,10 +85,17 @@ struct PredictArgs {
     /// Model file (LightGBM text, XGBoost JSON/UBJSON, or keel binary).
     #[arg(long)]
     model: PathBuf,
-    /// Input CSV with a header. Columns are matched by name when every model feature name is a
-    /// header, otherwise by position. An empty field, `NaN` or `nan` is missing.
+    /// Input CSV with a header. Columns are matched to the model's features by name; other
+    /// columns (ids, labels) are ignored. An empty field or `NaN` is missing; any other text
+    /// that is not a number is an error naming its row and column.
     #[arg(long)]
     input: PathBuf,
+    /// The input has no header row: its columns are the model's features, in order.
+    #[arg(long)]
+    by_position: bool,
+    /// More field texts that mean "missing", comma-separated (e.g. `n/a,NULL,-`).
+    #[arg(long, value_delimiter = ',')]
+    na_values: Vec<String>,
     /// Output CSV (header + one row per input row).
     #[arg(long)]
     output: PathBuf,
@@ -162,7 +170,23 @@ fn fmt(x: f64) -> String {
 fn predict(a: &PredictArgs) -> Result<()> {
     let model =
         GbdtModel::from_path(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let frame = Frame::from_csv_path(&a.input, None)
+    if !a.by_position {
+        let mut reader = csv::Reader::from_path(&a.input)
+            .with_context(|| format!("reading {}", a.input.display()))?;
+        let header = reader.headers()?;
+        model.require_columns(header.iter()).with_context(|| {
+            format!(
+                "{}: for a file without a header whose columns are the features in order, pass \
+                 --by-position",
+                a.input.display()
+            )
+        })?;
+    }
+    let options = CsvOptions {
+        no_header: a.by_position,
+        na_values: a.na_values.clone(),
+    };
+    let frame = Frame::from_csv_path_with(&a.input, Some(&model.input_schema()?), &options)
         .with_context(|| format!("reading {}", a.input.display()))?;
     let x = model.frame_matrix(&frame)?;
     let opts = PredictOptions {

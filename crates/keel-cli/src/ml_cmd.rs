@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use keel_core::Frame;
-use keel_registry::{Registry, RunFilter, RunId};
-use keel_train::{TrainingData, TrainingJob};
+use keel::core::Frame;
+use keel::registry::{Registry, RunFilter, RunId};
+use keel::train::{TrainingData, TrainingJob};
 use std::path::PathBuf;
 
 /// Where the registry lives (`--registry`, default `keel-data/registry`).

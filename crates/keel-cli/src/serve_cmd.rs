@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use keel_registry::Registry;
-use keel_serve::http::{self, ServerConfig};
-use keel_serve::{Deployment, DeploymentConfig};
-use keel_store::Store;
+use keel::registry::Registry;
+use keel::serve::http::{self, ServerConfig};
+use keel::serve::{Deployment, DeploymentConfig};
+use keel::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

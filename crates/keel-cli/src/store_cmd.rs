@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use keel_core::{ColumnBuilder, DType, Field, Frame, Schema, ValueRef};
-use keel_store::{
-    Definitions, Entity, FeatureRef, FeatureService, FeatureView, HistoricalOptions, Store, Value,
+use keel::core::{
+    parse_timestamp_ms, Column, ColumnBuilder, DType, Field, Frame, Schema, TimeUnit, ValueRef,
 };
+use keel::store::{Definitions, FeatureRef, HistoricalOptions, Store, StoreOptions, Value};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -20,18 +20,26 @@ pub enum StoreCmd {
         definitions: PathBuf,
     },
     /// Write a CSV of rows into a view: join keys, `event_timestamp` [, `created_timestamp`],
-    /// features. Timestamps are RFC 3339 or integer Unix milliseconds; empty fields are missing.
+    /// features. Timestamps are RFC 3339 with any offset, or integers in `--time-unit`
+    /// (integers outside 1975..2200 are refused with a hint); empty fields are missing. Each
+    /// batch is synced to disk before the command reports it written.
     Ingest {
+        /// Store directory (created if missing).
         #[arg(long)]
         path: PathBuf,
         /// View name, `name@version` (default version 1).
         #[arg(long)]
         view: String,
+        /// CSV with a header.
         #[arg(long)]
         input: PathBuf,
+        /// Unit of integer timestamps: s, ms, us, ns.
+        #[arg(long, default_value = "ms")]
+        time_unit: TimeUnit,
     },
     /// Latest values of a feature service for one entity key.
     Get {
+        /// Store directory (must exist).
         #[arg(long)]
         path: PathBuf,
         #[arg(long)]
@@ -40,10 +48,14 @@ pub enum StoreCmd {
         #[arg(long = "key", required = true)]
         keys: Vec<String>,
     },
-    /// Point-in-time join of an entity CSV (join keys + `event_timestamp`) with features.
+    /// Point-in-time join of an entity CSV (join keys + `event_timestamp`, any other columns
+    /// such as labels kept as they are, in order) with features. Output times are written as
+    /// they came in.
     Historical {
+        /// Store directory (must exist).
         #[arg(long)]
         path: PathBuf,
+        /// Entity CSV with a header.
         #[arg(long)]
         entities: PathBuf,
         /// Comma-separated `view[@version]:feature` refs, or a service name.
@@ -54,30 +66,19 @@ pub enum StoreCmd {
         /// Ignore rows created after each entity timestamp.
         #[arg(long)]
         no_backfill_leak: bool,
+        /// Unit of integer timestamps: s, ms, us, ns.
+        #[arg(long, default_value = "ms")]
+        time_unit: TimeUnit,
     },
     /// Write a read-only snapshot; prints its id (the data version).
     Checkpoint {
+        /// Store directory (must exist).
         #[arg(long)]
         path: PathBuf,
+        /// Snapshot directory (must not exist).
         #[arg(long)]
         to: PathBuf,
     },
-}
-
-#[derive(serde::Deserialize)]
-struct DefsToml {
-    #[serde(default)]
-    entities: Vec<Entity>,
-    #[serde(default)]
-    views: Vec<FeatureView>,
-    #[serde(default)]
-    services: Vec<ServiceToml>,
-}
-
-#[derive(serde::Deserialize)]
-struct ServiceToml {
-    name: String,
-    features: Vec<String>,
 }
 
 fn parse_view(s: &str) -> Result<(String, u32)> {
@@ -92,55 +93,60 @@ fn parse_view(s: &str) -> Result<(String, u32)> {
     })
 }
 
-/// Unix ms from an integer or an RFC 3339 string.
-fn parse_ts(s: &str) -> Result<i64> {
-    if let Ok(ms) = s.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    let t = humantime::parse_rfc3339_weak(s.trim()).with_context(|| format!("timestamp `{s}`"))?;
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("timestamp before 1970")?;
-    Ok(i64::try_from(d.as_millis())?)
-}
-
-/// Reads a CSV with the given typed columns plus timestamp columns (as text, converted to ms).
-fn read_typed(path: &Path, fields: Vec<Field>, ts_cols: &[&str]) -> Result<Frame> {
-    let header: Vec<String> = csv::Reader::from_path(path)?
+/// Reads a CSV keeping every column in header order: `typed` fields parse as their type,
+/// `ts_cols` become i64 Unix milliseconds (see [`parse_timestamp_ms`]), any other column is kept
+/// as text. Returns the frame and the timestamp columns' original text, by name.
+fn read_typed(
+    path: &Path,
+    typed: &[Field],
+    ts_cols: &[&str],
+    unit: TimeUnit,
+) -> Result<(Frame, Vec<(String, Column)>)> {
+    let header: Vec<String> = csv::Reader::from_path(path)
+        .with_context(|| format!("reading {}", path.display()))?
         .headers()?
         .iter()
         .map(str::to_string)
         .collect();
-    let mut schema_fields = fields;
-    for c in ts_cols {
-        if header.iter().any(|h| h == c) {
-            schema_fields.push(Field::new(*c, DType::String));
+    for f in typed {
+        if !header.contains(&f.name) {
+            bail!("{}: no column `{}`", path.display(), f.name);
         }
     }
-    let frame = Frame::from_csv_path(path, Some(&Schema::new(schema_fields.clone())?))?;
+    let schema_fields: Vec<Field> = header
+        .iter()
+        .map(|h| match typed.iter().find(|f| &f.name == h) {
+            Some(f) => f.clone(),
+            None => Field::new(h.clone(), DType::String),
+        })
+        .collect();
+    let frame = Frame::from_csv_path(path, Some(&Schema::new(schema_fields.clone())?))
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut out_fields = Vec::new();
     let mut cols = Vec::new();
+    let mut originals = Vec::new();
     for (f, c) in schema_fields.iter().zip(frame.columns()) {
         if ts_cols.contains(&f.name.as_str()) {
             let mut b = ColumnBuilder::new(DType::I64);
             for i in 0..frame.nrows() {
                 match c.get(i) {
                     ValueRef::Str(s) => {
-                        b.push_value(ValueRef::I64(
-                            parse_ts(s).with_context(|| format!("row {i}, `{}`", f.name))?,
-                        ));
+                        let ms = parse_timestamp_ms(s, unit)
+                            .with_context(|| format!("row {i}, column `{}`", f.name))?;
+                        b.push_value(ValueRef::I64(ms));
                     }
                     _ => b.push_null(),
                 }
             }
             out_fields.push(Field::new(f.name.clone(), DType::I64));
             cols.push(b.finish());
+            originals.push((f.name.clone(), c.clone()));
         } else {
             out_fields.push(f.clone());
             cols.push(c.clone());
         }
     }
-    Ok(Frame::new(out_fields, cols)?)
+    Ok((Frame::new(out_fields, cols)?, originals))
 }
 
 fn fmt_value(v: &Value) -> String {
@@ -159,27 +165,8 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
         StoreCmd::Apply { path, definitions } => {
             let text = std::fs::read_to_string(&definitions)
                 .with_context(|| format!("reading {}", definitions.display()))?;
-            let d: DefsToml = toml::from_str(&text)
+            let defs = Definitions::from_toml(&text)
                 .with_context(|| format!("parsing {}", definitions.display()))?;
-            let services = d
-                .services
-                .into_iter()
-                .map(|s| {
-                    Ok(FeatureService {
-                        name: s.name,
-                        features: s
-                            .features
-                            .iter()
-                            .map(|r| FeatureRef::parse(r))
-                            .collect::<Result<_, _>>()?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let defs = Definitions {
-                entities: d.entities,
-                views: d.views,
-                services,
-            };
             Store::open(&path)?.apply(&defs)?;
             println!(
                 "applied {} entities, {} views, {} services",
@@ -188,13 +175,25 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 defs.services.len()
             );
         }
-        StoreCmd::Ingest { path, view, input } => {
-            let store = Store::open(&path)?;
+        StoreCmd::Ingest {
+            path,
+            view,
+            input,
+            time_unit,
+        } => {
+            let store = Store::open_with(
+                &path,
+                StoreOptions {
+                    sync_writes: true,
+                    ..StoreOptions::default()
+                },
+            )?;
             let (name, version) = parse_view(&view)?;
             let v = store.view(&name, version)?;
             let mut fields = store.join_keys(&v)?;
             fields.extend(v.features.iter().cloned());
-            let frame = read_typed(&input, fields, &["event_timestamp", "created_timestamp"])?;
+            let ts = ["event_timestamp", "created_timestamp"];
+            let (frame, _) = read_typed(&input, &fields, &ts, time_unit)?;
             let rows = store.rows_from_frame(&v, &frame)?;
             store.write(&name, version, &rows)?;
             println!("wrote {} rows into {}@{}", rows.len(), name, version);
@@ -204,7 +203,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             service,
             keys,
         } => {
-            let store = Store::open(&path)?;
+            let store = Store::open_existing(&path, StoreOptions::default())?;
             let s = store.service(&service)?;
             let first = s.features.first().context("empty service")?;
             let view = store.view(&first.view, first.version)?;
@@ -239,8 +238,9 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             features,
             output,
             no_backfill_leak,
+            time_unit,
         } => {
-            let store = Store::open(&path)?;
+            let store = Store::open_existing(&path, StoreOptions::default())?;
             let refs: Vec<FeatureRef> = if features.contains(':') {
                 features
                     .split(',')
@@ -249,7 +249,9 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             } else {
                 store.service(&features)?.features
             };
-            let first = refs.first().context("no features")?;
+            if refs.is_empty() {
+                bail!("no features");
+            }
             let mut fields = Vec::new();
             for r in &refs {
                 for k in store.join_keys(&store.view(&r.view, r.version)?)? {
@@ -258,8 +260,11 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                     }
                 }
             }
-            let _ = first;
-            let ents = read_typed(&entities, fields, &["event_timestamp"])?;
+            let (ents, originals) =
+                read_typed(&entities, &fields, &["event_timestamp"], time_unit)?;
+            if originals.is_empty() {
+                bail!("{}: no column `event_timestamp`", entities.display());
+            }
             let out = store.historical(
                 &ents,
                 &refs,
@@ -268,6 +273,32 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                     ..Default::default()
                 },
             )?;
+            // Entity rows come back in input order: the times go out as they came in.
+            let cols: Vec<Column> = out
+                .schema()
+                .fields()
+                .iter()
+                .zip(out.columns())
+                .map(
+                    |(f, c)| match originals.iter().find(|(n, _)| *n == f.name) {
+                        Some((_, text)) => text.clone(),
+                        None => c.clone(),
+                    },
+                )
+                .collect();
+            let fields: Vec<Field> = out
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    if originals.iter().any(|(n, _)| *n == f.name) {
+                        Field::new(f.name.clone(), DType::String)
+                    } else {
+                        f.clone()
+                    }
+                })
+                .collect();
+            let out = Frame::new(fields, cols)?;
             out.to_csv_path(&output)?;
             println!(
                 "wrote {} rows x {} columns to {}",
@@ -280,7 +311,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             if to.exists() {
                 bail!("{} exists", to.display());
             }
-            let id = Store::open(&path)?.checkpoint(&to)?;
+            let id = Store::open_existing(&path, StoreOptions::default())?.checkpoint(&to)?;
             println!("{id}\t{}", id.path.display());
         }
     }

@@ -14,6 +14,38 @@ fn truncate(s: &str) -> String {
     s[..end].to_string()
 }
 
+/// How CSV text is read: whether it has a header row, and which fields mean "missing".
+///
+/// The default reads a header row and takes only an empty field (and, for float columns, the
+/// text `NaN`) as missing: any other text that does not parse as the column's type is an error
+/// naming its row and column, never a silent missing value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// The file has no header row: columns are the schema's fields in order, and every record
+    /// must have exactly that many fields. Needs a schema.
+    pub no_header: bool,
+    /// Fields (compared after trimming spaces) that are missing values, e.g. `n/a`, `NULL`, `-`.
+    pub na_values: Vec<String>,
+}
+
+impl CsvOptions {
+    /// Adds field texts that mean "missing".
+    pub fn with_na_values<I: IntoIterator<Item = S>, S: Into<String>>(mut self, values: I) -> Self {
+        self.na_values.extend(values.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reads files without a header row (columns by position).
+    pub fn without_header(mut self) -> Self {
+        self.no_header = true;
+        self
+    }
+
+    fn is_na(&self, field: &str) -> bool {
+        !self.na_values.is_empty() && self.na_values.iter().any(|na| na == field.trim())
+    }
+}
+
 impl Frame {
     /// Reads a CSV file with a header row. With a schema, every schema field must be a header
     /// column (matched by name; other columns are ignored) and fields parse as their type; without
@@ -29,13 +61,45 @@ impl Frame {
     /// non-empty field: `i64`, `f64`, `bool` (`true`/`false`), else `string`; a column with no
     /// value at all is `f64`. Inferred fields are nullable when a field is empty.
     pub fn from_csv_reader<R: Read>(reader: R, schema: Option<&Schema>) -> Result<Frame> {
+        Frame::from_csv_reader_with(reader, schema, &CsvOptions::default())
+    }
+
+    /// Reads a CSV file as [`CsvOptions`] say (header or not, extra missing-value texts).
+    pub fn from_csv_path_with(
+        path: impl AsRef<Path>,
+        schema: Option<&Schema>,
+        options: &CsvOptions,
+    ) -> Result<Frame> {
+        let file = std::fs::File::open(path)?;
+        Frame::from_csv_reader_with(std::io::BufReader::new(file), schema, options)
+    }
+
+    /// Reads CSV from any reader as [`CsvOptions`] say. A file without a header needs a schema
+    /// ([`Error::Shape`] otherwise), and each of its records must have one field per schema field.
+    pub fn from_csv_reader_with<R: Read>(
+        reader: R,
+        schema: Option<&Schema>,
+        options: &CsvOptions,
+    ) -> Result<Frame> {
         let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
+            .has_headers(!options.no_header)
             .from_reader(reader);
-        let headers: Vec<String> = rdr.headers()?.iter().map(str::to_string).collect();
-        match schema {
-            Some(schema) => read_with_schema(&mut rdr, &headers, schema),
-            None => read_inferred(&mut rdr, &headers),
+        match (schema, options.no_header) {
+            (Some(schema), true) => {
+                let headers: Vec<String> = schema.names().map(str::to_string).collect();
+                read_with_schema(&mut rdr, &headers, schema, options)
+            }
+            (None, true) => Err(Error::Shape(
+                "a CSV file without a header row needs a schema to name its columns".into(),
+            )),
+            (Some(schema), false) => {
+                let headers: Vec<String> = rdr.headers()?.iter().map(str::to_string).collect();
+                read_with_schema(&mut rdr, &headers, schema, options)
+            }
+            (None, false) => {
+                let headers: Vec<String> = rdr.headers()?.iter().map(str::to_string).collect();
+                read_inferred(&mut rdr, &headers, options)
+            }
         }
     }
 
@@ -75,6 +139,7 @@ fn read_with_schema<R: Read>(
     rdr: &mut csv::Reader<R>,
     headers: &[String],
     schema: &Schema,
+    options: &CsvOptions,
 ) -> Result<Frame> {
     let mut positions = Vec::with_capacity(schema.len());
     for f in schema.fields() {
@@ -92,8 +157,16 @@ fn read_with_schema<R: Read>(
     let mut record = csv::StringRecord::new();
     let mut row = 0usize;
     while rdr.read_record(&mut record)? {
+        if options.no_header && record.len() != schema.len() {
+            return Err(Error::Shape(format!(
+                "row {row} has {} fields; a file without a header must have one per column ({})",
+                record.len(),
+                schema.len()
+            )));
+        }
         for ((f, &pos), b) in schema.fields().iter().zip(&positions).zip(&mut builders) {
             let field = record.get(pos).unwrap_or("");
+            let field = if options.is_na(field) { "" } else { field };
             if field.is_empty() && !f.nullable {
                 return Err(Error::Validation {
                     column: f.name.clone(),
@@ -117,6 +190,7 @@ fn read_with_schema<R: Read>(
 }
 
 fn infer(values: &[String]) -> DType {
+    // `values` holds fields with the missing-value texts already blanked.
     let present = || values.iter().filter(|v| !v.is_empty());
     if present().next().is_none() {
         return DType::F64;
@@ -135,12 +209,21 @@ fn infer(values: &[String]) -> DType {
     }
 }
 
-fn read_inferred<R: Read>(rdr: &mut csv::Reader<R>, headers: &[String]) -> Result<Frame> {
+fn read_inferred<R: Read>(
+    rdr: &mut csv::Reader<R>,
+    headers: &[String],
+    options: &CsvOptions,
+) -> Result<Frame> {
     let mut raw: Vec<Vec<String>> = vec![Vec::new(); headers.len()];
     let mut record = csv::StringRecord::new();
     while rdr.read_record(&mut record)? {
         for (j, col) in raw.iter_mut().enumerate() {
-            col.push(record.get(j).unwrap_or("").to_string());
+            let field = record.get(j).unwrap_or("");
+            col.push(if options.is_na(field) {
+                String::new()
+            } else {
+                field.to_string()
+            });
         }
     }
     let mut fields = Vec::with_capacity(headers.len());

@@ -11,7 +11,8 @@
 //!   platform; its canonical encoding is documented in [`DataHasher`]'s module.
 //! - [`envelope`]: the versioned, checksummed wrapper around every persisted byte
 //!   (magic, kind, format version, bincode 2 payload, CRC-32), with typed decode errors.
-//! - [`Clock`]: time as a dependency ([`SystemClock`], [`ManualClock`]).
+//! - [`Clock`]: time as a dependency ([`SystemClock`], [`ManualClock`]); [`parse_timestamp_ms`]:
+//!   RFC 3339 with any offset or integers in a declared [`TimeUnit`], implausible ones refused.
 //!
 //! ```
 //! use keel_core::{envelope, DataHash, Frame};
@@ -47,11 +48,16 @@ pub mod envelope;
 mod error;
 mod frame;
 mod hash;
+mod rand;
 mod schema;
+pub mod timestamp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use csvio::CsvOptions;
 pub use envelope::{Kind, Persisted};
 pub use error::{EnvelopeError, Error, Result};
 pub use frame::{Column, ColumnBuilder, Frame, Validity, ValueRef};
-pub use hash::{DataHash, DataHasher};
+pub use hash::{fnv1a, DataHash, DataHasher};
+pub use rand::SplitMix64;
 pub use schema::{DType, Field, Schema};
+pub use timestamp::{format_timestamp_ms, parse_timestamp_ms, TimeUnit, TimestampError};

@@ -56,6 +56,7 @@ impl fmt::Display for DType {
 
 /// One named, typed column.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Field {
     /// Column name, unique within a schema.
     pub name: String,

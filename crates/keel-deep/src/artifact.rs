@@ -53,8 +53,7 @@ impl Mlp {
     /// Loads from `(manifest envelope, safetensors weights)`; returns the model and metadata.
     pub fn from_parts(manifest: &[u8], weights: &[u8]) -> Result<(Mlp, BTreeMap<String, String>)> {
         let m: Manifest = envelope::decode(manifest)?;
-        let cfg: MlpConfig =
-            serde_json::from_str(&m.config_json).map_err(|e| DeepError::Config(e.to_string()))?;
+        let cfg: MlpConfig = serde_json::from_str(&m.config_json)?;
         let model = Mlp::from_safetensors(cfg, weights)?;
         Ok((model, m.metadata))
     }
@@ -88,10 +87,10 @@ pub(crate) fn safetensors_bytes(params: &[(String, &candle_core::Var)]) -> Resul
         .map(|(n, s, b)| {
             TensorView::new(Dtype::F32, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| DeepError::Weights(e.to_string()))
+                .map_err(DeepError::Safetensors)
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None).map_err(|e| DeepError::Weights(e.to_string()))
+    safetensors::serialize(views, None).map_err(DeepError::Safetensors)
 }
 
 /// Sets every named parameter from untrusted safetensors bytes: each tensor must be present,
@@ -103,7 +102,7 @@ pub(crate) fn load_safetensors(
     if weights.len() > MAX_WEIGHTS {
         return Err(DeepError::Weights("weights file too large".into()));
     }
-    let st = SafeTensors::deserialize(weights).map_err(|e| DeepError::Weights(e.to_string()))?;
+    let st = SafeTensors::deserialize(weights)?;
     for (name, v) in params {
         let t = st
             .tensor(name)

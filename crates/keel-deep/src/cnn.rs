@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::{load_safetensors, safetensors_bytes};
 use crate::config::{Head, TrainConfig, MAX_LAYERS, MAX_WIDTH};
 use crate::model::dropout;
-use crate::rng::Rng;
+use crate::rng::{rng, Rng};
 use crate::train::{check_targets, fit, EpochReport, Split, TrainReport};
 use crate::{DeepError, Result};
 
@@ -126,7 +126,7 @@ impl Cnn {
     /// `+-1/sqrt(fan_in)`).
     pub fn new(cfg: CnnConfig, seed: u64) -> Result<Cnn> {
         cfg.validate()?;
-        let mut rng = Rng::new(seed);
+        let mut rng = rng(seed);
         let mut convs = Vec::with_capacity(cfg.conv.len());
         let mut c = cfg.channels;
         for b in &cfg.conv {
@@ -261,8 +261,7 @@ impl Cnn {
     /// config's shape and finite.
     pub fn from_parts(manifest: &[u8], weights: &[u8]) -> Result<(Cnn, BTreeMap<String, String>)> {
         let m: CnnManifest = envelope::decode(manifest)?;
-        let cfg: CnnConfig =
-            serde_json::from_str(&m.config_json).map_err(|e| DeepError::Config(e.to_string()))?;
+        let cfg: CnnConfig = serde_json::from_str(&m.config_json)?;
         Ok((Cnn::from_safetensors(cfg, weights)?, m.metadata))
     }
 

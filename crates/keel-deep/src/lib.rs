@@ -36,7 +36,7 @@
 //!                        epochs: 30, batch_size: 32, warmup_steps: 10, clip_norm: Some(5.0),
 //!                        early_stopping: None, class_weights: None, seed: 7 };
 //! let (model, report) = train(cfg, &tc, &data, None, &mut |_| {})?;
-//! assert!(report.epochs.last().unwrap().train_loss < 0.3);
+//! assert!(report.epochs.last().is_some_and(|e| e.train_loss < 0.3));
 //! let mut p = [0.0f32];
 //! model.predict_one(&[0.9, 0.8], &[], &mut p)?;
 //! assert!(p[0] > 0.5);
@@ -60,7 +60,10 @@
 mod artifact;
 mod cnn;
 mod config;
+mod error;
 mod fast;
+#[doc(hidden)]
+pub mod fuzzing;
 mod model;
 #[cfg(feature = "onnx")]
 mod onnx;
@@ -75,165 +78,17 @@ pub use config::{
     EarlyStopping, EmbeddingSpec, Head, MlpConfig, OptimizerConfig, TrainConfig, MAX_LAYERS,
     MAX_WIDTH,
 };
+pub use error::{DeepError, Result};
 pub use model::{Mlp, LN_EPS};
 #[cfg(feature = "onnx")]
 pub use onnx::{OnnxModel, MAX_ELEMENTS, MAX_ONNX_BYTES, SUPPORTED_OPS};
-pub use rng::Rng;
+pub use rng::{rng, Rng};
 pub use seq::{
     ticket_corpus, train_text, Pooling, SeqConfig, SeqManifest, SeqModel, TextData, Tokenizer, CLS,
     MAX_PARAMS as MAX_SEQ_PARAMS, MAX_SEQ, PAD,
 };
 pub use threads::MAX_THREADS;
 pub use train::{train, Dataset, EpochReport, TrainReport};
-
-/// Errors of keel-deep.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DeepError {
-    /// A config is invalid or out of bounds.
-    #[error("config: {0}")]
-    Config(String),
-    /// Inputs have the wrong size.
-    #[error("shape: {0}")]
-    Shape(String),
-    /// Training data is invalid.
-    #[error("data: {0}")]
-    Data(String),
-    /// A weights file cannot be read.
-    #[error("weights: {0}")]
-    Weights(String),
-    /// A tensor the model needs is absent from the weights.
-    #[error("weights: missing tensor `{0}`")]
-    MissingTensor(String),
-    /// A tensor has another dtype than f32.
-    #[error("weights: tensor `{name}` is {found}, expected F32")]
-    WrongDtype {
-        /// Tensor name.
-        name: String,
-        /// Its dtype.
-        found: String,
-    },
-    /// A tensor has the wrong shape.
-    #[error("weights: tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    WrongShape {
-        /// Tensor name.
-        name: String,
-        /// Expected shape.
-        expected: Vec<usize>,
-        /// Shape found.
-        found: Vec<usize>,
-    },
-    /// An ONNX file is malformed or asks for something keel refuses.
-    #[error("onnx: {0}")]
-    Onnx(String),
-    /// An ONNX node uses an operator outside [`SUPPORTED_OPS`].
-    #[cfg(feature = "onnx")]
-    #[error("onnx: operator `{op}` (node `{node}`) is not supported")]
-    UnsupportedOp {
-        /// The operator (`domain:op` outside the default domain).
-        op: String,
-        /// The node's name.
-        node: String,
-    },
-    /// candle failed.
-    #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
-    /// The envelope failed.
-    #[error(transparent)]
-    Envelope(#[from] keel_core::EnvelopeError),
-    /// JSON failed.
-    #[error(transparent)]
-    Json(#[from] serde_json::Error),
-}
-
-#[doc(hidden)]
-/// Entry point shared by the fuzz target and the corpus replay test.
-pub mod fuzzing {
-    use super::{Cnn, CnnManifest, Manifest, Mlp, MlpConfig, SeqManifest, SeqModel};
-    use keel_core::envelope::{self, Persisted};
-
-    /// Splits `data` at its first byte's position into a manifest and weights, and tries every
-    /// decoder: manifest (direct and past a valid header), config JSON, weights for a small
-    /// fixed config. Errors allowed, panics not; a model that loads must score.
-    pub fn exercise(data: &[u8]) {
-        let cut = data.first().map_or(0, |b| (*b as usize).min(data.len()));
-        let (a, b) = data.split_at(cut);
-        for m in [a.to_vec(), envelope::wrap(Manifest::KIND, 1, a)] {
-            if let Ok((model, _)) = Mlp::from_parts(&m, b) {
-                score(&model);
-            }
-        }
-        if let Ok(cfg) = serde_json::from_slice::<MlpConfig>(data) {
-            if let Ok(model) = Mlp::new(cfg, 0) {
-                score(&model);
-            }
-        }
-        let small = MlpConfig {
-            numeric: 2,
-            embeddings: vec![super::EmbeddingSpec {
-                cardinality: 3,
-                dim: 2,
-            }],
-            hidden: vec![4],
-            layer_norm: true,
-            residual: false,
-            dropout: 0.0,
-            head: super::Head::Binary,
-        };
-        if let Ok(model) = Mlp::from_safetensors(small, data) {
-            score(&model);
-        }
-        for m in [a.to_vec(), envelope::wrap(CnnManifest::KIND, 1, a)] {
-            if let Ok((model, _)) = Cnn::from_parts(&m, b) {
-                let c = model.config();
-                if c.image_len() <= 1 << 12 {
-                    let px = vec![0.5; c.image_len()];
-                    let p = model.predict_images(&px, 1).expect("a loaded model scores");
-                    assert_eq!(p.len(), model.outputs());
-                }
-            }
-        }
-        for m in [a.to_vec(), envelope::wrap(SeqManifest::KIND, 1, a)] {
-            if let Ok((model, _)) = SeqModel::from_parts(&m, b) {
-                let c = model.config();
-                if c.d_model * c.max_len <= 1 << 16 && c.layers <= 4 {
-                    let p = model
-                        .predict_texts(&["fuzz"])
-                        .expect("a loaded model scores");
-                    assert_eq!(p.len(), model.outputs());
-                }
-            }
-        }
-    }
-
-    /// Imports `data` as an ONNX model; one that imports must run (or fail with an error) on
-    /// a small input of its declared shape (symbolic dims as 1).
-    #[cfg(feature = "onnx")]
-    pub fn exercise_onnx(data: &[u8]) {
-        let Ok(model) = super::OnnxModel::from_bytes(data) else {
-            return;
-        };
-        if let [(_, dims)] = model.inputs() {
-            let shape: Vec<usize> = dims.iter().map(|d| d.unwrap_or(1)).collect();
-            let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-            if let Some(n) = n.filter(|&n| n <= 1 << 12) {
-                let _ = model.predict(&vec![0.25; n], &shape);
-            }
-        }
-    }
-
-    fn score(m: &Mlp) {
-        let c = m.config();
-        if c.input_width() > 4096 || c.hidden.iter().any(|h| *h > 4096) {
-            return;
-        }
-        let num = vec![0.5; c.numeric];
-        let codes = vec![1; c.embeddings.len()];
-        let mut out = vec![0.0; m.outputs()];
-        m.predict_one(&num, &codes, &mut out)
-            .expect("a loaded model scores");
-    }
-}
 
 /// The device keel-deep's models are created on: the first CUDA GPU when the crate is built
 /// with the `cuda` feature and one is present, the CPU otherwise (the default build, and what
@@ -248,9 +103,6 @@ pub fn device() -> &'static candle_core::Device {
         }
     })
 }
-
-/// Result alias of this crate.
-pub type Result<T, E = DeepError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

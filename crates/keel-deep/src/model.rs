@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor, Var, D};
 
 use crate::config::{Head, MlpConfig};
 use crate::fast::Packed;
-use crate::rng::Rng;
+use crate::rng::{rng, Rng};
 use crate::{DeepError, Result};
 
 /// One hidden block's parameters.
@@ -79,7 +79,7 @@ impl Mlp {
     /// `+-1/sqrt(fan_in)`, embeddings standard normal, layer norm 1/0), from `seed`.
     pub fn new(cfg: MlpConfig, seed: u64) -> Result<Mlp> {
         cfg.validate()?;
-        let mut rng = Rng::new(seed);
+        let mut rng = rng(seed);
         let mut emb = Vec::new();
         for e in &cfg.embeddings {
             let n = (e.cardinality + 1) * e.dim;

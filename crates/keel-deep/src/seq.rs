@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::{load_safetensors, safetensors_bytes};
 use crate::config::{Head, TrainConfig, MAX_LAYERS, MAX_WIDTH};
 use crate::model::{dropout, layer_norm};
-use crate::rng::Rng;
+use crate::rng::{rng, Rng};
 use crate::train::{check_targets, fit, EpochReport, Split, TrainReport};
 use crate::{DeepError, Result};
 
@@ -247,7 +247,7 @@ impl SeqModel {
     /// token embeddings normal with standard deviation `1/sqrt(d_model)`, norms 1/0).
     pub fn new(cfg: SeqConfig, seed: u64) -> Result<SeqModel> {
         cfg.validate()?;
-        let mut rng = Rng::new(seed);
+        let mut rng = rng(seed);
         let d = cfg.d_model;
         let vocab = cfg.tokenizer.vocab();
         let sd = 1.0 / (d as f64).sqrt();
@@ -457,8 +457,7 @@ impl SeqModel {
         weights: &[u8],
     ) -> Result<(SeqModel, BTreeMap<String, String>)> {
         let m: SeqManifest = envelope::decode(manifest)?;
-        let cfg: SeqConfig =
-            serde_json::from_str(&m.config_json).map_err(|e| DeepError::Config(e.to_string()))?;
+        let cfg: SeqConfig = serde_json::from_str(&m.config_json)?;
         Ok((SeqModel::from_safetensors(cfg, weights)?, m.metadata))
     }
 
@@ -599,7 +598,7 @@ pub fn ticket_corpus(n: usize, seed: u64) -> (Vec<String>, Vec<f32>) {
         "why",
         "still",
     ];
-    let mut rng = Rng::new(seed);
+    let mut rng = rng(seed);
     let mut pick = |k: usize| (rng.next_u64() % k as u64) as usize;
     let mut texts = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);

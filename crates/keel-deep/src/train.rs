@@ -7,7 +7,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, SGD};
 
 use crate::config::{Head, MlpConfig, OptimizerConfig, TrainConfig};
 use crate::model::Mlp;
-use crate::rng::Rng;
+use crate::rng::{rng, Rng};
 use crate::{DeepError, Result};
 
 /// Training or validation rows, row-major.
@@ -269,7 +269,7 @@ pub(crate) fn fit(
             )));
         }
     }
-    let mut rng = Rng::new(tc.seed.wrapping_add(1));
+    let mut rng = rng(tc.seed.wrapping_add(1));
     let (peak, mut opt) = match tc.optimizer {
         OptimizerConfig::AdamW { lr, weight_decay } => (
             lr,

@@ -42,6 +42,8 @@
 #![deny(missing_docs)]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lightgbm;
 mod model;
 mod predict;
@@ -59,7 +61,7 @@ pub use predict::{FeatureValue, Output, PredictOptions};
 pub use train::{train, train_dense, TrainConfig, Trained};
 
 use keel_core::envelope::{self, Kind, Persisted};
-use keel_core::{Column, Frame, ValueRef};
+use keel_core::{Column, DType, Field, Frame, Schema, ValueRef};
 use model::Model;
 use std::path::Path;
 
@@ -391,29 +393,91 @@ impl GbdtModel {
         Ok(out)
     }
 
-    /// Builds the dense input matrix for this model from a frame: columns matched by feature
-    /// name when every name is present, otherwise by position. Categorical columns use the
-    /// model's recorded labels when it has them (unknown labels become NaN), else their codes.
-    pub fn frame_matrix(&self, frame: &Frame) -> Result<Vec<f64>> {
+    /// The schema of this model's input as a table: one nullable column per feature, named as
+    /// the model names it, `f64` for numbers and `string` for categorical features whose labels
+    /// the model recorded (pandas categories, XGBoost's categories). Reading a CSV with it
+    /// ([`Frame::from_csv_path`]) matches columns by name, ignores other columns and refuses a
+    /// field that does not parse, naming its row and column. Fails only for a model whose
+    /// feature names repeat.
+    pub fn input_schema(&self) -> Result<Schema> {
         let m = &self.inner;
-        let names: Vec<&str> = m.feature_names.iter().map(String::as_str).collect();
-        let by_name = names.iter().all(|n| frame.schema().index_of(n).is_some());
-        let cols: Vec<&Column> = if by_name {
-            names
-                .iter()
-                .map(|n| frame.column(n))
-                .collect::<Result<_, _>>()?
-        } else {
-            if frame.ncols() < m.num_features {
-                return Err(GbdtError::Input(format!(
-                    "frame has {} columns and not every feature name; the model takes {}",
-                    frame.ncols(),
-                    m.num_features
-                )));
-            }
-            frame.columns()[..m.num_features].iter().collect()
-        };
-        let n = frame.nrows();
+        let fields = m
+            .feature_names
+            .iter()
+            .zip(&m.categories)
+            .map(|(name, labels)| {
+                let dtype = if labels.is_some() {
+                    DType::String
+                } else {
+                    DType::F64
+                };
+                Field::new(name.clone(), dtype)
+            })
+            .collect();
+        Ok(Schema::new(fields)?)
+    }
+
+    /// Builds the dense input matrix for this model from a frame, matching columns to features
+    /// by name: every feature must be a column (other columns, such as ids or labels, are
+    /// ignored), else [`GbdtError::Input`] names the missing features. A frame whose columns
+    /// carry other names must be matched explicitly with
+    /// [`GbdtModel::frame_matrix_by_position`]. Categorical columns use the model's recorded
+    /// labels when it has them (unknown labels become NaN, as in LightGBM), else their codes; a
+    /// text value in a numeric feature is an error naming its row and column.
+    pub fn frame_matrix(&self, frame: &Frame) -> Result<Vec<f64>> {
+        self.require_columns(frame.schema().names())?;
+        let names = &self.inner.feature_names;
+        let cols = names
+            .iter()
+            .map(|n| frame.column(n))
+            .collect::<keel_core::Result<Vec<_>>>()?;
+        self.matrix_of(&cols, frame.nrows())
+    }
+
+    /// Checks that every model feature is among `columns` (a table's column names), else
+    /// [`GbdtError::Input`] names the missing features (the first eight, and how many more).
+    pub fn require_columns<'a>(&self, columns: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let have: std::collections::HashSet<&str> = columns.into_iter().collect();
+        let names = &self.inner.feature_names;
+        let missing: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !have.contains(n))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 8;
+        let mut list = format!("`{}`", missing[..missing.len().min(SHOWN)].join("`, `"));
+        if missing.len() > SHOWN {
+            list.push_str(&format!(" and {} more", missing.len() - SHOWN));
+        }
+        Err(GbdtError::Input(format!(
+            "{} of the model's {} features are not columns of the input: {list}; columns are \
+             matched by name (match by position only explicitly)",
+            missing.len(),
+            names.len(),
+        )))
+    }
+
+    /// Builds the dense input matrix from a frame whose columns are the model's features in
+    /// order, whatever their names (a file without a header): the frame must have exactly
+    /// [`GbdtModel::num_features`] columns.
+    pub fn frame_matrix_by_position(&self, frame: &Frame) -> Result<Vec<f64>> {
+        let want = self.inner.num_features;
+        if frame.ncols() != want {
+            return Err(GbdtError::Input(format!(
+                "matching by position needs exactly {want} columns (the model's features); the \
+                 input has {}",
+                frame.ncols()
+            )));
+        }
+        let cols: Vec<&Column> = frame.columns().iter().collect();
+        self.matrix_of(&cols, frame.nrows())
+    }
+
+    fn matrix_of(&self, cols: &[&Column], n: usize) -> Result<Vec<f64>> {
+        let m = &self.inner;
         let mut out = vec![f64::NAN; n * m.num_features];
         for (j, col) in cols.iter().enumerate() {
             let labels = m.categories[j].as_ref();
@@ -424,7 +488,12 @@ impl GbdtModel {
                     (ValueRef::Category(_, s) | ValueRef::Str(s), Some(ix)) => {
                         ix.get(s).map_or(f64::NAN, |&c| c as f64)
                     }
-                    (ValueRef::Str(s), None) => s.trim().parse().unwrap_or(f64::NAN),
+                    (ValueRef::Str(s), None) => s.trim().parse().map_err(|_| {
+                        GbdtError::Input(format!(
+                            "row {i}, feature `{}`: {s:?} is not a number",
+                            m.feature_names[j]
+                        ))
+                    })?,
                     _ => col.get_f64(i).unwrap_or(f64::NAN),
                 };
             }
@@ -449,93 +518,6 @@ impl Model {
             self.raw_one::<false, F>(row, 0..self.trees.len(), out);
         }
         self.finish_row(out, iters, output);
-    }
-}
-
-/// The work every fuzz target and its corpus replay do with a model that loaded: score, leaves,
-/// SHAP, and a round trip through keel's binary format that must give the same model. Not part
-/// of the stable API.
-#[doc(hidden)]
-pub mod fuzzing {
-    use super::{GbdtModel, PredictOptions};
-
-    /// Raw scores of `rows` by walking every tree, never by bit vectors: the reference the
-    /// bit-vector scorer is tested against.
-    pub fn walk_raw(model: &GbdtModel, rows: &[f64]) -> Vec<f64> {
-        let m = &model.inner;
-        let k = m.num_outputs;
-        let nf = m.num_features.max(1);
-        let mut out = vec![0.0; rows.len() / nf * k];
-        let iters = m.iteration_ptr.len() - 1;
-        m.score_serial_by(
-            rows,
-            m.num_features,
-            0..m.trees.len(),
-            iters,
-            super::Output::Raw,
-            &mut out,
-            false,
-        );
-        out
-    }
-
-    /// Whether `model` scores by bit vectors (all trees of at most 64 leaves).
-    pub fn uses_bitvectors(model: &GbdtModel) -> bool {
-        model.inner.qs.is_some()
-    }
-
-    /// Asserts that both scorers give bit-identical raw scores on `rows`, batched and one
-    /// row at a time.
-    pub fn assert_scorers_agree(model: &GbdtModel, rows: &[f64]) {
-        let nf = model.num_features();
-        if nf == 0 || !rows.len().is_multiple_of(nf) {
-            return;
-        }
-        let walked = walk_raw(model, rows);
-        let batch = model
-            .predict(rows, &PredictOptions::raw())
-            .expect("rows are whole");
-        let k = model.inner.num_outputs;
-        let same = |a: &[f64], b: &[f64]| {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-        };
-        assert!(same(&walked, &batch), "batch: {walked:?} != {batch:?}");
-        let mut one = vec![0.0; k];
-        for (r, row) in rows.chunks(nf).enumerate() {
-            model.inner.score_one(row, super::Output::Raw, &mut one);
-            assert!(same(&walked[r * k..(r + 1) * k], &one), "row {r}");
-        }
-    }
-
-    /// Exercises `model`; panics only on a real bug (a loaded model that fails to round-trip,
-    /// or scorers that disagree).
-    pub fn exercise(model: &GbdtModel) {
-        let nf = model.num_features();
-        if nf <= 4096 {
-            let probes = [
-                0.5,
-                f64::NAN,
-                -0.5,
-                0.0,
-                1e-36,
-                3.0,
-                -1e300,
-                f64::INFINITY,
-                31.0,
-            ];
-            let rows: Vec<f64> = (0..probes.len() * nf)
-                .map(|i| probes[(i * 7 + i / nf) % probes.len()])
-                .collect();
-            assert_scorers_agree(model, &rows);
-        }
-        let row = vec![0.5; model.num_features()];
-        let opts = PredictOptions::default();
-        let _ = model.predict(&row, &opts);
-        let _ = model.predict_leaf(&row, &opts);
-        let _ = model.predict_contrib(&row, &opts);
-        let bytes = model.to_bytes().expect("a loaded model encodes");
-        let back = GbdtModel::from_bytes(&bytes).expect("and decodes");
-        assert_eq!(&back, model);
     }
 }
 

@@ -69,7 +69,10 @@ fn parse_one<T: std::str::FromStr>(kv: &HashMap<&str, &str>, key: &str, tree: us
 /// Parses a LightGBM text model.
 pub(crate) fn load(text: &str) -> Result<Model> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let end = text.find("\nend of trees").unwrap_or(text.len());
+    // LightGBM writes this line after the last tree; without it the file was cut short.
+    let end = text
+        .find("\nend of trees")
+        .ok_or_else(|| invalid(FMT, "no `end of trees` line: the file is truncated"))?;
     let body = &text[..end];
     let first_tree = body.find("\nTree=").map_or(body.len(), |i| i + 1);
     let header = key_values(&body[..first_tree]);
@@ -118,6 +121,9 @@ pub(crate) fn load(text: &str) -> Result<Model> {
     b.model.objective = objective;
 
     let trees_text = &body[first_tree..];
+    if let Some(sizes) = header.get("tree_sizes") {
+        check_tree_sizes(sizes, trees_text)?;
+    }
     let mut count = 0usize;
     for (t, block) in trees_text.split("\nTree=").enumerate() {
         let block = if t == 0 {
@@ -158,6 +164,48 @@ pub(crate) fn load(text: &str) -> Result<Model> {
         apply_pandas_categorical(&mut model, &cats, line)?;
     }
     Ok(model)
+}
+
+/// Checks the header's `tree_sizes` (the byte length of each tree's text, which LightGBM writes
+/// and its own loader relies on) against the trees in the file: the count and every length must
+/// match, so a file cut or spliced between trees is refused instead of loading fewer trees.
+fn check_tree_sizes(declared: &str, trees_text: &str) -> Result<()> {
+    let declared: Vec<usize> = declared
+        .split_ascii_whitespace()
+        .map(|v| {
+            v.parse()
+                .map_err(|_| invalid(FMT, format!("tree_sizes entry `{v:.32}` does not parse")))
+        })
+        .collect::<Result<_>>()?;
+    let mut starts: Vec<usize> = Vec::with_capacity(declared.len());
+    if trees_text.starts_with("Tree=") {
+        starts.push(0);
+    }
+    starts.extend(trees_text.match_indices("\nTree=").map(|(i, _)| i + 1));
+    if starts.len() != declared.len() {
+        return Err(invalid(
+            FMT,
+            format!(
+                "tree_sizes lists {} trees but the file has {}: it is truncated or damaged",
+                declared.len(),
+                starts.len()
+            ),
+        ));
+    }
+    // Each tree runs to the next one; the last to the newline before `end of trees`.
+    let ends = starts.iter().skip(1).copied().chain([trees_text.len() + 1]);
+    for (t, ((&start, end), &want)) in starts.iter().zip(ends).zip(&declared).enumerate() {
+        if end - start != want {
+            return Err(invalid(
+                FMT,
+                format!(
+                    "tree {t}: tree_sizes says {want} bytes, the file has {}",
+                    end - start
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Squared-error objective names and aliases (the ones `reg_sqrt` applies to).

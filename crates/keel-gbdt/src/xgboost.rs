@@ -229,6 +229,22 @@ pub(crate) fn load_value(doc: &Value) -> Result<Model> {
         .and_then(Value::as_array)
         .ok_or_else(|| invalid(FMT, "missing trees"))?;
     let tree_info = ints(model_v, "tree_info", 0, Some(trees.len()))?;
+    // The declared tree count must match the trees present (a spliced or cut document is refused).
+    if let Some(v) = model_v
+        .get("gbtree_model_param")
+        .and_then(|p| p.get("num_trees"))
+    {
+        let declared = usize_of(v, "num_trees")?;
+        if declared != trees.len() {
+            return Err(invalid(
+                FMT,
+                format!(
+                    "num_trees is {declared} but {} trees are present",
+                    trees.len()
+                ),
+            ));
+        }
+    }
     if let Some(w) = &weights {
         if w.len() != trees.len() {
             return Err(invalid(

@@ -8,7 +8,21 @@ use serde::{Deserialize, Serialize};
 use crate::metrics;
 use crate::{MonitorError, Result};
 
-/// Page-Hinkley test for an increase of the stream's mean (e.g. a loss going up).
+/// Which change of the mean a [`PageHinkley`] detector watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The mean goes up (a loss or an error rate rising): the default.
+    #[default]
+    Increase,
+    /// The mean goes down (an accuracy, a hit rate, a score falling).
+    Decrease,
+    /// Either.
+    Both,
+}
+
+/// Page-Hinkley test for a change of the stream's mean: an increase by default (e.g. a loss
+/// going up), a decrease, or both ([`PageHinkley::with_direction`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageHinkley {
     /// Tolerated drift of the mean per observation.
@@ -17,37 +31,65 @@ pub struct PageHinkley {
     pub lambda: f64,
     /// Observations before any alarm.
     pub min_samples: u64,
+    /// Which change alarms.
+    #[serde(default)]
+    pub direction: Direction,
     n: u64,
     mean: f64,
     cum: f64,
     min_cum: f64,
+    #[serde(default)]
+    cum_down: f64,
+    #[serde(default)]
+    max_cum_down: f64,
 }
 
 impl PageHinkley {
-    /// A detector with tolerance `delta` and threshold `lambda`.
+    /// A detector of increases with tolerance `delta` and threshold `lambda`.
     pub fn new(delta: f64, lambda: f64, min_samples: u64) -> PageHinkley {
         PageHinkley {
             delta,
             lambda,
             min_samples,
+            direction: Direction::Increase,
             n: 0,
             mean: 0.0,
             cum: 0.0,
             min_cum: 0.0,
+            cum_down: 0.0,
+            max_cum_down: 0.0,
         }
     }
 
-    /// Adds an observation; `true` when a change is detected (the detector then resets).
+    /// The same detector watching `direction`.
+    pub fn with_direction(mut self, direction: Direction) -> PageHinkley {
+        self.direction = direction;
+        self
+    }
+
+    /// Adds an observation; `true` when a change in the watched direction is detected (the
+    /// detector then resets).
     pub fn update(&mut self, x: f64) -> bool {
         if !x.is_finite() {
             return false;
         }
         self.n += 1;
         self.mean += (x - self.mean) / self.n as f64;
+        // Increases: deviations above the mean beyond delta accumulate; decreases mirror it.
         self.cum += x - self.mean - self.delta;
         self.min_cum = self.min_cum.min(self.cum);
-        if self.n >= self.min_samples && self.cum - self.min_cum > self.lambda {
-            *self = PageHinkley::new(self.delta, self.lambda, self.min_samples);
+        self.cum_down += x - self.mean + self.delta;
+        self.max_cum_down = self.max_cum_down.max(self.cum_down);
+        let up = self.cum - self.min_cum > self.lambda;
+        let down = self.max_cum_down - self.cum_down > self.lambda;
+        let alarm = match self.direction {
+            Direction::Increase => up,
+            Direction::Decrease => down,
+            Direction::Both => up || down,
+        };
+        if self.n >= self.min_samples && alarm {
+            *self = PageHinkley::new(self.delta, self.lambda, self.min_samples)
+                .with_direction(self.direction);
             return true;
         }
         false
@@ -373,5 +415,45 @@ impl DecayMonitor {
             samples: self.pairs.len(),
             decayed: degradation > self.threshold,
         })
+    }
+}
+
+#[cfg(test)]
+mod page_hinkley_tests {
+    use super::{Direction, PageHinkley};
+
+    fn first_alarm(ph: &mut PageHinkley, stream: impl Iterator<Item = f64>) -> Option<usize> {
+        stream
+            .enumerate()
+            .find_map(|(i, x)| ph.update(x).then_some(i))
+    }
+
+    /// Issue 23, item 11: Page-Hinkley detected increases only; an accuracy that falls went
+    /// unnoticed. Each direction now alarms on its own change and stays quiet on the other.
+    #[test]
+    fn page_hinkley_detects_decreases_and_both_directions() {
+        let wobble = |i: usize| if i.is_multiple_of(2) { 0.02 } else { -0.02 };
+        let falling = (0..600).map(|i| if i < 300 { 0.9 } else { 0.6 } + wobble(i));
+        let rising = (0..600).map(|i| if i < 300 { 0.1 } else { 0.4 } + wobble(i));
+        let ph = |d| PageHinkley::new(0.005, 5.0, 30).with_direction(d);
+        let at = first_alarm(&mut ph(Direction::Decrease), falling.clone()).expect("a fall");
+        assert!((300..340).contains(&at), "decrease seen at {at}");
+        assert_eq!(
+            first_alarm(&mut ph(Direction::Increase), falling.clone()),
+            None
+        );
+        assert!(first_alarm(&mut ph(Direction::Both), falling).is_some());
+        let at = first_alarm(&mut ph(Direction::Increase), rising.clone()).expect("a rise");
+        assert!((300..340).contains(&at), "increase seen at {at}");
+        assert_eq!(
+            first_alarm(&mut ph(Direction::Decrease), rising.clone()),
+            None
+        );
+        assert!(first_alarm(&mut ph(Direction::Both), rising).is_some());
+        // The default is unchanged: increases only.
+        assert_eq!(
+            PageHinkley::new(0.005, 5.0, 30).direction,
+            Direction::Increase
+        );
     }
 }

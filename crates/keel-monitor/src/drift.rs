@@ -90,7 +90,11 @@ pub(crate) fn drifted(test: DriftTest, score: f64, threshold: f64) -> bool {
 }
 
 /// The dataset verdict over column verdicts.
-pub(crate) fn report(columns: Vec<ColumnDrift>, drift_share: f64) -> DriftReport {
+pub(crate) fn report(
+    columns: Vec<ColumnDrift>,
+    skipped: Vec<SkippedColumn>,
+    drift_share: f64,
+) -> DriftReport {
     let drifted = columns.iter().filter(|c| c.drift).count();
     let share = if columns.is_empty() {
         0.0
@@ -103,6 +107,7 @@ pub(crate) fn report(columns: Vec<ColumnDrift>, drift_share: f64) -> DriftReport
         number_of_drifted_columns: drifted,
         drift_share,
         columns,
+        skipped,
     }
 }
 
@@ -128,9 +133,14 @@ pub struct DriftOptions {
     /// Only these columns (default: every column of the reference present in current).
     #[serde(default)]
     pub columns: Option<Vec<String>>,
-    /// Per-column overrides.
+    /// Per-column overrides. Every key must be a compared column: an override of a column
+    /// that is not compared (misspelt, excluded, absent) is an error, never ignored.
     #[serde(default)]
     pub per_column: BTreeMap<String, ColumnOptions>,
+    /// Columns never tested, with the role that excludes them (ids, labels, timestamps:
+    /// Evidently's column mapping), reported in [`DriftReport::skipped`].
+    #[serde(default)]
+    pub exclude: BTreeMap<String, String>,
 }
 
 impl Default for DriftOptions {
@@ -139,8 +149,18 @@ impl Default for DriftOptions {
             drift_share: 0.5,
             columns: None,
             per_column: BTreeMap::new(),
+            exclude: BTreeMap::new(),
         }
     }
+}
+
+/// A column that was not tested, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedColumn {
+    /// Column name.
+    pub column: String,
+    /// Why: `not in current`, `not in reference`, `excluded (id)`, `no present value`...
+    pub reason: String,
 }
 
 /// The verdict on one column.
@@ -175,6 +195,9 @@ pub struct DriftReport {
     pub drift_share: f64,
     /// Per column, in reference order.
     pub columns: Vec<ColumnDrift>,
+    /// Columns of either side that were not tested, with the reason.
+    #[serde(default)]
+    pub skipped: Vec<SkippedColumn>,
 }
 
 /// A column's present values (NaN and infinities dropped, as Evidently does): numbers, or
@@ -487,7 +510,14 @@ pub(crate) fn score(test: DriftTest, r: &Values, c: &Values) -> Result<f64> {
 ///
 /// Kinds follow the dtype (numbers numerical, text categorical) unless overridden; the test and
 /// threshold follow Evidently's data-drift preset unless overridden. Missing and infinite values
-/// are dropped first. A column empty on either side is an error naming it.
+/// are dropped first.
+///
+/// Compared: the columns of `opts.columns`, or else every column of both frames less
+/// `opts.exclude`; every other column is listed in [`DriftReport::skipped`] with its reason.
+/// Refused with [`MonitorError::Input`], so that "no drift" always means something: either side
+/// without rows, nothing left to compare, a compared column empty on either side, a listed
+/// column absent from either frame, and an override or exclusion naming a column that is not
+/// there.
 pub fn detect_drift(
     reference: &Frame,
     current: &Frame,
@@ -496,15 +526,68 @@ pub fn detect_drift(
     if !(0.0..=1.0).contains(&opts.drift_share) {
         return Err(MonitorError::Input("drift_share must be in [0, 1]".into()));
     }
+    for (side, frame) in [("reference", reference), ("current", current)] {
+        if frame.nrows() == 0 {
+            return Err(MonitorError::Input(format!(
+                "{side} has no rows: nothing to compare"
+            )));
+        }
+    }
+    let in_ref = |n: &str| reference.schema().index_of(n).is_some();
+    let in_cur = |n: &str| current.schema().index_of(n).is_some();
+    for name in opts.exclude.keys() {
+        if !in_ref(name) && !in_cur(name) {
+            return Err(MonitorError::Input(format!(
+                "excluded column `{name}` is in neither reference nor current"
+            )));
+        }
+    }
+    let mut skipped = Vec::new();
     let names: Vec<String> = match &opts.columns {
         Some(c) => c.clone(),
-        None => reference
-            .schema()
-            .names()
-            .filter(|n| current.schema().index_of(n).is_some())
-            .map(str::to_string)
-            .collect(),
+        None => {
+            let mut names = Vec::new();
+            for name in reference.schema().names() {
+                let reason = match opts.exclude.get(name) {
+                    Some(role) => format!("excluded ({role})"),
+                    None if !in_cur(name) => "not in current".to_string(),
+                    None => {
+                        names.push(name.to_string());
+                        continue;
+                    }
+                };
+                skipped.push(SkippedColumn {
+                    column: name.to_string(),
+                    reason,
+                });
+            }
+            for name in current.schema().names().filter(|n| !in_ref(n)) {
+                skipped.push(SkippedColumn {
+                    column: name.to_string(),
+                    reason: match opts.exclude.get(name) {
+                        Some(role) => format!("excluded ({role})"),
+                        None => "not in reference".to_string(),
+                    },
+                });
+            }
+            names
+        }
     };
+    if names.is_empty() {
+        let list = |f: &Frame| f.schema().names().collect::<Vec<_>>().join(", ");
+        return Err(MonitorError::Input(format!(
+            "nothing to compare: no column is in both reference ({}) and current ({}) and not \
+             excluded",
+            list(reference),
+            list(current)
+        )));
+    }
+    if let Some(name) = opts.per_column.keys().find(|k| !names.contains(k)) {
+        return Err(MonitorError::Input(format!(
+            "an override names column `{name}`, which is not compared (compared: {})",
+            names.join(", ")
+        )));
+    }
     let mut columns = Vec::with_capacity(names.len());
     for name in &names {
         let o = opts.per_column.get(name).cloned().unwrap_or_default();
@@ -524,5 +607,5 @@ pub fn detect_drift(
         }
         columns.push(judge(name, kind, &r, &c, &o)?);
     }
-    Ok(report(columns, opts.drift_share))
+    Ok(report(columns, skipped, opts.drift_share))
 }

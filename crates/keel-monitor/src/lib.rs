@@ -9,10 +9,11 @@
 //!
 //! let reference: Vec<f64> = (0..200).map(|i| i as f64 / 10.0).collect();
 //! let shifted: Vec<f64> = reference.iter().map(|x| x + 10.0).collect();
-//! let same = stats::ks_2samp(&reference, &reference).unwrap();
+//! let same = stats::ks_2samp(&reference, &reference).ok_or("an empty sample")?;
 //! assert_eq!(same.pvalue, 1.0);
-//! let moved = stats::ks_2samp(&reference, &shifted).unwrap();
+//! let moved = stats::ks_2samp(&reference, &shifted).ok_or("an empty sample")?;
 //! assert!(moved.exact && moved.pvalue < 1e-6);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! On top of the statistics:
@@ -32,6 +33,9 @@
 
 mod detect;
 mod drift;
+mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 mod policy;
 mod profile;
@@ -40,11 +44,12 @@ mod runtime;
 pub mod stats;
 pub mod synth;
 
-pub use detect::{Adwin, DecayEvidence, DecayMetric, DecayMonitor, PageHinkley};
+pub use detect::{Adwin, DecayEvidence, DecayMetric, DecayMonitor, Direction, PageHinkley};
 pub use drift::{
     default_kind, default_test, detect_drift, ColumnDrift, ColumnKind, ColumnOptions, DriftOptions,
-    DriftReport, DriftTest,
+    DriftReport, DriftTest, SkippedColumn,
 };
+pub use error::{MonitorError, Result};
 pub use policy::{
     decide, drift_summary, Action, AlertSink, CallbackSink, Decision, DecisionLog, GateCheck,
     GateConfig, GateResult, LabelJoiner, TracingSink,
@@ -56,41 +61,3 @@ pub use runtime::{
     DecayRule, LoggedValue, Monitor, MonitorConfig, PredictionRecord, WindowSpec, WindowVerdict,
     PREDICTION_COLUMN,
 };
-
-#[doc(hidden)]
-/// Entry point shared by the fuzz target and the corpus replay test.
-pub mod fuzzing {
-    use super::{DriftOptions, Profile};
-    use keel_core::envelope::{self, Persisted};
-
-    /// Decodes `data` as a profile (directly and past a valid header) and, when it decodes,
-    /// merges it, updates it and runs drift against itself: errors allowed, panics not.
-    pub fn exercise(data: &[u8]) {
-        for bytes in [data.to_vec(), envelope::wrap(Profile::KIND, 1, data)] {
-            if let Ok(p) = envelope::decode::<Profile>(&bytes) {
-                let _ = p.drift(&p, &DriftOptions::default());
-                let mut q = p.clone();
-                let _ = q.merge(&p);
-                q.update_row(&[("x", keel_core::ValueRef::F64(1.0))]);
-            }
-        }
-    }
-}
-
-/// Errors of keel-monitor.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MonitorError {
-    /// Inputs cannot be compared (missing column, empty column, wrong kind...).
-    #[error("input: {0}")]
-    Input(String),
-    /// A metric cannot be computed on these inputs.
-    #[error("metric: {0}")]
-    Metric(String),
-    /// A core error.
-    #[error(transparent)]
-    Core(#[from] keel_core::Error),
-}
-
-/// Result alias of this crate.
-pub type Result<T, E = MonitorError> = std::result::Result<T, E>;

@@ -17,22 +17,8 @@ pub const MAX_LABELS: usize = 1_000;
 /// The label rare categories are folded into once [`MAX_LABELS`] is reached.
 pub const OTHER_LABEL: &str = "__other__";
 
-/// SplitMix64: a tiny, well-mixed deterministic generator for reservoir sampling.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+/// Reservoir sampling's generator (its state is part of a persisted profile).
+type Rng = keel_core::SplitMix64;
 
 /// The profile of one column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,7 +185,7 @@ impl ColumnProfile {
                 let mut out = Vec::with_capacity(want);
                 while out.len() < want {
                     let (ma, mb) = (a.len() as f64 * wa, b.len() as f64 * wb);
-                    let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+                    let u = rng.uniform();
                     let src = if b.is_empty() || (!a.is_empty() && u * (ma + mb) < ma) {
                         &mut a
                     } else {
@@ -286,7 +272,7 @@ impl Profile {
                 .collect(),
             order: columns.iter().map(|(n, _)| n.clone()).collect(),
             rows: 0,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
         }
     }
 
@@ -364,23 +350,41 @@ impl Profile {
     /// their p-values reflect the sample sizes, not the full counts).
     pub fn drift(&self, current: &Profile, opts: &DriftOptions) -> Result<DriftReport> {
         let mut columns = Vec::new();
+        let mut skipped = Vec::new();
+        let mut skip = |name: &str, reason: String| {
+            skipped.push(drift::SkippedColumn {
+                column: name.to_string(),
+                reason,
+            })
+        };
         for name in &self.order {
             if let Some(cols) = &opts.columns {
                 if !cols.contains(name) {
                     continue;
                 }
             }
+            if let Some(role) = opts.exclude.get(name) {
+                skip(name, format!("excluded ({role})"));
+                continue;
+            }
             let (Some(r), Some(c)) = (self.columns.get(name), current.columns.get(name)) else {
+                skip(name, "not in current".into());
                 continue;
             };
             let (rv, cv) = (r.values(), c.values());
             if rv.len() == 0 || cv.len() == 0 {
+                let side = if rv.len() == 0 {
+                    "reference"
+                } else {
+                    "current"
+                };
+                skip(name, format!("no present value in {side}"));
                 continue;
             }
             let o = opts.per_column.get(name).cloned().unwrap_or_default();
             columns.push(drift::judge(name, r.kind(), &rv, &cv, &o)?);
         }
-        Ok(drift::report(columns, opts.drift_share))
+        Ok(drift::report(columns, skipped, opts.drift_share))
     }
 }
 

@@ -11,8 +11,8 @@ use crate::drift::{self, ColumnKind, DriftReport, Values};
 use crate::Result;
 
 /// The report as JSON: `dataset_drift`, `share_of_drifted_columns`, `drift_share`,
-/// `number_of_drifted_columns` and `columns` (per column: `test`, `score`, `threshold`,
-/// `drift`, `kind`, `sizes`).
+/// `number_of_drifted_columns`, `columns` (per column: `test`, `score`, `threshold`,
+/// `drift`, `kind`, `sizes`) and `skipped` (column name -> why it was not tested).
 pub fn to_json(report: &DriftReport) -> serde_json::Value {
     let columns: serde_json::Map<String, serde_json::Value> = report
         .columns
@@ -37,6 +37,11 @@ pub fn to_json(report: &DriftReport) -> serde_json::Value {
         "number_of_drifted_columns": report.number_of_drifted_columns,
         "drift_share": report.drift_share,
         "columns": columns,
+        "skipped": report
+            .skipped
+            .iter()
+            .map(|s| (s.column.clone(), json!(s.reason)))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -180,7 +185,18 @@ pub fn to_html(report: &DriftReport, reference: &Frame, current: &Frame) -> Resu
             if c.drift { "yes" } else { "no" }
         );
     }
-    h.push_str("</table><p class=\"legend\"><span style=\"background:#1f77b4\"></span>reference<span style=\"background:#ff7f0e\"></span>current</p>");
+    h.push_str("</table>");
+    if !report.skipped.is_empty() {
+        h.push_str("<p>Not tested: ");
+        let list: Vec<String> = report
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", esc(&s.column), esc(&s.reason)))
+            .collect();
+        h.push_str(&list.join(", "));
+        h.push_str("</p>");
+    }
+    h.push_str("<p class=\"legend\"><span style=\"background:#1f77b4\"></span>reference<span style=\"background:#ff7f0e\"></span>current</p>");
     for c in &report.columns {
         let (Ok(rc), Ok(cc)) = (reference.column(&c.column), current.column(&c.column)) else {
             continue;

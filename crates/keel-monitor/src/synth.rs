@@ -24,10 +24,7 @@ impl Gen {
     /// Seeded.
     pub fn new(seed: u64) -> Gen {
         // SplitMix64 of the seed, so nearby seeds give unrelated streams.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Gen((z ^ (z >> 31)) | 1)
+        Gen(keel_core::SplitMix64::new(seed).next_u64() | 1)
     }
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {

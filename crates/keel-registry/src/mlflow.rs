@@ -49,7 +49,7 @@ impl MlflowClient {
             .with_config()
             .limit(16 << 20)
             .read_to_string()
-            .map_err(|e| RegistryError::Mlflow(format!("{what}: {e}")))?;
+            .map_err(|e| http_err(what, e))?;
         if !(200..300).contains(&status) {
             return Err(RegistryError::Mlflow(format!(
                 "{what}: HTTP {status}: {}",
@@ -59,7 +59,10 @@ impl MlflowClient {
         if text.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_str(&text).map_err(|e| RegistryError::Mlflow(format!("{what}: {e}")))
+        serde_json::from_str(&text).map_err(|source| RegistryError::MlflowJson {
+            what: what.to_string(),
+            source,
+        })
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -67,7 +70,7 @@ impl MlflowClient {
             .agent
             .post(&self.url(path))
             .send_json(body)
-            .map_err(|e| RegistryError::Mlflow(format!("{path}: {e}")))?;
+            .map_err(|e| http_err(path, e))?;
         Self::check(path, resp)
     }
 
@@ -77,9 +80,7 @@ impl MlflowClient {
         for (k, v) in query {
             req = req.query(*k, *v);
         }
-        let resp = req
-            .call()
-            .map_err(|e| RegistryError::Mlflow(format!("{path}: {e}")))?;
+        let resp = req.call().map_err(|e| http_err(path, e))?;
         Self::check(path, resp)
     }
 
@@ -164,7 +165,7 @@ impl MlflowClient {
                 .agent
                 .put(&url)
                 .send(&bytes[..])
-                .map_err(|e| RegistryError::Mlflow(format!("artifact {}: {e}", a.name)))?;
+                .map_err(|e| http_err(&format!("artifact {}", a.name), e))?;
             Self::check("artifact upload", resp)?;
         }
         let status = match run.status {
@@ -179,5 +180,12 @@ impl MlflowClient {
         }
         self.post("runs/update", &update)?;
         Ok(id)
+    }
+}
+
+fn http_err(what: &str, source: ureq::Error) -> RegistryError {
+    RegistryError::MlflowHttp {
+        what: what.to_string(),
+        source: Box::new(source),
     }
 }

@@ -90,6 +90,7 @@ pub enum Stage {
 
 /// Deployment settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Shadow queue capacity; beyond it mirrored requests are dropped (and counted).
     pub shadow_queue: usize,
@@ -117,6 +118,7 @@ impl Default for DeploymentConfig {
 
 /// Evidence a shadow challenger needs to move to canary.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShadowGate {
     /// Compared requests at least.
     pub min_samples: u64,
@@ -128,6 +130,7 @@ pub struct ShadowGate {
 
 /// Evidence a canary challenger needs to become champion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CanaryGate {
     /// Canary requests at least.
     pub min_samples: u64,
@@ -144,6 +147,7 @@ pub struct CanaryGate {
 
 /// Labelled comparison of champion and challenger on the same window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LabelEvidence {
     /// Champion's metric (higher is better).
     pub champion: f64,
@@ -272,16 +276,6 @@ impl std::fmt::Debug for Deployment {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// FNV-1a, 64 bits: a stable hash for canary routing and log sampling.
-pub fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 fn value_ref(v: &Value) -> ValueRef<'_> {
@@ -508,7 +502,7 @@ impl Deployment {
         let route = match &state.challenger {
             Some((_, Stage::Canary { percent })) => {
                 let key = req.routing_key.as_deref().unwrap_or(&req.request_id);
-                if (fnv1a(key) % 10_000) as f64 / 100.0 < *percent {
+                if (keel_core::fnv1a(key.as_bytes()) % 10_000) as f64 / 100.0 < *percent {
                     Route::Canary
                 } else {
                     Route::Champion
@@ -614,7 +608,8 @@ impl Deployment {
             });
         }
         if self.cfg.log_sample_rate > 0.0
-            && (fnv1a(&req.request_id) % 1_000_000) as f64 / 1e6 < self.cfg.log_sample_rate
+            && (keel_core::fnv1a(req.request_id.as_bytes()) % 1_000_000) as f64 / 1e6
+                < self.cfg.log_sample_rate
         {
             let names = model.pipeline.input_schema().names();
             let rec = PredictionRecord {

@@ -461,6 +461,29 @@ impl RocksBackend {
         Self::open_with(path, clock, &opts)
     }
 
+    /// Whether `path` holds a keel store (a RocksDB database with keel's catalog family),
+    /// without creating or changing anything; the error says what is there instead.
+    pub fn check_is_store(path: &Path) -> Result<()> {
+        let not = |reason| {
+            Err(crate::StoreError::NotAStore {
+                path: path.to_path_buf(),
+                reason,
+            })
+        };
+        if !path.is_dir() {
+            return not(if path.exists() {
+                "it is not a directory"
+            } else {
+                "it does not exist (`keel store apply` creates a store)"
+            });
+        }
+        match Db::list_cf(&Options::default(), path) {
+            Ok(families) if families.iter().any(|f| f == REGISTRY) => Ok(()),
+            Ok(_) => not("it is a RocksDB database without keel's catalog"),
+            Err(_) => not("it holds no RocksDB database"),
+        }
+    }
+
     /// Opens a store with options.
     pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: &RocksOptions) -> Result<Self> {
         let RocksOptions {

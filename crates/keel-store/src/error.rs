@@ -39,6 +39,15 @@ pub enum StoreError {
         #[source]
         source: keel_core::EnvelopeError,
     },
+    /// A read-only command was pointed at a directory that holds no keel store (nothing is
+    /// created there).
+    #[error("{path} is not a keel feature store: {reason}")]
+    NotAStore {
+        /// The directory given.
+        path: std::path::PathBuf,
+        /// What was found instead.
+        reason: &'static str,
+    },
     /// The embedded database failed.
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),

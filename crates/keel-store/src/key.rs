@@ -30,15 +30,6 @@ pub(crate) fn check_ts(ts: i64) -> Result<()> {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 pub(crate) fn ts_bytes(ts: i64) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
 }
@@ -84,7 +75,7 @@ pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
             )));
         }
     }
-    let hash = fnv1a(&key[8..]).to_be_bytes();
+    let hash = keel_core::fnv1a(&key[8..]).to_be_bytes();
     key[..8].copy_from_slice(&hash);
     Ok(key)
 }

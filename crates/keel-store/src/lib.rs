@@ -44,7 +44,10 @@
 mod backend;
 mod cache;
 mod defs;
+mod defs_toml;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod store;
 mod value;
@@ -53,6 +56,7 @@ pub use backend::{
     Backend, Batch, Found, Lookup, NewestLayout, RocksBackend, RocksOptions, RowRef,
 };
 pub use defs::{Definitions, Entity, FeatureRef, FeatureService, FeatureView, MAX_NAME};
+pub use defs_toml::parse_duration_ms;
 pub use error::{Result, StoreError};
 pub use key::{MAX_KEY, MAX_TS};
 pub use store::{
@@ -60,37 +64,3 @@ pub use store::{
     StoreOptions, MAX_VALUE,
 };
 pub use value::Value;
-
-/// Entry points for the fuzz targets and their corpus replay (not a stable API).
-#[doc(hidden)]
-pub mod fuzzing {
-    use crate::value::StoredRow;
-    use keel_core::envelope::{self, Persisted};
-
-    /// Feeds `data` to every decoder of stored bytes: a stored row (as a whole envelope, and
-    /// as a payload under a valid header), the registry's records, row-key time fields and
-    /// the newest-row merge operator (operands split at `0xFF` bytes). Must never panic.
-    pub fn stored_bytes(data: &[u8]) {
-        let _ = envelope::decode::<StoredRow>(data);
-        let _ = envelope::decode::<StoredRow>(&envelope::wrap(
-            StoredRow::KIND,
-            StoredRow::FORMAT_VERSION,
-            data,
-        ));
-        let _ = envelope::decode::<crate::FeatureView>(data);
-        let _ = envelope::decode::<crate::Entity>(data);
-        let _ = envelope::decode::<crate::FeatureService>(data);
-        let _ = crate::key::event_of(data);
-        let _ = crate::key::split_times(data, data.len().saturating_sub(16));
-        let mut parts = data.split(|&b| b == 0xFF);
-        let existing = parts.next();
-        let operands: Vec<&[u8]> = parts.take(16).collect();
-        let merged = crate::backend::newest_of(existing, operands.iter().copied());
-        // The result is the existing value or one of the operands, never new bytes.
-        assert!(
-            merged.is_empty()
-                || existing == Some(&merged[..])
-                || operands.iter().any(|o| *o == &merged[..])
-        );
-    }
-}

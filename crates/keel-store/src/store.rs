@@ -324,6 +324,14 @@ impl Store {
         Self::from_rocks(rocks, opts, path.as_ref())
     }
 
+    /// Opens a store that must already exist: a directory that is missing or holds no keel
+    /// store is refused with [`StoreError::NotAStore`] and nothing is created. For commands
+    /// that only read, where a misspelt path must not make a new, empty store.
+    pub fn open_existing(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        RocksBackend::check_is_store(path.as_ref())?;
+        Self::open_with(path, opts)
+    }
+
     /// Opens a checkpoint (or store) read-only: reads work, writes fail.
     pub fn open_read_only(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let rocks = Arc::new(RocksBackend::open_with(

@@ -16,6 +16,7 @@ use crate::{Result, TrainError};
 /// Fractions of the (time-ordered) rows held out for validation and test; the earliest rows
 /// train, the latest test.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SplitConfig {
     /// Validation share (early stopping, model selection).
     pub valid: f64,
@@ -34,6 +35,7 @@ impl Default for SplitConfig {
 
 /// A training job, as read from a config file (`keel train --config job.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobConfig {
     /// Experiment the run is tracked under.
     pub experiment: String,
@@ -146,9 +148,7 @@ impl TrainingJob {
 
     /// Parses a TOML job description.
     pub fn from_toml(text: &str) -> Result<TrainingJob> {
-        toml::from_str(text)
-            .map(TrainingJob::new)
-            .map_err(|e| TrainError::Config(e.to_string()))
+        Ok(TrainingJob::new(toml::from_str(text)?))
     }
 
     /// The job's config.

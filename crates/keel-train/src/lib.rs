@@ -40,45 +40,11 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod error;
 mod job;
 mod retrain;
+pub use error::{Result, TrainError};
 pub use keel_monitor::metrics;
 
 pub use job::{evaluate, JobConfig, JobOutcome, SplitConfig, TrainingData, TrainingJob};
 pub use retrain::{RetrainLoop, RetrainOutcome, CHAMPION_ALIAS, SHADOW_ALIAS};
-
-/// Errors of keel-train.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TrainError {
-    /// The job description is invalid.
-    #[error("job config: {0}")]
-    Config(String),
-    /// A metric cannot be computed, or monitoring failed.
-    #[error(transparent)]
-    Monitor(#[from] keel_monitor::MonitorError),
-    /// Data access failed.
-    #[error(transparent)]
-    Core(#[from] keel_core::Error),
-    /// The feature store failed.
-    #[error(transparent)]
-    Store(#[from] keel_store::StoreError),
-    /// Fitting or applying transforms failed.
-    #[error(transparent)]
-    Transform(#[from] keel_transform::TransformError),
-    /// Training or scoring failed.
-    #[error(transparent)]
-    Gbdt(#[from] keel_gbdt::GbdtError),
-    /// Tracking or registration failed.
-    #[error(transparent)]
-    Registry(#[from] keel_registry::RegistryError),
-    /// A deep model failed.
-    #[error(transparent)]
-    Deep(#[from] keel_deep::DeepError),
-    /// JSON encoding failed.
-    #[error(transparent)]
-    Json(#[from] serde_json::Error),
-}
-
-/// Result alias of this crate.
-pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -47,127 +47,18 @@
 #![deny(unsafe_code)]
 
 #[cfg(feature = "fit")]
+mod error;
 mod fit;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pipeline;
 mod spec;
 
+pub use error::{Result, TransformError};
 pub use pipeline::{
     hash_bucket, number_label, FittedColumn, FittedPipeline, FittedStep, InputKind, MAX_HASH,
 };
 pub use spec::{ColumnSpec, Impute, Spec, Step, Unknown};
-
-use keel_core::DType;
-
-/// Errors of keel-transform.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransformError {
-    /// The spec cannot be fitted as written.
-    #[error("spec, column `{column}`: {reason}")]
-    Spec {
-        /// Column name.
-        column: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// An input column is absent.
-    #[error("input has no column `{0}`")]
-    MissingColumn(String),
-    /// An input column has a type of the wrong kind (number vs label).
-    #[error("column `{column}`: fitted on {expected}, got {found}")]
-    WrongType {
-        /// Column name.
-        column: String,
-        /// Type at fit time.
-        expected: DType,
-        /// Type given.
-        found: DType,
-    },
-    /// A single-row value has the wrong kind.
-    #[error("column `{column}`: value does not fit type {expected}")]
-    WrongValue {
-        /// Column name.
-        column: String,
-        /// Type at fit time.
-        expected: DType,
-    },
-    /// A category unseen in training, with [`Unknown::Error`].
-    #[error("column `{column}`, row {row}: unknown category {value:?}")]
-    UnknownCategory {
-        /// Column name.
-        column: String,
-        /// Row in the batch (0 for a single row).
-        row: usize,
-        /// The category, truncated to 64 characters.
-        value: String,
-    },
-    /// Buffer or row sizes do not match.
-    #[error("shape: {0}")]
-    Shape(String),
-    /// A pipeline (usually decoded bytes) breaks an invariant.
-    #[error("invalid fitted pipeline: {0}")]
-    Invalid(String),
-    /// A core error (frame access, envelope decoding).
-    #[error(transparent)]
-    Core(#[from] keel_core::Error),
-}
-
-impl From<keel_core::EnvelopeError> for TransformError {
-    fn from(e: keel_core::EnvelopeError) -> Self {
-        TransformError::Core(e.into())
-    }
-}
-
-#[doc(hidden)]
-/// Entry points shared by the fuzz targets and the corpus replay test.
-pub mod fuzzing {
-    use super::FittedPipeline;
-    use keel_core::{Frame, ValueRef};
-
-    fn probe() -> Frame {
-        Frame::from_csv_reader(
-            "x,y,z,c,cm\n1.5,2,0,alpha,\n,-3,1,zeta,beta\n1e300,0.5,2,omega,eps\n".as_bytes(),
-            None,
-        )
-        .expect("probe frame")
-    }
-
-    /// Decodes `data` as a pipeline; if it decodes, transforms a probe frame and rows with it
-    /// (errors allowed, panics not) and checks the envelope round trip.
-    pub fn exercise_bytes(data: &[u8]) {
-        let Ok(p) = FittedPipeline::from_bytes(data) else {
-            return;
-        };
-        exercise(&p);
-    }
-
-    /// Runs a decoded pipeline on probe data.
-    pub fn exercise(p: &FittedPipeline) {
-        let _ = p.transform(&probe());
-        let nulls = vec![ValueRef::Null; p.input_schema().len()];
-        let _ = p.transform_row(&nulls);
-        let strs = vec![ValueRef::Str("zzz"); p.input_schema().len()];
-        let _ = p.transform_row(&strs);
-        let nums = vec![ValueRef::F64(-1e308); p.input_schema().len()];
-        let _ = p.transform_row(&nums);
-        let back = FittedPipeline::from_bytes(&p.to_bytes().expect("encodes")).expect("decodes");
-        assert_eq!(&back, p);
-    }
-
-    /// Parses `data` as a JSON spec, fits it on the probe frame and exercises the result.
-    #[cfg(feature = "fit")]
-    pub fn exercise_spec(data: &[u8]) {
-        let Ok(spec) = serde_json::from_slice::<super::Spec>(data) else {
-            return;
-        };
-        if let Ok(p) = spec.fit(&probe()) {
-            exercise(&p);
-        }
-    }
-}
-
-/// Result alias of this crate.
-pub type Result<T, E = TransformError> = std::result::Result<T, E>;
 
 /// MurmurHash3, x86 32-bit variant (the hash scikit-learn's `FeatureHasher` uses).
 pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {

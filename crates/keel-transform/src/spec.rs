@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// A `Spec` is plain data (serde), so it lives in a config file next to the training job. It
 /// is fitted once, on training data only, into a [`crate::FittedPipeline`] (the `fit` feature).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Spec {
     /// The columns, in the order their outputs appear.
     pub columns: Vec<ColumnSpec>,
@@ -20,6 +21,7 @@ pub struct Spec {
 /// `ordinal`, `hash`) take a label (a number is encoded by its decimal text) and must come
 /// last. An empty chain passes the value through as a number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
     /// Input column name.
     pub column: String,
@@ -58,6 +60,7 @@ impl ColumnSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 #[non_exhaustive]
+#[serde(deny_unknown_fields)]
 pub enum Step {
     /// Replace missing values (scikit-learn's `SimpleImputer`).
     Impute {

@@ -25,6 +25,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 use serde_json::Value as Json;
 
 /// A request the server cannot take; the message names the input and the fault (sent back as
@@ -388,26 +390,4 @@ fn decode_binary(
             })
         })
         .collect()
-}
-
-#[doc(hidden)]
-/// Entry point shared by the fuzz target and the corpus replay test.
-pub mod fuzzing {
-    /// Splits `data` at the position its first byte names (the JSON header length, as the
-    /// HTTP header would give it) and decodes; errors allowed, panics not.
-    pub fn exercise(data: &[u8]) {
-        let Some((&cut, rest)) = data.split_first() else {
-            return;
-        };
-        let (json, binary) = if cut == 0 {
-            (rest, &[][..])
-        } else {
-            rest.split_at((cut as usize).min(rest.len()))
-        };
-        if let Ok(r) = super::parse_infer_request(json, binary) {
-            for t in &r.inputs {
-                assert_eq!(t.values.len(), t.rows() * t.width());
-            }
-        }
-    }
 }

@@ -34,9 +34,12 @@
 //! ```
 //! // The core is always there; everything else is a feature (all on by default).
 //! let csv = "amount,country\n12.5,FR\n,DE\n";
-//! let frame = keel::core::Frame::from_csv_reader(csv.as_bytes(), None).unwrap();
+//! let frame = keel::core::Frame::from_csv_reader(csv.as_bytes(), None)?;
 //! assert_eq!(frame.nrows(), 2);
+//! # Ok::<(), keel::Error>(())
 //! ```
+//!
+//! Every crate's error converts into [`Error`] with `?`, its typed cause kept.
 //!
 //! ## Features
 //! Default: everything. The edge build `--no-default-features --features gbdt` links no C or
@@ -62,3 +65,6 @@ pub use keel_store as store;
 pub use keel_train as train;
 #[cfg(feature = "transform")]
 pub use keel_transform as transform;
+
+mod error;
+pub use error::{Error, Result};

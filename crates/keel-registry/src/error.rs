@@ -1,0 +1,117 @@
+//! The errors of keel-registry.
+
+use crate::{RunId, RunStatus};
+use std::path::PathBuf;
+
+/// Errors of keel-registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A record could not be decoded.
+    #[error(transparent)]
+    Envelope(#[from] keel_core::EnvelopeError),
+    /// A record is inconsistent.
+    #[error("{path}: corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bundle file does not match its manifest.
+    #[error("{path}: tampered: {reason}")]
+    Tampered {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// A name that cannot be used (path separators, leading dot, too long...).
+    #[error("invalid {what} name {name:?}: use 1-128 of [A-Za-z0-9_.-], not starting with '.'")]
+    InvalidName {
+        /// What the name is for.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// No such run.
+    #[error("no run {0}")]
+    UnknownRun(RunId),
+    /// Registration from a run that has not finished successfully.
+    #[error("run {run} is {status}: only finished runs can be registered")]
+    RunNotFinished {
+        /// The run.
+        run: RunId,
+        /// Its status.
+        status: RunStatus,
+    },
+    /// A bundle without files.
+    #[error("a bundle needs at least one file")]
+    EmptyBundle,
+    /// No such model version.
+    #[error("model {name} has no version {version}")]
+    UnknownVersion {
+        /// Model.
+        name: String,
+        /// Version.
+        version: u32,
+    },
+    /// No such alias.
+    #[error("model {name} has no alias {alias}")]
+    UnknownAlias {
+        /// Model.
+        name: String,
+        /// Alias.
+        alias: String,
+    },
+    /// Rollback with nothing to undo.
+    #[error("alias {alias} of model {name} has no earlier position to roll back to")]
+    NothingToRollBack {
+        /// Model.
+        name: String,
+        /// Alias.
+        alias: String,
+    },
+    /// A bundle or run file is absent.
+    #[error("no file {0}")]
+    MissingFile(String),
+    /// A metric value is NaN or infinite.
+    #[error("metric {0}: value must be finite")]
+    NonFiniteMetric(String),
+    /// A run query could not be parsed.
+    #[error("run query: {0}")]
+    Query(String),
+    /// The MLflow server refused or could not be reached.
+    #[error("mlflow: {0}")]
+    Mlflow(String),
+    /// An MLflow call failed on the wire (connection, TLS, status, body limit).
+    #[cfg(feature = "mlflow")]
+    #[error("mlflow {what}: {source}")]
+    MlflowHttp {
+        /// The REST path or artifact.
+        what: String,
+        /// The HTTP client's error.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// An MLflow answer was not the JSON its API documents.
+    #[error("mlflow {what}: {source}")]
+    MlflowJson {
+        /// The REST path.
+        what: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
