@@ -15,6 +15,21 @@ fn keel(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `keel store get` of service `fraud` for one card.
+fn get(db: &str, card: &str) -> (bool, String, String) {
+    let key = format!("card_id={card}");
+    keel(&[
+        "store",
+        "get",
+        "--path",
+        db,
+        "--service",
+        "fraud",
+        "--key",
+        &key,
+    ])
+}
+
 const DEFS: &str = r#"
 [[entities]]
 name = "card"
@@ -75,16 +90,7 @@ fn store_commands() {
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("wrote 3 rows"), "{out}");
-    let (ok, out, err) = keel(&[
-        "store",
-        "get",
-        "--path",
-        dbs,
-        "--service",
-        "fraud",
-        "--key",
-        "card_id=c1",
-    ]);
+    let (ok, out, err) = get(dbs, "c1");
     assert!(ok, "{err}");
     assert!(
         out.contains("card_stats@1:spend_24h\t20.5\tPresent\t1767312000000"),
@@ -126,16 +132,7 @@ fn store_commands() {
         &p("bad.csv"),
     ]);
     assert!(!ok && err.contains("spend_24h"), "{err}");
-    let (_, out, _) = keel(&[
-        "store",
-        "get",
-        "--path",
-        dbs,
-        "--service",
-        "fraud",
-        "--key",
-        "card_id=c9",
-    ]);
+    let (_, out, _) = get(dbs, "c9");
     assert!(out.contains("NotFound"), "{out}");
 }
 
@@ -226,16 +223,7 @@ fn second_timestamps_are_refused_with_a_hint_and_offsets_are_accepted() {
     .unwrap();
     let (ok, _, err) = ingest(&[]);
     assert!(ok, "{err}");
-    let (ok, out, err) = keel(&[
-        "store",
-        "get",
-        "--path",
-        dbs,
-        "--service",
-        "fraud",
-        "--key",
-        "card_id=c2",
-    ]);
+    let (ok, out, err) = get(dbs, "c2");
     assert!(ok, "{err}");
     assert!(
         out.contains("spend_24h\t2.5\tPresent\t1769189814000"),
