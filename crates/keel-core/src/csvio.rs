@@ -84,22 +84,18 @@ impl Frame {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(!options.no_header)
             .from_reader(reader);
-        match (schema, options.no_header) {
-            (Some(schema), true) => {
-                let headers: Vec<String> = schema.names().map(str::to_string).collect();
-                read_with_schema(&mut rdr, &headers, schema, options)
+        let headers: Vec<String> = match (schema, options.no_header) {
+            (Some(schema), true) => schema.names().map(str::to_string).collect(),
+            (None, true) => {
+                return Err(Error::Shape(
+                    "a CSV file without a header row needs a schema to name its columns".into(),
+                ))
             }
-            (None, true) => Err(Error::Shape(
-                "a CSV file without a header row needs a schema to name its columns".into(),
-            )),
-            (Some(schema), false) => {
-                let headers: Vec<String> = rdr.headers()?.iter().map(str::to_string).collect();
-                read_with_schema(&mut rdr, &headers, schema, options)
-            }
-            (None, false) => {
-                let headers: Vec<String> = rdr.headers()?.iter().map(str::to_string).collect();
-                read_inferred(&mut rdr, &headers, options)
-            }
+            (_, false) => rdr.headers()?.iter().map(str::to_string).collect(),
+        };
+        match schema {
+            Some(schema) => read_with_schema(&mut rdr, &headers, schema, options),
+            None => read_inferred(&mut rdr, &headers, options),
         }
     }
 

@@ -271,6 +271,9 @@ pub fn start(deployments: Vec<Arc<Deployment>>, cfg: ServerConfig) -> Result<Run
         .worker_threads(threads)
         .thread_name("keel-http")
         .enable_io()
+        // axum backs off from accept errors (EMFILE when descriptors run out) with a timer:
+        // without a timer driver that back-off panicked and took the server down.
+        .enable_time()
         .build()?;
     let listener = std::net::TcpListener::bind(cfg.addr)?;
     listener.set_nonblocking(true)?;

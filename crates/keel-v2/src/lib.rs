@@ -97,6 +97,8 @@ pub struct InferRequest {
 pub const MAX_ELEMENTS: usize = 1 << 28;
 /// Deepest nesting of `data` arrays accepted.
 pub const MAX_DEPTH: usize = 8;
+/// Longest request `id` accepted, in bytes (it is echoed in the response and logged).
+pub const MAX_ID_BYTES: usize = 256;
 
 /// Decodes a request: `json` is the JSON header (the whole body without the binary
 /// extension), `binary` the bytes after it (empty without the extension). Every byte of
@@ -116,8 +118,13 @@ pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V
     }
     let mut cursor = 0usize;
     let mut tensors = Vec::with_capacity(inputs.len().min(1024));
+    let mut seen = std::collections::HashSet::with_capacity(inputs.len().min(1024));
     for t in inputs {
-        tensors.push(parse_tensor(t, binary, &mut cursor)?);
+        let tensor = parse_tensor(t, binary, &mut cursor)?;
+        if !seen.insert(tensor.name.clone()) {
+            return Err(bad(format!("input `{:.64}` is given twice", tensor.name)));
+        }
+        tensors.push(tensor);
     }
     if cursor != binary.len() {
         return Err(bad(format!(
@@ -134,6 +141,7 @@ pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V
         None | Some(Json::Null) => None,
         Some(Json::Array(list)) => {
             let mut out = Vec::with_capacity(list.len().min(64));
+            let mut seen = std::collections::HashSet::with_capacity(list.len().min(64));
             for o in list {
                 let name = o
                     .get("name")
@@ -144,6 +152,9 @@ pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V
                     .and_then(|p| p.get("binary_data"))
                     .and_then(Json::as_bool)
                     .unwrap_or(binary_output);
+                if !seen.insert(name) {
+                    return Err(bad(format!("output `{name:.64}` is requested twice")));
+                }
                 out.push((name.to_string(), binary));
             }
             Some(out)
@@ -152,7 +163,13 @@ pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V
     };
     let id = match obj.get("id") {
         None | Some(Json::Null) => None,
-        Some(Json::String(s)) => Some(s.clone()),
+        Some(Json::String(s)) if s.len() <= MAX_ID_BYTES => Some(s.clone()),
+        Some(Json::String(s)) => {
+            return Err(bad(format!(
+                "`id` is {} bytes; at most {MAX_ID_BYTES}",
+                s.len()
+            )))
+        }
         Some(_) => return Err(bad("`id` must be a string")),
     };
     Ok(InferRequest {

@@ -171,3 +171,31 @@ fn csv_file_round_trip() {
     let back = Frame::from_csv_path(&path, Some(f.schema())).unwrap();
     assert_eq!(back, f);
 }
+
+/// `CsvOptions`: declared missing texts blank a field before typing (inferred and with a
+/// schema); a file without a header is read by position only with a schema and exact widths.
+#[test]
+fn csv_options_missing_texts_and_headerless_files() {
+    use keel_core::CsvOptions;
+    let opts = CsvOptions::default().with_na_values(["n/a", "NULL"]);
+    let f =
+        Frame::from_csv_reader_with("x,y\n1.5,a\n n/a ,NULL\n".as_bytes(), None, &opts).unwrap();
+    assert_eq!(f.schema().to_string(), "x: f64?, y: string?");
+    let strict = Frame::from_csv_reader("x\n1.5\nn/a\n".as_bytes(), None).unwrap();
+    assert_eq!(
+        strict.schema().to_string(),
+        "x: string",
+        "without the option n/a is text"
+    );
+    let schema = Schema::new(vec![
+        Field::new("a", DType::F64),
+        Field::new("b", DType::I64),
+    ])
+    .unwrap();
+    let headerless = CsvOptions::default().without_header();
+    let f =
+        Frame::from_csv_reader_with("1.5,2\n,3\n".as_bytes(), Some(&schema), &headerless).unwrap();
+    assert_eq!((f.nrows(), f.ncols()), (2, 2));
+    assert!(Frame::from_csv_reader_with("1.5\n".as_bytes(), Some(&schema), &headerless).is_err());
+    assert!(Frame::from_csv_reader_with("1.5,2\n".as_bytes(), None, &headerless).is_err());
+}

@@ -424,3 +424,94 @@ fn tritonclient_speaks_to_keel() {
     );
     server.stop().unwrap();
 }
+
+/// Issue 22, finding 1: about 1,000 idle connections at the common 1,024 open-file limit made
+/// the server panic and exit (axum backs off from accept errors with a timer, and the runtime
+/// had no timer driver). A child process serving under a 256-descriptor limit (`prlimit`) gets
+/// 400 connections; it must survive running out of descriptors and answer once they close.
+#[test]
+fn running_out_of_file_descriptors_does_not_kill_the_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg("--")
+        .arg(&exe)
+        .args([
+            "--exact",
+            "http::emfile_server_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KEEL_EMFILE_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prlimit (util-linux) runs the child");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        // The harness may have written `test ... ` on the same line first.
+        .find_map(|l| {
+            l.split_once("ADDR ")
+                .map(|(_, a)| a.trim().parse().unwrap())
+        })
+        .expect("the child prints its address");
+    // Connect until the server's descriptors and its accept backlog are exhausted (a connect
+    // then times out instead of completing).
+    let timeout = std::time::Duration::from_millis(300);
+    let conns: Vec<std::net::TcpStream> = (0..400)
+        .map_while(|_| std::net::TcpStream::connect_timeout(&addr, timeout).ok())
+        .collect();
+    // More connections than the child's 256 descriptors: it ran out.
+    assert!(conns.len() > 240, "only {} connections", conns.len());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server process died"
+    );
+    drop(conns);
+    let mut status = 0;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let r = agent().get(format!("http://{addr}/v2/health/live")).call();
+        if let Ok(r) = r {
+            status = r.status().as_u16();
+            break;
+        }
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert_eq!(
+        status, 200,
+        "the server answers again once descriptors are free"
+    );
+}
+
+/// The server of the test above, run as its own process (returns at once unless started by it).
+#[test]
+fn emfile_server_child_process() {
+    let Some(dir) = std::env::var_os("KEEL_EMFILE_DIR") else {
+        return;
+    };
+    let (reg, store) = setup(std::path::Path::new(&dir));
+    let d = Arc::new(deployment(&reg, &store, DeploymentConfig::default()));
+    let server = http::start(
+        vec![d],
+        ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    println!("ADDR {}", server.addr());
+    // Serve until the parent closes stdin.
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    drop(server);
+}

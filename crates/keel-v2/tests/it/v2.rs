@@ -166,3 +166,27 @@ fn fuzz_corpus_replays() {
     }
     assert!(n >= 5, "{n} seeds");
 }
+
+/// Issue 22, findings 3 and 10: duplicate input tensors were accepted (the first won),
+/// repeated requested outputs multiplied the response, and a request id of any length was
+/// copied into the response and the log. Each is refused now, naming what is wrong.
+#[test]
+fn duplicate_inputs_repeated_outputs_and_long_ids_are_refused() {
+    let t = r#"{"name":"a","shape":[1],"datatype":"FP32","data":[1.0]}"#;
+    let e = parse(&format!(r#"{{"inputs":[{t},{t}]}}"#)).unwrap_err();
+    assert!(e.to_string().contains("input `a` is given twice"), "{e}");
+    let e = parse(&format!(
+        r#"{{"inputs":[{t}],"outputs":[{{"name":"predict"}},{{"name":"predict"}}]}}"#
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("output `predict` is requested twice"),
+        "{e}"
+    );
+    let long = "x".repeat(MAX_ID_BYTES + 1);
+    let e = parse(&format!(r#"{{"id":"{long}","inputs":[{t}]}}"#)).unwrap_err();
+    assert!(e.to_string().contains("at most 256"), "{e}");
+    let ok = "x".repeat(MAX_ID_BYTES);
+    assert!(parse(&format!(r#"{{"id":"{ok}","inputs":[{t}]}}"#)).is_ok());
+}
