@@ -179,51 +179,53 @@ fn definitions_refuse_unknown_keys_and_take_human_durations() {
     assert_eq!(defs.views[0].retention_ms, Some(90 * 86_400_000));
 }
 
+/// Applies `DEFS` to a new store `dir/db`; returns its path.
+fn applied_store(dir: &std::path::Path) -> String {
+    let (ok, _, err) = apply(dir, DEFS);
+    assert!(ok, "{err}");
+    dir.join("db").to_str().unwrap().to_string()
+}
+
+/// `keel store ingest` of `rows` (CSV text) into `card_stats`, with extra arguments.
+fn ingest(db: &str, rows: &str, extra: &[&str]) -> (bool, String, String) {
+    let src = std::path::Path::new(db).with_extension("csv");
+    std::fs::write(&src, rows).unwrap();
+    let src = src.to_str().unwrap();
+    let mut args = vec![
+        "store",
+        "ingest",
+        "--path",
+        db,
+        "--view",
+        "card_stats",
+        "--input",
+        src,
+    ];
+    args.extend_from_slice(extra);
+    keel(&args)
+}
+
+const HEADER: &str = "card_id,event_timestamp,spend_24h,txn_count\n";
+
 /// Issue 23, item 6: timestamps in seconds were taken as milliseconds (the join then returned
 /// all-empty features without a word), and RFC 3339 with an offset was refused.
 #[test]
 fn second_timestamps_are_refused_with_a_hint_and_offsets_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _, err) = apply(dir.path(), DEFS);
-    assert!(ok, "{err}");
-    let db = dir.path().join("db");
-    let dbs = db.to_str().unwrap();
-    let src = dir.path().join("src.csv");
-    std::fs::write(
-        &src,
-        "card_id,event_timestamp,spend_24h,txn_count\nc1,1769189814,1.5,1\n",
-    )
-    .unwrap();
-    let ingest = |extra: &[&str]| {
-        let mut args = vec![
-            "store",
-            "ingest",
-            "--path",
-            dbs,
-            "--view",
-            "card_stats",
-            "--input",
-            src.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        keel(&args)
-    };
-    let (ok, _, err) = ingest(&[]);
+    let db = applied_store(dir.path());
+    let seconds = format!("{HEADER}c1,1769189814,1.5,1\n");
+    let (ok, _, err) = ingest(&db, &seconds, &[]);
     assert!(!ok, "seconds read as milliseconds");
     assert!(
         err.contains("looks like seconds: use --time-unit s"),
         "{err}"
     );
-    let (ok, out, err) = ingest(&["--time-unit", "s"]);
+    let (ok, out, err) = ingest(&db, &seconds, &["--time-unit", "s"]);
     assert!(ok && out.contains("wrote 1 rows"), "{err}");
-    std::fs::write(
-        &src,
-        "card_id,event_timestamp,spend_24h,txn_count\nc2,2026-01-23T22:36:54+05:00,2.5,2\n",
-    )
-    .unwrap();
-    let (ok, _, err) = ingest(&[]);
+    let offset = format!("{HEADER}c2,2026-01-23T22:36:54+05:00,2.5,2\n");
+    let (ok, _, err) = ingest(&db, &offset, &[]);
     assert!(ok, "{err}");
-    let (ok, out, err) = get(dbs, "c2");
+    let (ok, out, err) = get(&db, "c2");
     assert!(ok, "{err}");
     assert!(
         out.contains("spend_24h\t2.5\tPresent\t1769189814000"),
@@ -277,26 +279,13 @@ fn read_commands_refuse_a_directory_that_is_not_a_store_and_create_nothing() {
 #[test]
 fn historical_keeps_every_entity_column_in_order_and_times_as_given() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _, err) = apply(dir.path(), DEFS);
-    assert!(ok, "{err}");
-    let db = dir.path().join("db");
-    let dbs = db.to_str().unwrap();
-    let src = dir.path().join("src.csv");
-    std::fs::write(
-        &src,
-        "card_id,event_timestamp,spend_24h,txn_count\nc1,2026-01-01T00:00:00Z,10.5,1\n",
-    )
-    .unwrap();
-    let (ok, _, err) = keel(&[
-        "store",
-        "ingest",
-        "--path",
+    let db = applied_store(dir.path());
+    let dbs = db.as_str();
+    let (ok, _, err) = ingest(
         dbs,
-        "--view",
-        "card_stats",
-        "--input",
-        src.to_str().unwrap(),
-    ]);
+        &format!("{HEADER}c1,2026-01-01T00:00:00Z,10.5,1\n"),
+        &[],
+    );
     assert!(ok, "{err}");
     let ents = dir.path().join("ents.csv");
     std::fs::write(
