@@ -51,13 +51,13 @@ pub use drift::{
 };
 pub use error::{MonitorError, Result};
 pub use policy::{
-    decide, drift_summary, Action, AlertSink, CallbackSink, Decision, DecisionLog, GateCheck,
-    GateConfig, GateResult, LabelJoiner, TracingSink,
+    decide, decide_with, drift_summary, Action, AlertSink, CallbackSink, ChangeEvidence, Decision,
+    DecisionLog, GateCheck, GateConfig, GateResult, LabelJoiner, TracingSink,
 };
 pub use profile::{
     ColumnProfile, CountWindow, Profile, TimeWindow, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL,
 };
 pub use runtime::{
-    DecayRule, LoggedValue, Monitor, MonitorConfig, PredictionRecord, WindowSpec, WindowVerdict,
-    PREDICTION_COLUMN,
+    ChangeDetector, ChangeRule, DecayRule, LoggedValue, LossStream, Monitor, MonitorConfig,
+    PredictionRecord, WindowSpec, WindowVerdict, PREDICTION_COLUMN,
 };

@@ -37,11 +37,40 @@ pub struct Decision {
     pub drift_share: Option<f64>,
     /// Performance evidence, when labels were available.
     pub decay: Option<DecayEvidence>,
+    /// Changes that the change detectors found in the per-request loss since the last decision.
+    #[serde(default)]
+    pub changes: Vec<ChangeEvidence>,
+}
+
+/// A change detector's finding: the per-request loss of the served model went up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvidence {
+    /// `page_hinkley` or `adwin`.
+    pub detector: String,
+    /// The stream watched, e.g. `log_loss`.
+    pub stream: String,
+    /// Labelled requests the detector had seen when it fired.
+    pub samples: u64,
+    /// Mean loss after the change (ADWIN's window mean, Page-Hinkley's running mean).
+    pub mean_after: f64,
 }
 
 /// Decides: decay beyond threshold -> [`Action::Retrain`]; dataset drift without decay ->
-/// [`Action::Alert`]; otherwise [`Action::None`].
+/// [`Action::Alert`]; otherwise [`Action::None`]. The same as [`decide_with`] without change
+/// detectors.
 pub fn decide(at_ms: i64, drift: Option<&DriftReport>, decay: Option<&DecayEvidence>) -> Decision {
+    decide_with(at_ms, drift, decay, &[])
+}
+
+/// Decides with change-detector evidence too: decay beyond threshold, or a detected increase of
+/// the per-request loss (Page-Hinkley, ADWIN) -> [`Action::Retrain`]; dataset drift alone ->
+/// [`Action::Alert`]; otherwise [`Action::None`].
+pub fn decide_with(
+    at_ms: i64,
+    drift: Option<&DriftReport>,
+    decay: Option<&DecayEvidence>,
+    changes: &[ChangeEvidence],
+) -> Decision {
     let drifted_columns: Vec<String> = drift
         .map(|d| {
             d.columns
@@ -59,6 +88,19 @@ pub fn decide(at_ms: i64, drift: Option<&DriftReport>, decay: Option<&DecayEvide
                 "{:?} fell from {:.4} to {:.4} on {} labelled rows (allowed {:.4})",
                 e.metric, e.baseline, e.current, e.samples, e.threshold
             ),
+        ),
+        _ if !changes.is_empty() => (
+            Action::Retrain,
+            changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} found the {} rising (mean {:.4} after {} labelled requests)",
+                        c.detector, c.stream, c.mean_after, c.samples
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
         (_, Some(d)) if d.dataset_drift => (
             Action::Alert,
@@ -78,6 +120,7 @@ pub fn decide(at_ms: i64, drift: Option<&DriftReport>, decay: Option<&DecayEvide
         drifted_columns,
         drift_share,
         decay: decay.cloned(),
+        changes: changes.to_vec(),
     }
 }
 

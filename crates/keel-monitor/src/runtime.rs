@@ -6,9 +6,9 @@ use std::sync::Arc;
 use keel_core::ValueRef;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{DecayMetric, DecayMonitor};
+use crate::detect::{Adwin, DecayMetric, DecayMonitor, PageHinkley};
 use crate::drift::{ColumnKind, DriftOptions, DriftReport};
-use crate::policy::{decide, Decision, DecisionLog, LabelJoiner};
+use crate::policy::{decide_with, ChangeEvidence, Decision, DecisionLog, LabelJoiner};
 use crate::profile::{CountWindow, Profile, TimeWindow};
 use crate::Result;
 
@@ -77,6 +77,125 @@ pub struct DecayRule {
     pub min_samples: usize,
 }
 
+/// A change detector over the per-request loss of labelled predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeDetector {
+    /// [`PageHinkley`] watching increases: tolerance `delta`, threshold `lambda`.
+    PageHinkley {
+        /// Tolerated drift of the mean per observation.
+        delta: f64,
+        /// Alarm threshold on the cumulative deviation.
+        lambda: f64,
+        /// Observations before any alarm.
+        min_samples: u64,
+    },
+    /// [`Adwin`] at confidence `delta`; only a change to a higher mean loss counts.
+    Adwin {
+        /// Confidence parameter (0.002 is usual).
+        delta: f64,
+    },
+}
+
+/// The per-request loss a change detector watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossStream {
+    /// Binary log loss of a probability (clipped to `[1e-15, 1 - 1e-15]`).
+    LogLoss,
+    /// Squared error of a regression.
+    SquaredError,
+    /// Absolute error of a regression.
+    AbsoluteError,
+}
+
+impl LossStream {
+    fn name(self) -> &'static str {
+        match self {
+            LossStream::LogLoss => "log_loss",
+            LossStream::SquaredError => "squared_error",
+            LossStream::AbsoluteError => "absolute_error",
+        }
+    }
+
+    fn loss(self, y: f64, p: f64) -> f64 {
+        match self {
+            LossStream::LogLoss => {
+                let p = p.clamp(1e-15, 1.0 - 1e-15);
+                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            }
+            LossStream::SquaredError => (y - p) * (y - p),
+            LossStream::AbsoluteError => (y - p).abs(),
+        }
+    }
+}
+
+/// Change detection of a [`Monitor`]: each labelled prediction's loss feeds the detector; a
+/// detected increase joins the next decision as [`ChangeEvidence`] (and makes it a retrain).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRule {
+    /// The detector.
+    pub detector: ChangeDetector,
+    /// The loss it watches.
+    pub stream: LossStream,
+}
+
+enum Detector {
+    PageHinkley(PageHinkley),
+    Adwin(Adwin),
+}
+
+struct ChangeWatch {
+    rule: ChangeRule,
+    detector: Detector,
+    samples: u64,
+    found: Vec<ChangeEvidence>,
+}
+
+impl ChangeWatch {
+    fn new(rule: ChangeRule) -> ChangeWatch {
+        let detector = match rule.detector {
+            ChangeDetector::PageHinkley {
+                delta,
+                lambda,
+                min_samples,
+            } => Detector::PageHinkley(PageHinkley::new(delta, lambda, min_samples)),
+            ChangeDetector::Adwin { delta } => Detector::Adwin(Adwin::new(delta)),
+        };
+        ChangeWatch {
+            rule,
+            detector,
+            samples: 0,
+            found: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, y: f64, p: f64) {
+        let x = self.rule.stream.loss(y, p);
+        self.samples += 1;
+        let (name, fired, mean_after) = match &mut self.detector {
+            Detector::PageHinkley(ph) => {
+                let fired = ph.update(x);
+                ("page_hinkley", fired, x)
+            }
+            Detector::Adwin(a) => {
+                let before = a.mean();
+                let fired = a.update(x) && a.mean() > before;
+                ("adwin", fired, a.mean())
+            }
+        };
+        // Bounded: a burst of alarms between two decisions keeps the first few.
+        if fired && self.found.len() < 16 {
+            self.found.push(ChangeEvidence {
+                detector: name.to_string(),
+                stream: self.rule.stream.name().to_string(),
+                samples: self.samples,
+                mean_after,
+            });
+        }
+    }
+}
+
 /// Configuration of a [`Monitor`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonitorConfig {
@@ -86,6 +205,9 @@ pub struct MonitorConfig {
     pub drift: DriftOptions,
     /// Performance decay rule, when labels come back.
     pub decay: Option<DecayRule>,
+    /// Change detection on the per-request loss, when labels come back.
+    #[serde(default)]
+    pub change: Option<ChangeRule>,
     /// Reservoir size per numerical column in windows.
     pub sample: usize,
     /// Most predictions waiting for a label.
@@ -100,6 +222,7 @@ impl Default for MonitorConfig {
             window: WindowSpec::Count(10_000),
             drift: DriftOptions::default(),
             decay: None,
+            change: None,
             sample: crate::DEFAULT_SAMPLE,
             pending_labels: 100_000,
             seed: 0,
@@ -129,6 +252,7 @@ pub struct Monitor {
     window: Window,
     joiner: LabelJoiner,
     decay: Option<DecayMonitor>,
+    change: Option<ChangeWatch>,
     log: Arc<DecisionLog>,
 }
 
@@ -163,6 +287,7 @@ impl Monitor {
         };
         Ok(Monitor {
             joiner: LabelJoiner::new(cfg.pending_labels),
+            change: cfg.change.map(ChangeWatch::new),
             reference,
             cfg,
             window,
@@ -189,7 +314,12 @@ impl Monitor {
         };
         let drift = self.reference.drift(&profile, &self.cfg.drift)?;
         let evidence = self.decay.as_ref().and_then(DecayMonitor::evaluate);
-        let decision = decide(rec.at_ms, Some(&drift), evidence.as_ref());
+        let changes = self
+            .change
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.found))
+            .unwrap_or_default();
+        let decision = decide_with(rec.at_ms, Some(&drift), evidence.as_ref(), &changes);
         self.log.record(decision.clone());
         Ok(Some(WindowVerdict { drift, decision }))
     }
@@ -199,6 +329,9 @@ impl Monitor {
         if let Some((y, p)) = self.joiner.label(request_id, label) {
             if let Some(d) = &mut self.decay {
                 d.push(y, p);
+            }
+            if let Some(c) = &mut self.change {
+                c.push(y, p);
             }
         }
     }

@@ -439,3 +439,72 @@ fn the_runtime_monitor_alerts_on_covariate_drift_and_retrains_on_decay() {
     assert_eq!(m.joiner().orphans, 0);
     assert!(log.decisions().len() >= 2);
 }
+
+/// Issue 23, item 11: Page-Hinkley and ADWIN were implemented but fed nothing. With a
+/// `ChangeRule` the monitor feeds each labelled prediction's log loss to the detector, and a
+/// detected rise makes the next window's decision a retrain, its evidence recorded, before the
+/// decay rule (no decay rule here at all) would have a say.
+#[test]
+fn change_detectors_feed_the_monitors_decisions() {
+    use keel_monitor::{
+        ChangeDetector, ChangeRule, ColumnKind, LoggedValue, LossStream, Monitor, MonitorConfig,
+        PredictionRecord, WindowSpec,
+    };
+    for detector in [
+        ChangeDetector::PageHinkley {
+            delta: 0.005,
+            lambda: 20.0,
+            min_samples: 100,
+        },
+        ChangeDetector::Adwin { delta: 0.002 },
+    ] {
+        let mut profile = Profile::new(&[("x".to_string(), ColumnKind::Numerical)], 256, 1);
+        for i in 0..500 {
+            profile.update_row(&[("x", ValueRef::F64(f64::from(i % 50)))]);
+        }
+        let log = Arc::new(DecisionLog::default());
+        let cfg = MonitorConfig {
+            window: WindowSpec::Count(1_000),
+            change: Some(ChangeRule {
+                detector,
+                stream: LossStream::LogLoss,
+            }),
+            ..MonitorConfig::default()
+        };
+        let mut m = Monitor::new(profile, cfg, log.clone()).unwrap();
+        let mut decisions = vec![];
+        for i in 0..3_000u32 {
+            // Same inputs throughout; the model is right until request 1,500, then wrong.
+            let label = f64::from(i % 2);
+            let good = if label == 1.0 { 0.9 } else { 0.1 };
+            let score = if i < 1_500 { good } else { 1.0 - good };
+            let rec = PredictionRecord {
+                request_id: format!("r{i}"),
+                at_ms: i64::from(i),
+                model_version: 1,
+                route: "champion".into(),
+                inputs: vec![("x".into(), LoggedValue::Num(f64::from(i % 50)))],
+                score,
+            };
+            if let Some(v) = m.observe(&rec).unwrap() {
+                decisions.push(v.decision);
+            }
+            m.label(&rec.request_id, label);
+        }
+        assert_eq!(decisions.len(), 3, "{detector:?}");
+        assert_eq!(
+            decisions[0].action,
+            Action::None,
+            "{detector:?}: {}",
+            decisions[0].reason
+        );
+        let retrain = decisions.iter().find(|d| d.action == Action::Retrain);
+        let d = retrain.unwrap_or_else(|| panic!("{detector:?}: no retrain in {decisions:?}"));
+        assert!(
+            !d.changes.is_empty() && d.changes[0].stream == "log_loss",
+            "{d:?}"
+        );
+        assert!(d.changes[0].samples > 1_500, "{d:?}");
+        assert!(d.reason.contains("log_loss rising"), "{}", d.reason);
+    }
+}
