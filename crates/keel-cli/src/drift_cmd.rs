@@ -114,6 +114,9 @@ pub fn run(a: DriftArgs) -> Result<()> {
             if c.drift { "YES" } else { "no" }
         );
     }
+    for w in &rep.warnings {
+        eprintln!("warning: {w}");
+    }
     for sk in &rep.skipped {
         println!("{:<24} not tested: {}", sk.column, sk.reason);
     }

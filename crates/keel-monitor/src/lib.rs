@@ -47,7 +47,7 @@ pub mod synth;
 pub use detect::{Adwin, DecayEvidence, DecayMetric, DecayMonitor, Direction, PageHinkley};
 pub use drift::{
     default_kind, default_test, detect_drift, ColumnDrift, ColumnKind, ColumnOptions, DriftOptions,
-    DriftReport, DriftTest, SkippedColumn,
+    DriftReport, DriftTest, SkippedColumn, CHI_SQUARE_FALSE_ALARM_RATE,
 };
 pub use error::{MonitorError, Result};
 pub use policy::{

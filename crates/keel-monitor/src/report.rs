@@ -42,6 +42,7 @@ pub fn to_json(report: &DriftReport) -> serde_json::Value {
             .iter()
             .map(|s| (s.column.clone(), json!(s.reason)))
             .collect::<serde_json::Map<_, _>>(),
+        "warnings": report.warnings,
     })
 }
 
