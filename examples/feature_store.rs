@@ -41,7 +41,7 @@ fn main() -> Result<()> {
         dir.join("db"),
         StoreOptions {
             clock: clock.clone(),
-            sync_writes: true,
+            durability: keel::store::Durability::Synced,
             ..Default::default()
         },
     )?;

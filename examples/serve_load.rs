@@ -79,7 +79,7 @@ fn main() -> Result<()> {
         root.join("store"),
         StoreOptions {
             clock: clock.clone(),
-            sync_writes: false,
+            durability: keel::store::Durability::Buffered,
             ..Default::default()
         },
     )?);

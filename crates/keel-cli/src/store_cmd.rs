@@ -5,7 +5,9 @@ use clap::Subcommand;
 use keel::core::{
     parse_timestamp_ms, Column, ColumnBuilder, DType, Field, Frame, Schema, TimeUnit, ValueRef,
 };
-use keel::store::{Definitions, FeatureRef, HistoricalOptions, Store, StoreOptions, Value};
+use keel::store::{
+    Definitions, Durability, FeatureRef, HistoricalOptions, Store, StoreOptions, Value,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -93,6 +95,26 @@ fn parse_view(s: &str) -> Result<(String, u32)> {
     })
 }
 
+/// Opens the store (only an existing one unless `create`) and says on stderr when recovery had
+/// to drop writes after a damaged write-ahead-log tail.
+fn open_store(path: &Path, opts: StoreOptions, create: bool) -> Result<Store> {
+    let store = if create {
+        Store::open_with(path, opts)?
+    } else {
+        Store::open_existing(path, opts)?
+    };
+    let r = store.recovery();
+    if r.wal_tail_dropped {
+        eprintln!(
+            "warning: {}: the write-ahead log's tail was damaged; the writes after the damage \
+             were dropped at open ({})",
+            path.display(),
+            r.detail
+        );
+    }
+    Ok(store)
+}
+
 /// Reads a CSV keeping every column in header order: `typed` fields parse as their type,
 /// `ts_cols` become i64 Unix milliseconds (see [`parse_timestamp_ms`]), any other column is kept
 /// as text. Returns the frame and the timestamp columns' original text, by name.
@@ -167,7 +189,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 .with_context(|| format!("reading {}", definitions.display()))?;
             let defs = Definitions::from_toml(&text)
                 .with_context(|| format!("parsing {}", definitions.display()))?;
-            Store::open(&path)?.apply(&defs)?;
+            open_store(&path, StoreOptions::default(), true)?.apply(&defs)?;
             println!(
                 "applied {} entities, {} views, {} services",
                 defs.entities.len(),
@@ -181,13 +203,11 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             input,
             time_unit,
         } => {
-            let store = Store::open_with(
-                &path,
-                StoreOptions {
-                    sync_writes: true,
-                    ..StoreOptions::default()
-                },
-            )?;
+            let synced = StoreOptions {
+                durability: Durability::Synced,
+                ..StoreOptions::default()
+            };
+            let store = open_store(&path, synced, true)?;
             let (name, version) = parse_view(&view)?;
             let v = store.view(&name, version)?;
             let mut fields = store.join_keys(&v)?;
@@ -203,7 +223,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             service,
             keys,
         } => {
-            let store = Store::open_existing(&path, StoreOptions::default())?;
+            let store = open_store(&path, StoreOptions::default(), false)?;
             let s = store.service(&service)?;
             let first = s.features.first().context("empty service")?;
             let view = store.view(&first.view, first.version)?;
@@ -240,7 +260,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             no_backfill_leak,
             time_unit,
         } => {
-            let store = Store::open_existing(&path, StoreOptions::default())?;
+            let store = open_store(&path, StoreOptions::default(), false)?;
             let refs: Vec<FeatureRef> = if features.contains(':') {
                 features
                     .split(',')
@@ -311,7 +331,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             if to.exists() {
                 bail!("{} exists", to.display());
             }
-            let id = Store::open_existing(&path, StoreOptions::default())?.checkpoint(&to)?;
+            let id = open_store(&path, StoreOptions::default(), false)?.checkpoint(&to)?;
             println!("{id}\t{}", id.path.display());
         }
     }

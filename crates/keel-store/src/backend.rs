@@ -220,9 +220,23 @@ pub(crate) fn newest_of<'a>(
     best.map(<[u8]>::to_vec).unwrap_or_default()
 }
 
+/// What opening a store had to repair. RocksDB replays its write-ahead log at open; a damaged or
+/// incomplete tail (a torn write at a crash, a flipped byte) ends the replay there, and every
+/// batch from that point on is dropped. keel first opens requiring an intact log, so it knows
+/// when that happened, and says so here instead of answering as if nothing was lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The log's tail was damaged and the batches from the damage on were dropped.
+    pub wal_tail_dropped: bool,
+    /// RocksDB's description of the damage (empty when nothing was dropped).
+    pub detail: String,
+}
+
 /// The embedded RocksDB backend: one column family per view version (history) plus its
 /// newest-row column family, one for the registry.
 pub struct RocksBackend {
+    /// What the open's recovery did.
+    recovery: RecoveryReport,
     /// Newest-row column families are kept (see [`RocksOptions::newest_rows`]).
     newest_rows: bool,
     /// Their layout.
@@ -461,6 +475,11 @@ impl RocksBackend {
         Self::open_with(path, clock, &opts)
     }
 
+    /// What recovery did when this store was opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
     /// Whether `path` holds a keel store (a RocksDB database with keel's catalog family),
     /// without creating or changing anything; the error says what is there instead.
     pub fn check_is_store(path: &Path) -> Result<()> {
@@ -508,40 +527,60 @@ impl RocksBackend {
         opts.set_allow_mmap_reads(
             layout == mapped || existing.iter().any(|n| n.starts_with(mapped.prefix())),
         );
-        let mut cfs = vec![ColumnFamilyDescriptor::new(REGISTRY, Options::default())];
+        // Every family to open: (family, view, newest-row layout or None for history).
+        let mut plan: Vec<(String, String, Option<NewestLayout>)> = Vec::new();
         let mut unindexed = Vec::new();
         // Newest-row families in the other layout: a writable open must name every family, so
         // they are opened and dropped below; a read-only open leaves them closed.
         let mut other_layout = Vec::new();
         for name in existing.iter().filter(|n| n.starts_with("fv:")) {
-            cfs.push(ColumnFamilyDescriptor::new(
-                name,
-                family_options(name, None, &retention, &clock, &cache),
-            ));
+            plan.push((name.clone(), name.clone(), None));
             let nw = layout.family(name);
             if existing.contains(&nw) {
-                cfs.push(ColumnFamilyDescriptor::new(
-                    &nw,
-                    family_options(name, Some(layout), &retention, &clock, &cache),
-                ));
+                plan.push((nw, name.clone(), Some(layout)));
             } else {
                 unindexed.push(name.clone());
             }
             let other = layout.other().family(name);
             if existing.contains(&other) && !read_only {
-                cfs.push(ColumnFamilyDescriptor::new(
-                    &other,
-                    family_options(name, Some(layout.other()), &retention, &clock, &cache),
-                ));
+                plan.push((other.clone(), name.clone(), Some(layout.other())));
                 other_layout.push(other);
             }
         }
-        let db = if read_only {
-            Db::open_cf_descriptors_read_only(&opts, path, cfs, false)?
+        let descriptors = || {
+            let mut cfs = vec![ColumnFamilyDescriptor::new(REGISTRY, Options::default())];
+            cfs.extend(plan.iter().map(|(family, view, l)| {
+                ColumnFamilyDescriptor::new(
+                    family,
+                    family_options(view, *l, &retention, &clock, &cache),
+                )
+            }));
+            cfs
+        };
+        let (db, recovery) = if read_only {
+            let db = Db::open_cf_descriptors_read_only(&opts, path, descriptors(), false)?;
+            (db, RecoveryReport::default())
         } else {
-            Db::open_cf_descriptors(&opts, path, cfs)?
+            // First with every WAL record required intact: an open that would silently drop a
+            // damaged tail (RocksDB's default, point-in-time recovery) fails here instead, and
+            // the point-in-time open that follows reports what it did.
+            let mut strict = opts.clone();
+            strict.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
+            match Db::open_cf_descriptors(&strict, path, descriptors()) {
+                Ok(db) => (db, RecoveryReport::default()),
+                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                    let db = Db::open_cf_descriptors(&opts, path, descriptors())?;
+                    let report = RecoveryReport {
+                        wal_tail_dropped: true,
+                        detail: e.into_string(),
+                    };
+                    (db, report)
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         let mut backend = RocksBackend {
+            recovery,
             newest_rows,
             layout,
             db,

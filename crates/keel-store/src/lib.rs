@@ -53,14 +53,14 @@ mod store;
 mod value;
 
 pub use backend::{
-    Backend, Batch, Found, Lookup, NewestLayout, RocksBackend, RocksOptions, RowRef,
+    Backend, Batch, Found, Lookup, NewestLayout, RecoveryReport, RocksBackend, RocksOptions, RowRef,
 };
 pub use defs::{Definitions, Entity, FeatureRef, FeatureService, FeatureView, MAX_NAME};
 pub use defs_toml::parse_duration_ms;
 pub use error::{Result, StoreError};
 pub use key::{MAX_KEY, MAX_TS};
 pub use store::{
-    CheckpointId, FeatureValue, HistoricalOptions, OnlineResponse, Row, Status, Store,
+    CheckpointId, Durability, FeatureValue, HistoricalOptions, OnlineResponse, Row, Status, Store,
     StoreOptions, MAX_VALUE,
 };
 pub use value::Value;

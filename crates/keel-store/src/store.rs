@@ -1,6 +1,8 @@
 //! The [`Store`]: definitions, writes, online / as-of / historical reads.
 
-use crate::backend::{Backend, Batch, Lookup, NewestLayout, RocksBackend, RocksOptions, RowRef};
+use crate::backend::{
+    Backend, Batch, Lookup, NewestLayout, RecoveryReport, RocksBackend, RocksOptions, RowRef,
+};
 use crate::cache::{Newest, RowCache};
 use crate::defs::{cf_name, Definitions, Entity, FeatureRef, FeatureService, FeatureView};
 use crate::error::{Result, StoreError};
@@ -21,13 +23,27 @@ const KEY_LAYOUT: &[u8] = b"2";
 /// Largest encoded row accepted (1 MiB).
 pub const MAX_VALUE: usize = 1 << 20;
 
+/// How durable an acknowledged write is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Each write batch is in the write-ahead log in the OS's page cache when it returns: it
+    /// survives the process crashing, not the machine losing power.
+    #[default]
+    Buffered,
+    /// Each write batch's write-ahead log is synced to disk before it returns (fsync): it
+    /// survives power loss; every write pays a disk flush.
+    Synced,
+}
+
 /// Options for [`Store::open_with`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Source of "now" for TTL checks and default creation times.
     pub clock: Arc<dyn Clock>,
-    /// Sync the write-ahead log on every write batch (durable on power loss, slower).
-    pub sync_writes: bool,
+    /// When a write counts as done: [`Durability::Buffered`] (the default: in the OS's page
+    /// cache, survives a process crash, not a power loss) or [`Durability::Synced`] (the
+    /// write-ahead log is synced to disk before the write returns).
+    pub durability: Durability,
     /// RocksDB block cache shared by every view, in bytes (default 256 MiB). Online reads
     /// that miss it pay a file read and an allocation per block.
     pub block_cache_bytes: usize,
@@ -55,7 +71,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             clock: Arc::new(SystemClock),
-            sync_writes: false,
+            durability: Durability::Buffered,
             block_cache_bytes: 256 << 20,
             row_cache_entries: 16_384,
             newest_rows: true,
@@ -330,6 +346,16 @@ impl Store {
     pub fn open_existing(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         RocksBackend::check_is_store(path.as_ref())?;
         Self::open_with(path, opts)
+    }
+
+    /// What recovery had to do when this store was opened: a damaged write-ahead-log tail is
+    /// replayed up to the damage and the batches after it are dropped; the report says so
+    /// (always empty for read-only opens and other backends).
+    pub fn recovery(&self) -> RecoveryReport {
+        self.rocks
+            .as_ref()
+            .map(|r| r.recovery().clone())
+            .unwrap_or_default()
     }
 
     /// Opens a checkpoint (or store) read-only: reads work, writes fail.
@@ -632,7 +658,7 @@ impl Store {
         let v = self.view(view, version)?;
         let mut batch = Batch::default();
         self.encode_rows(&v, rows, &mut batch)?;
-        self.commit(&batch, self.opts.sync_writes)
+        self.commit(&batch, self.opts.durability == Durability::Synced)
     }
 
     /// Rows of a frame for a view: join key columns by name, `event_timestamp` (i64 ms),
@@ -704,7 +730,7 @@ impl Store {
         batch
             .registry
             .push((wm_key, key::ts_bytes(until_ms.max(from)).to_vec()));
-        self.commit(&batch, self.opts.sync_writes)?;
+        self.commit(&batch, self.opts.durability == Durability::Synced)?;
         Ok(rows.len())
     }
 

@@ -46,7 +46,7 @@ pub fn setup(dir: &std::path::Path) -> (Registry, Arc<Store>) {
         dir.join("store"),
         StoreOptions {
             clock: Arc::new(ManualClock::new(NOW)),
-            sync_writes: false,
+            durability: keel_store::Durability::Buffered,
             ..Default::default()
         },
     )

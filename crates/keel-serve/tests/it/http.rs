@@ -467,8 +467,12 @@ fn running_out_of_file_descriptors_does_not_kill_the_server() {
     let conns: Vec<std::net::TcpStream> = (0..400)
         .map_while(|_| std::net::TcpStream::connect_timeout(&addr, timeout).ok())
         .collect();
-    // More connections than the child's 256 descriptors: it ran out.
-    assert!(conns.len() > 240, "only {} connections", conns.len());
+    // The child stopped accepting before 400 (its 256 descriptors ran out) after many.
+    assert!(
+        (100..400).contains(&conns.len()),
+        "{} connections",
+        conns.len()
+    );
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(
         child.try_wait().unwrap().is_none(),

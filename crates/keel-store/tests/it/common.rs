@@ -91,7 +91,7 @@ pub fn open_layout(
         dir,
         StoreOptions {
             clock: clock.clone(),
-            sync_writes: false,
+            durability: keel_store::Durability::Buffered,
             row_cache_entries,
             newest_layout,
             ..Default::default()

@@ -389,7 +389,7 @@ fn checkpoints_are_read_only_snapshots() {
         &id.path,
         StoreOptions {
             clock: std::sync::Arc::new(keel_core::ManualClock::new(10 * DAY)),
-            sync_writes: false,
+            durability: keel_store::Durability::Buffered,
             ..Default::default()
         },
     )
@@ -852,7 +852,7 @@ fn corrupt_values_are_typed_errors_and_the_store_stays_usable() {
         std::sync::Arc::new(Corrupting(rocks, b"\x02bad\x00\x01".to_vec())),
         StoreOptions {
             clock,
-            sync_writes: false,
+            durability: keel_store::Durability::Buffered,
             ..Default::default()
         },
     )
