@@ -134,6 +134,14 @@ pub struct HistoricalOptions {
     pub threads: usize,
 }
 
+/// Options of [`Store::get_as_of_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsOfOptions {
+    /// Ignore rows created after the read time (no backfill leakage), as
+    /// [`HistoricalOptions::no_backfill_leak`] does for point-in-time joins.
+    pub no_backfill_leak: bool,
+}
+
 /// The registry's cached definitions.
 #[derive(Debug, Default)]
 struct Registry {
@@ -766,28 +774,44 @@ impl Store {
     /// Latest values as of now for many entities and a feature service; TTL enforced. Hot
     /// entities are answered from the row cache (see [`StoreOptions::row_cache_entries`]).
     pub fn get_online(&self, service: &str, keys: &[Vec<Value>]) -> Result<OnlineResponse> {
-        self.read_service(service, keys, self.opts.clock.now_ms(), true)
+        self.read_service(service, keys, self.opts.clock.now_ms(), true, None)
     }
 
-    /// The same as [`Store::get_online`] at any past time (always read from storage).
+    /// The same as [`Store::get_online`] at any past time (always read from storage). Rows
+    /// created after `at_ms` (backfills) count; [`Store::get_as_of_with`] can exclude them.
     pub fn get_as_of(
         &self,
         service: &str,
         keys: &[Vec<Value>],
         at_ms: i64,
     ) -> Result<OnlineResponse> {
-        self.read_service(service, keys, at_ms, false)
+        self.get_as_of_with(service, keys, at_ms, &AsOfOptions::default())
+    }
+
+    /// [`Store::get_as_of`] with options: `no_backfill_leak` ignores rows created after
+    /// `at_ms`, so the answer is what an online read at `at_ms` could have seen.
+    pub fn get_as_of_with(
+        &self,
+        service: &str,
+        keys: &[Vec<Value>],
+        at_ms: i64,
+        opts: &AsOfOptions,
+    ) -> Result<OnlineResponse> {
+        let cutoff = opts.no_backfill_leak.then_some(at_ms);
+        self.read_service(service, keys, at_ms, false, cutoff)
     }
 
     /// Reads a service at `at_ms`. Online reads (`online`) ask for each entity's newest row
     /// (row cache, then the backend's newest rows) and fall back to history only for entities
-    /// whose newest row lies after `at_ms`; as-of reads search history directly.
+    /// whose newest row lies after `at_ms`; as-of reads search history directly, ignoring rows
+    /// created after `created_cutoff` when given.
     fn read_service(
         &self,
         service: &str,
         keys: &[Vec<Value>],
         at_ms: i64,
         online: bool,
+        created_cutoff: Option<i64>,
     ) -> Result<OnlineResponse> {
         let plan = self.service_plan(service)?;
         let cached = online && self.cache.enabled();
@@ -845,7 +869,7 @@ impl Store {
                     .map(|&e| Lookup {
                         prefix: &prefixes[e],
                         event_bound: at_ms,
-                        created_cutoff: None,
+                        created_cutoff,
                     })
                     .collect();
                 self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {

@@ -905,3 +905,47 @@ fn store_is_send_sync_and_concurrent() {
         }
     });
 }
+
+/// Issue 23, item 9 (part): `get_as_of` had no created-time cutoff (only `historical` did), so
+/// an as-of read could see a row backfilled after the read time. `get_as_of_with` takes the
+/// same `no_backfill_leak` option.
+#[test]
+fn as_of_reads_take_the_backfill_cutoff_of_historical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 10 * DAY);
+    store.apply(&defs()).unwrap();
+    let row = |event_ms, created_ms, spend: f64| Row {
+        key: vec!["c1".into()],
+        event_ms,
+        created_ms: Some(created_ms),
+        values: vec![spend.into(), Value::Null, "FR".into()],
+    };
+    store.write("card_stats", 1, &[row(DAY, DAY, 1.0)]).unwrap();
+    // A backfill written at day 5 for an event at day 1 + 1h.
+    store
+        .write("card_stats", 1, &[row(DAY + 3_600_000, 5 * DAY, 2.0)])
+        .unwrap();
+    let key = [vec![Value::from("c1")]];
+    let at = DAY + 7_200_000;
+    let loose = store.get_as_of("fraud", &key, at).unwrap();
+    assert_eq!(
+        loose.values[0][0].value,
+        Value::F64(2.0),
+        "the backfill is seen"
+    );
+    let strict = store
+        .get_as_of_with(
+            "fraud",
+            &key,
+            at,
+            &keel_store::AsOfOptions {
+                no_backfill_leak: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        strict.values[0][0].value,
+        Value::F64(1.0),
+        "what was known at the time"
+    );
+}
