@@ -224,10 +224,8 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             keys,
         } => {
             let store = open_store(&path, StoreOptions::default(), false)?;
-            let s = store.service(&service)?;
-            let first = s.features.first().context("empty service")?;
-            let view = store.view(&first.view, first.version)?;
-            let join = store.join_keys(&view)?;
+            // One `--key` per join key of every entity the service's views are keyed by.
+            let join = store.service_keys(&service)?;
             let mut key = Vec::new();
             for f in &join {
                 let raw = keys

@@ -539,17 +539,13 @@ impl Deployment {
         Ok((m.clone(), r))
     }
 
-    /// The join keys of the feature service's entity (empty without a store): what a request
-    /// must name for the lookup.
+    /// The feature service's key (empty without a store): the join keys of every entity its
+    /// views are keyed by, what a request must name for the lookup.
     pub fn entity_keys(&self) -> Result<Vec<keel_core::Field>> {
         let Some((store, service)) = &self.store else {
             return Ok(Vec::new());
         };
-        let svc = store.service(service)?;
-        match svc.features.first() {
-            Some(r) => Ok(store.join_keys(&store.view(&r.view, r.version)?)?),
-            None => Ok(Vec::new()),
-        }
+        Ok(store.service_keys(service)?)
     }
 
     fn role<'s>(&self, state: &'s State, version: u32) -> Result<(&'s ServedModel, Route)> {

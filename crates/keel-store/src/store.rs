@@ -191,6 +191,7 @@ impl Registry {
                         name: v.name.clone(),
                         cf,
                         keys: self.join_keys(v)?,
+                        positions: None,
                         ttl_ms: v.ttl_ms,
                         width: v.features.len(),
                     });
@@ -203,8 +204,35 @@ impl Registry {
                 dtype: v.features[fi].dtype,
             });
         }
+        // One key per entity: the service's key is the union of its views' join keys.
+        let mut keys: Vec<Field> = Vec::new();
+        for pv in &views {
+            for f in &pv.keys {
+                match keys.iter().find(|k| k.name == f.name) {
+                    Some(k) if k.dtype != f.dtype => {
+                        return Err(StoreError::Definition(format!(
+                            "join key `{}` is {} in one view of the service and {} in another",
+                            f.name, k.dtype, f.dtype
+                        )))
+                    }
+                    Some(_) => {}
+                    None => keys.push(f.clone()),
+                }
+            }
+        }
+        for pv in &mut views {
+            let positions: Vec<usize> = pv
+                .keys
+                .iter()
+                .filter_map(|f| keys.iter().position(|k| k.name == f.name))
+                .collect();
+            let whole =
+                positions.len() == keys.len() && positions.iter().enumerate().all(|(i, &p)| i == p);
+            pv.positions = (!whole).then_some(positions);
+        }
         Ok(Plan {
             refs: refs.into(),
+            keys,
             views,
             slots,
         })
@@ -216,6 +244,8 @@ impl Registry {
 #[derive(Debug)]
 struct Plan {
     refs: Arc<[FeatureRef]>,
+    /// The service's key: every join key of its views' entities, in order of first appearance.
+    keys: Vec<Field>,
     views: Vec<PlanView>,
     /// Per ref, in ref order.
     slots: Vec<Slot>,
@@ -237,6 +267,9 @@ struct PlanView {
     name: String,
     cf: String,
     keys: Vec<Field>,
+    /// Where this view's join keys sit in the service's key, when not the whole key in order
+    /// (views of other entities in a multi-entity service).
+    positions: Option<Vec<usize>>,
     ttl_ms: Option<i64>,
     width: usize,
 }
@@ -245,6 +278,17 @@ struct PlanView {
 type Hit = (i64, Vec<Value>);
 
 impl PlanView {
+    /// This view's part of a service key (the whole key when the view has every join key).
+    fn service_prefix(&self, key: &[Value]) -> Result<Vec<u8>> {
+        match &self.positions {
+            None => self.prefix(key),
+            Some(pos) => {
+                let part: Vec<Value> = pos.iter().map(|&p| key[p].clone()).collect();
+                self.prefix(&part)
+            }
+        }
+    }
+
     /// Checks `key` against the join keys and encodes it.
     fn prefix(&self, key: &[Value]) -> Result<Vec<u8>> {
         if key.len() != self.keys.len()
@@ -788,6 +832,13 @@ impl Store {
         self.get_as_of_with(service, keys, at_ms, &AsOfOptions::default())
     }
 
+    /// The key a read of `service` takes, one value per field: the join keys of every entity
+    /// its views are keyed by, in order of first appearance (a single-entity service: that
+    /// entity's join keys). Each view reads its own part.
+    pub fn service_keys(&self, service: &str) -> Result<Vec<Field>> {
+        Ok(self.service_plan(service)?.keys.clone())
+    }
+
     /// [`Store::get_as_of`] with options: `no_backfill_leak` ignores rows created after
     /// `at_ms`, so the answer is what an online read at `at_ms` could have seen.
     pub fn get_as_of_with(
@@ -814,6 +865,17 @@ impl Store {
         created_cutoff: Option<i64>,
     ) -> Result<OnlineResponse> {
         let plan = self.service_plan(service)?;
+        if let Some(k) = keys.iter().find(|k| k.len() != plan.keys.len()) {
+            let names: Vec<&str> = plan.keys.iter().map(|f| f.name.as_str()).collect();
+            return Err(StoreError::BadValue {
+                what: format!("key for service `{service}`"),
+                reason: format!(
+                    "{k:?} has {} values; the service's key is one per join key: {}",
+                    k.len(),
+                    names.join(", ")
+                ),
+            });
+        }
         let cached = online && self.cache.enabled();
         // One backend call per view version for the keys the cache cannot answer;
         // hits[view][entity].
@@ -821,7 +883,7 @@ impl Store {
         for pv in &plan.views {
             let prefixes = keys
                 .iter()
-                .map(|k| pv.prefix(k))
+                .map(|k| pv.service_prefix(k))
                 .collect::<Result<Vec<_>>>()?;
             let mut got: Vec<Option<Newest>> = prefixes
                 .iter()

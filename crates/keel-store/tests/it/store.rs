@@ -949,3 +949,76 @@ fn as_of_reads_take_the_backfill_cutoff_of_historical() {
         "what was known at the time"
     );
 }
+
+/// Issue 23, item 9: a feature service mixing views of different entities was read with one
+/// key for every view (an error, or a lookup of the wrong entity). The service's key is now one
+/// value per join key of every entity, and each view reads its own part: online, as-of and in
+/// the point-in-time join.
+#[test]
+fn multi_entity_services_take_one_key_per_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), DAY + 3_600_000);
+    let mut d = defs();
+    d.services.push(FeatureService {
+        name: "both".into(),
+        features: ["card_stats@1:spend_24h", "merchant_risk@1:chargeback_rate"]
+            .iter()
+            .map(|s| FeatureRef::parse(s).unwrap())
+            .collect(),
+    });
+    store.apply(&d).unwrap();
+    let card = Row {
+        key: vec!["c1".into()],
+        event_ms: DAY,
+        created_ms: Some(DAY),
+        values: vec![7.0.into(), Value::Null, "FR".into()],
+    };
+    let merchant = Row {
+        key: vec![Value::I64(42)],
+        event_ms: DAY,
+        created_ms: Some(DAY),
+        values: vec![0.25.into(), Value::Null],
+    };
+    store.write("card_stats", 1, &[card]).unwrap();
+    store.write("merchant_risk", 1, &[merchant]).unwrap();
+    let names: Vec<String> = store
+        .service_keys("both")
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["card_id", "merchant_id"]);
+    let key = [vec![Value::from("c1"), Value::I64(42)]];
+    let want = [Value::F64(7.0), Value::F64(0.25)];
+    for r in [
+        store.get_online("both", &key).unwrap(),
+        store.get_as_of("both", &key, DAY + 7_200_000).unwrap(),
+    ] {
+        let got: Vec<Value> = r.values[0].iter().map(|v| v.value.clone()).collect();
+        assert_eq!(got, want);
+    }
+    let err = store
+        .get_online("both", &[vec![Value::from("c1")]])
+        .unwrap_err();
+    assert!(err.to_string().contains("card_id, merchant_id"), "{err}");
+    // A single-entity service keeps its key.
+    assert_eq!(store.service_keys("fraud").unwrap().len(), 1);
+    let entities = Frame::from_csv_reader(
+        format!(
+            "card_id,merchant_id,event_timestamp\nc1,42,{}\n",
+            DAY + 7_200_000
+        )
+        .as_bytes(),
+        None,
+    )
+    .unwrap();
+    let refs = store.service("both").unwrap().features;
+    let out = store
+        .historical(&entities, &refs, HistoricalOptions::default())
+        .unwrap();
+    assert_eq!(out.column("spend_24h").unwrap().get_f64(0), Some(7.0));
+    assert_eq!(
+        out.column("chargeback_rate").unwrap().get_f64(0),
+        Some(0.25)
+    );
+}
