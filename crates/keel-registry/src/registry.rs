@@ -790,8 +790,9 @@ mod golden {
                 rollback: false,
             }],
         };
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/alias_state_v1.bin");
+        let path =
+            std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("tests/golden/alias_state_v1.bin");
         keel_core::envelope::assert_golden(&path, &state);
     }
 }

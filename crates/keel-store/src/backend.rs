@@ -109,6 +109,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Every row of entity `prefix`, oldest first (for tests and tools).
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>>;
+    /// The distinct entity prefixes of a view's history, in key order: what a delete of one
+    /// entity searches in views keyed by several entities.
+    fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>>;
 }
 
 /// [`Backend::newest_each`] answered by [`Backend::latest_each`] with no time bound.
@@ -1051,6 +1054,31 @@ impl Backend for RocksBackend {
             }
         })?;
         out.reverse(); // stored newest first
+        Ok(out)
+    }
+
+    fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>> {
+        let cf = self.cf(view)?;
+        // Across prefixes: the prefix extractor must not bound the iteration.
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_total_order_seek(true);
+        let mut it = self.db.raw_iterator_cf_opt(&cf, opts);
+        it.seek_to_first();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        while it.valid() {
+            let Some(k) = it.key() else {
+                break;
+            };
+            if k.len() < 24 {
+                it.next();
+                continue;
+            }
+            let prefix = k[..k.len() - 16].to_vec();
+            // Skip the entity's other rows in one seek.
+            it.seek(key::prefix_end(&prefix));
+            out.push(prefix);
+        }
+        it.status()?;
         Ok(out)
     }
 }

@@ -18,6 +18,7 @@ pub fn stored_bytes(data: &[u8]) {
     let _ = envelope::decode::<crate::FeatureService>(data);
     let _ = crate::key::event_of(data);
     let _ = crate::key::split_times(data, data.len().saturating_sub(16));
+    let _ = crate::key::split_entity(data);
     let mut parts = data.split(|&b| b == 0xFF);
     let existing = parts.next();
     let operands: Vec<&[u8]> = parts.take(16).collect();

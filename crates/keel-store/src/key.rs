@@ -80,6 +80,35 @@ pub(crate) fn entity_prefix(values: &[Value]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// Splits entity bytes (an entity prefix without its 8-byte hash) into one encoded segment per
+/// join key; `None` when they do not parse.
+pub(crate) fn split_entity(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while let Some(&tag) = bytes.first() {
+        let len = match tag {
+            0x01 => 9,
+            0x02 => {
+                let mut i = 1;
+                loop {
+                    match (bytes.get(i), bytes.get(i + 1)) {
+                        (Some(0x00), Some(0x01)) => break i + 2,
+                        (Some(0x00), Some(0xFF)) => i += 2,
+                        (Some(0x00), _) | (None, _) => return None,
+                        _ => i += 1,
+                    }
+                }
+            }
+            _ => return None,
+        };
+        if len > bytes.len() {
+            return None;
+        }
+        out.push(&bytes[..len]);
+        bytes = &bytes[len..];
+    }
+    Some(out)
+}
+
 /// Newest first: a timestamp's encoding with every bit inverted, so larger times sort first.
 pub(crate) fn desc_ts_bytes(ts: i64) -> [u8; 8] {
     (!((ts as u64) ^ (1 << 63))).to_be_bytes()

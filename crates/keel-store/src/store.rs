@@ -1098,7 +1098,8 @@ impl Store {
     }
 
     /// Deletes every row of an entity key in every view version that uses the entity (right to
-    /// be forgotten), atomically.
+    /// be forgotten), atomically: in views keyed by several entities, every stored key whose
+    /// part for this entity matches (found by a scan of the view's keys).
     pub fn delete_entity(&self, entity: &str, key: &[Value]) -> Result<usize> {
         let reg = self.registry.read().map_err(|_| poisoned())?;
         let e = reg
@@ -1115,12 +1116,33 @@ impl Store {
             });
         }
         let mut batch = Batch::default();
+        let prefix = key::entity_prefix(key)?;
+        let target = &prefix[8..];
         for v in reg.views.values() {
-            if v.entities.len() == 1 && v.entities[0] == entity {
-                let prefix = key::entity_prefix(key)?;
+            let Some(at) = v.entities.iter().position(|e| e == entity) else {
+                continue;
+            };
+            if v.entities.len() == 1 {
                 batch
                     .delete_ranges
                     .push((v.cf_name(), prefix.clone(), key::prefix_end(&prefix)));
+                continue;
+            }
+            // A view keyed by several entities: every stored entity whose part for `entity`
+            // (its join keys after those of the entities before it) is this key.
+            let offset: usize = v.entities[..at]
+                .iter()
+                .map(|e| reg.entities.get(e).map_or(0, |e| e.join_keys.len()))
+                .sum();
+            let n = e.join_keys.len();
+            for stored in self.backend.entities(&v.cf_name())? {
+                let matches = key::split_entity(&stored[8..])
+                    .filter(|segs| segs.len() >= offset + n)
+                    .is_some_and(|segs| segs[offset..offset + n].concat() == target);
+                if matches {
+                    let end = key::prefix_end(&stored);
+                    batch.delete_ranges.push((v.cf_name(), stored, end));
+                }
             }
         }
         let n = batch.delete_ranges.len();

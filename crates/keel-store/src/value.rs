@@ -147,7 +147,8 @@ mod golden {
             Value::Str(String::new()),
         ]);
         let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/stored_row_v1.bin");
+            std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("tests/golden/stored_row_v1.bin");
         keel_core::envelope::assert_golden(&path, &row);
     }
 }

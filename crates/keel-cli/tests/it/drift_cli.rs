@@ -4,9 +4,9 @@ use std::process::Command;
 
 #[test]
 fn drift_command_reports_json_and_html() {
-    let fx = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../keel-monitor/tests/fixtures"
+    let fx = &format!(
+        "{}/../keel-monitor/tests/fixtures",
+        crate::manifest_dir().display()
     );
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");

@@ -20,9 +20,7 @@ fn golden_frame() -> Frame {
 }
 
 fn golden_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
+    crate::manifest_dir().join("tests/golden").join(name)
 }
 
 /// One committed blob per format version; this build must keep reading them.

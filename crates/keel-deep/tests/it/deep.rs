@@ -302,8 +302,7 @@ fn sgd_early_stopping_and_shared_inference() {
 /// Replays `fuzz/corpus/deep_artifact`; `KEEL_BLESS=1` writes seeds from a real artifact.
 #[test]
 fn deep_artifact_corpus_replays() {
-    let corpus =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/deep_artifact");
+    let corpus = crate::manifest_dir().join("../../fuzz/corpus/deep_artifact");
     if std::env::var_os("KEEL_BLESS").is_some() {
         let m = Mlp::new(cfg(Head::Binary), 1).unwrap();
         let (manifest, weights) = m.to_parts(BTreeMap::new()).unwrap();
@@ -334,7 +333,7 @@ fn deep_artifact_corpus_replays() {
 /// the script reads; then rerun the script to refresh `mlp_small_ort.json`.
 #[test]
 fn forward_pass_matches_onnxruntime() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = crate::manifest_dir().join("tests/fixtures");
     let cfg = MlpConfig {
         numeric: 8,
         embeddings: vec![],

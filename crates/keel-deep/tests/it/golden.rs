@@ -6,9 +6,7 @@ use keel_deep::{CnnManifest, Manifest, SeqManifest};
 use std::collections::BTreeMap;
 
 fn golden(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
+    crate::manifest_dir().join("tests/golden").join(name)
 }
 
 #[test]

@@ -9,9 +9,7 @@ use keel_deep::{Cnn, CnnConfig, DeepError, Mlp, MlpConfig, OnnxModel, SeqConfig,
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    crate::manifest_dir().join("tests/fixtures").join(name)
 }
 
 fn read(name: &str) -> Vec<u8> {
@@ -203,7 +201,7 @@ fn onnx_bad_inputs_are_typed_errors() {
 /// Replays `fuzz/corpus/onnx` (seeded from these fixtures): errors allowed, panics not.
 #[test]
 fn onnx_corpus_replays() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/onnx");
+    let dir = crate::manifest_dir().join("../../fuzz/corpus/onnx");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).expect("corpus dir") {
         let data = std::fs::read(e.expect("entry").path()).expect("seed");

@@ -175,8 +175,7 @@ fn bless_sequence_seeds() {
     if std::env::var_os("KEEL_BLESS").is_none() {
         return;
     }
-    let corpus =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/deep_artifact");
+    let corpus = crate::manifest_dir().join("../../fuzz/corpus/deep_artifact");
     let mut small = cfg();
     small.d_model = 8;
     small.heads = 2;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 #[test]
 fn gbdt_v1_blob_reads_back() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let dir = crate::manifest_dir().join("tests");
     let model = GbdtModel::from_path(dir.join("fixtures/lgb_categorical.txt")).unwrap();
     let golden = dir.join("golden/gbdt_v1.bin");
     let encoded = model.to_bytes().unwrap();

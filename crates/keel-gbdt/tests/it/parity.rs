@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate::manifest_dir().join("tests/fixtures")
 }
 
 fn matrix(v: &Value) -> Vec<Vec<f64>> {

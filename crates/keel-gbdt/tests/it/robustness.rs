@@ -5,12 +5,7 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read(crate::manifest_dir().join("tests/fixtures").join(name)).unwrap()
 }
 
 const ONE_SPLIT: &str = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\

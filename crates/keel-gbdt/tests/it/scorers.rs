@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate::manifest_dir().join("tests/fixtures")
 }
 
 fn models() -> Vec<(String, GbdtModel)> {

@@ -9,7 +9,7 @@ use serde_json::Value;
 /// reference frame and the case's expected report) and checks the dataset verdict and share,
 /// and per column the test, threshold, verdict and score.
 fn check_against_evidently(fixture: &str, options: impl Fn(&Frame, &Value) -> DriftOptions) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let dir = &format!("{}/tests/fixtures", crate::manifest_dir().display());
     let want: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{fixture}")).unwrap())
             .unwrap();

@@ -24,6 +24,6 @@ fn golden_profile_v1_reads_back() {
             ("country", ValueRef::Str(country)),
         ]);
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/profile_v1.bin");
+    let path = crate::manifest_dir().join("tests/golden/profile_v1.bin");
     assert_golden(&path, &p);
 }

@@ -4,7 +4,10 @@ use keel_monitor::metrics::*;
 use serde_json::Value;
 
 fn fixtures() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/metrics.json");
+    let p = &format!(
+        "{}/tests/fixtures/metrics.json",
+        crate::manifest_dir().display()
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

@@ -4,7 +4,10 @@ use keel_monitor::stats;
 use serde_json::Value;
 
 fn fixtures() -> Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scipy.json");
+    let p = &format!(
+        "{}/tests/fixtures/scipy.json",
+        crate::manifest_dir().display()
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 

@@ -312,8 +312,7 @@ fn reports_render_as_json_and_offline_html() {
 /// Replays `fuzz/corpus/monitor_profile`; `KEEL_BLESS=1` rewrites its seed from a real profile.
 #[test]
 fn profile_corpus_replays() {
-    let corpus =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/monitor_profile");
+    let corpus = crate::manifest_dir().join("../../fuzz/corpus/monitor_profile");
     if std::env::var_os("KEEL_BLESS").is_some() {
         let p = Profile::of_frame(&synth::transactions(300, Shift::None, 1), 64, 1);
         std::fs::write(

@@ -381,8 +381,7 @@ fn killed_writers_leave_the_old_or_the_new_state() {
 /// from a freshly written registry.
 #[test]
 fn registry_records_corpus_replays() {
-    let corpus =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/registry_records");
+    let corpus = crate::manifest_dir().join("../../fuzz/corpus/registry_records");
     if std::env::var_os("KEEL_BLESS").is_some() {
         let dir = tempfile::tempdir().unwrap();
         let (reg, clock) = open(dir.path());

@@ -404,7 +404,7 @@ fn tritonclient_speaks_to_keel() {
     .unwrap();
     let cards = ["card3", "card42", "card199"];
     let want: Vec<f64> = cards.iter().map(|c| expected(&d, c, None)).collect();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/v2_client.py");
+    let script = crate::manifest_dir().join("tests/v2_client.py");
     let out = std::process::Command::new(triton_python())
         .arg(&script)
         .arg(server.addr().to_string())

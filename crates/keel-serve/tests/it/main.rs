@@ -4,3 +4,12 @@
 mod common;
 mod deployment;
 mod http;
+
+/// The tested crate's directory, read when the test runs (cargo sets it): a test binary that
+/// cargo reuses from a build in another checkout (they share one target directory) still reads
+/// the fixtures of the checkout under test.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .expect("cargo sets CARGO_MANIFEST_DIR for tests")
+}

@@ -7,7 +7,7 @@ use keel_store::Row;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/store_bytes")
+    crate::manifest_dir().join("../../fuzz/corpus/store_bytes")
 }
 
 /// Seeds: every key and value of a small store's column families.

@@ -839,6 +839,9 @@ impl Backend for Corrupting {
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>> {
         self.0.history(view, prefix)
     }
+    fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>> {
+        self.0.entities(view)
+    }
 }
 
 #[test]
@@ -1020,5 +1023,73 @@ fn multi_entity_services_take_one_key_per_entity() {
     assert_eq!(
         out.column("chargeback_rate").unwrap().get_f64(0),
         Some(0.25)
+    );
+}
+
+/// Issue 23, item 9: `delete_entity` skipped views keyed by several entities, so a forgotten
+/// entity stayed in them. Every stored key whose part for the entity matches is deleted now.
+#[test]
+fn delete_entity_reaches_views_keyed_by_several_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), DAY + 3_600_000);
+    let mut d = defs();
+    d.views.push(FeatureView {
+        name: "pair_stats".into(),
+        version: 1,
+        entities: vec!["card".into(), "merchant".into()],
+        features: vec![Field::new("pair_spend", DType::F64)],
+        ttl_ms: None,
+        retention_ms: None,
+        owner: String::new(),
+        description: String::new(),
+        tags: Default::default(),
+    });
+    d.services.push(FeatureService {
+        name: "pair".into(),
+        features: vec![FeatureRef::parse("pair_stats:pair_spend").unwrap()],
+    });
+    store.apply(&d).unwrap();
+    let pairs = [("c1", 42), ("c1", 43), ("c2", 42), ("c\0x", 42)];
+    let rows: Vec<Row> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (c, m))| Row {
+            key: vec![Value::from(*c), Value::I64(*m)],
+            event_ms: DAY,
+            created_ms: Some(DAY),
+            values: vec![Value::F64(i as f64)],
+        })
+        .collect();
+    store.write("pair_stats", 1, &rows).unwrap();
+    let present = |store: &Store| -> Vec<bool> {
+        let keys: Vec<Vec<Value>> = pairs
+            .iter()
+            .map(|(c, m)| vec![Value::from(*c), Value::I64(*m)])
+            .collect();
+        let r = store.get_online("pair", &keys).unwrap();
+        r.values
+            .iter()
+            .map(|v| v[0].status == Status::Present)
+            .collect()
+    };
+    assert_eq!(present(&store), [true, true, true, true]);
+    store.delete_entity("merchant", &[Value::I64(42)]).unwrap();
+    assert_eq!(
+        present(&store),
+        [false, true, false, false],
+        "merchant 42 forgotten"
+    );
+    store.delete_entity("card", &[Value::from("c1")]).unwrap();
+    assert_eq!(
+        present(&store),
+        [false, false, false, false],
+        "card c1 forgotten"
+    );
+    drop(store);
+    let (store, _) = open(dir.path(), DAY + 3_600_000);
+    assert_eq!(
+        present(&store),
+        [false, false, false, false],
+        "after reopening too"
     );
 }

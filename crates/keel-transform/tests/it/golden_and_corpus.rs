@@ -53,7 +53,7 @@ fn golden_spec() -> Spec {
 
 #[test]
 fn pipeline_v1_blob_reads_back() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let dir = crate::manifest_dir().join("tests");
     let train = Frame::from_csv_path(dir.join("fixtures/train.csv"), None).unwrap();
     let fitted = golden_spec().fit(&train).unwrap();
     let encoded = fitted.to_bytes().unwrap();
@@ -78,7 +78,7 @@ fn pipeline_v1_blob_reads_back() {
 
 #[test]
 fn transform_corpus_replays() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/transform");
+    let dir = crate::manifest_dir().join("../../fuzz/corpus/transform");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();

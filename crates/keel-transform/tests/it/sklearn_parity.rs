@@ -6,7 +6,7 @@ use keel_transform::{ColumnSpec, FittedStep, Impute, Spec, Step, Unknown};
 use serde_json::Value;
 
 fn load() -> (Frame, Frame, Value) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let dir = &format!("{}/tests/fixtures", crate::manifest_dir().display());
     let train = Frame::from_csv_path(format!("{dir}/train.csv"), None).expect("train.csv");
     let test = Frame::from_csv_path(format!("{dir}/test.csv"), None).expect("test.csv");
     let json: Value =

@@ -157,7 +157,7 @@ fn malformed_requests_are_typed_errors() {
 /// Replays `fuzz/corpus/v2_request` through the fuzz target's entry point.
 #[test]
 fn fuzz_corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v2_request");
+    let dir = crate::manifest_dir().join("../../fuzz/corpus/v2_request");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).expect("corpus committed") {
         let data = std::fs::read(e.unwrap().path()).unwrap();
