@@ -296,6 +296,13 @@ impl Model {
         if self.nodes.len() > MAX_NODES || self.covers.len() != self.nodes.len() {
             return bad("node table too large or covers mismatched".into());
         }
+        // NaN would score (or explain) every row it touches as NaN without a word.
+        if self.base_margin.iter().any(|b| b.is_nan()) {
+            return bad("a base score is NaN".into());
+        }
+        if self.covers.iter().any(|c| c.is_nan()) {
+            return bad("a node's cover (hessian sum) is NaN".into());
+        }
         if self.iteration_ptr.first() != Some(&0)
             || self.iteration_ptr.last().map(|&l| l as usize) != Some(self.trees.len())
             || self.iteration_ptr.windows(2).any(|w| w[0] > w[1])
@@ -362,6 +369,9 @@ impl Model {
             let flags = n.flags();
             if flags & LEAF != 0 {
                 leaves += 1;
+                if n.value.is_nan() {
+                    return Err(format!("tree {t}: leaf {} has a NaN value", i - root));
+                }
                 if flags & LINEAR != 0 && n.feature() >= self.linear.len() {
                     return Err(format!(
                         "tree {t}: leaf {} names a missing linear model",
@@ -377,6 +387,9 @@ impl Model {
                     n.feature(),
                     self.num_features
                 ));
+            }
+            if flags & CATEGORICAL == 0 && n.value.is_nan() {
+                return Err(format!("tree {t}: node {} has a NaN threshold", i - root));
             }
             if flags & CATEGORICAL != 0 {
                 let (off, words) = n.bitset();

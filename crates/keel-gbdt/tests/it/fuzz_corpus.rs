@@ -2,7 +2,6 @@
 //! make (load, score, leaf, SHAP, keel round trip), so CI catches regressions without a fuzzer.
 
 use keel_gbdt::GbdtModel;
-use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = crate::manifest_dir().join("../../fuzz/corpus").join(target);

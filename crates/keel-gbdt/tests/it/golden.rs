@@ -1,7 +1,6 @@
 //! One committed keel GBDT blob per format version, read back by this build.
 
 use keel_gbdt::GbdtModel;
-use std::path::Path;
 
 #[test]
 fn gbdt_v1_blob_reads_back() {

@@ -3,7 +3,7 @@
 
 use keel_gbdt::{GbdtModel, Output, PredictOptions};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
     crate::manifest_dir().join("tests/fixtures")

@@ -2,7 +2,6 @@
 
 use keel_gbdt::{GbdtError, GbdtModel, PredictOptions};
 use proptest::prelude::*;
-use std::path::Path;
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(crate::manifest_dir().join("tests/fixtures").join(name)).unwrap()

@@ -7,7 +7,7 @@
 use keel_gbdt::fuzzing::{assert_scorers_agree, uses_bitvectors};
 use keel_gbdt::GbdtModel;
 use proptest::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
     crate::manifest_dir().join("tests/fixtures")

@@ -3,7 +3,6 @@
 
 use keel_core::Frame;
 use keel_transform::{fuzzing, ColumnSpec, FittedPipeline, Impute, Spec, Step, Unknown};
-use std::path::{Path, PathBuf};
 
 fn golden_spec() -> Spec {
     Spec {
