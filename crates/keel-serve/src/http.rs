@@ -191,11 +191,43 @@ pub fn router(
         .route("/admin/models/{name}/promote", post(admin_promote))
         .route("/admin/models/{name}/rollback", post(admin_rollback))
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response_with_state(
             Arc::clone(&state),
             count_status,
         ))
         .with_state(state))
+}
+
+/// Every error leaves as the documented JSON body, including the ones axum answers itself in
+/// plain text (405 with its `Allow` header kept, extractor rejections such as bad
+/// percent-encoding, body limits): the text becomes the `error` message.
+async fn json_errors(r: HttpResponse) -> HttpResponse {
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if r.status().is_success() || json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase(),
+        t => t.to_string(),
+    };
+    let mut out = HttpError(parts.status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 async fn count_status(State(s): State<Arc<AppState>>, r: HttpResponse) -> HttpResponse {

@@ -112,6 +112,15 @@ fn v2_protocol_over_loopback() {
     .unwrap();
     let c = Client::new(server.addr());
 
+    // Issue 22, finding 10: the errors axum answers itself (405, bad percent-encoding) were
+    // plain text; every non-2xx is the documented JSON body now.
+    let (s, body) = c.get("/v2/models/fraud/infer");
+    assert_eq!(s, 405);
+    assert!(body["error"].is_string(), "{body}");
+    let (s, body) = c.get("/v2/models/%ZZ/ready");
+    assert!(s == 400 || s == 404, "{s}");
+    assert!(body["error"].is_string(), "{body}");
+
     assert_eq!(c.get("/v2/health/live"), (200, json!({"live": true})));
     assert_eq!(c.get("/v2/health/ready"), (200, json!({"ready": true})));
     assert_eq!(c.get("/v2").1["name"], "keel");
