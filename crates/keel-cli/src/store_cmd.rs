@@ -292,30 +292,20 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 },
             )?;
             // Entity rows come back in input order: the times go out as they came in.
-            let cols: Vec<Column> = out
+            let (fields, cols): (Vec<Field>, Vec<Column>) = out
                 .schema()
                 .fields()
                 .iter()
                 .zip(out.columns())
                 .map(
                     |(f, c)| match originals.iter().find(|(n, _)| *n == f.name) {
-                        Some((_, text)) => text.clone(),
-                        None => c.clone(),
+                        Some((_, text)) => {
+                            (Field::new(f.name.clone(), DType::String), text.clone())
+                        }
+                        None => (f.clone(), c.clone()),
                     },
                 )
-                .collect();
-            let fields: Vec<Field> = out
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| {
-                    if originals.iter().any(|(n, _)| *n == f.name) {
-                        Field::new(f.name.clone(), DType::String)
-                    } else {
-                        f.clone()
-                    }
-                })
-                .collect();
+                .unzip();
             let out = Frame::new(fields, cols)?;
             out.to_csv_path(&output)?;
             println!(

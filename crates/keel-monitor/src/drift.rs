@@ -107,7 +107,7 @@ pub(crate) fn report(
         number_of_drifted_columns: drifted,
         warnings: columns
             .iter()
-            .filter(|c| c.test == DriftTest::ChiSquare && c.sizes.0 <= 1000)
+            .filter(|c| c.test == DriftTest::ChiSquare && c.sizes.0 <= SMALL_REFERENCE)
             .map(|c| chi_square_warning(&c.column, c.sizes.0))
             .collect(),
         drift_share,
@@ -207,6 +207,10 @@ pub struct DriftReport {
     #[serde(default)]
     pub warnings: Vec<String>,
 }
+
+/// Largest reference (rows) Evidently's preset treats as small: KS / chi-square / Z-test below
+/// it, Wasserstein / Jensen-Shannon above.
+pub(crate) const SMALL_REFERENCE: usize = 1000;
 
 /// The one-sample chi-square (Evidently's default for categorical columns with a reference of
 /// at most 1,000 rows) treats the reference proportions as exact, so it alarms on samples from
@@ -339,7 +343,7 @@ fn counts(v: &Values) -> HashMap<String, usize> {
 /// references over 1000 rows use Jensen-Shannon (categories, or at most five numbers) or the
 /// normed Wasserstein distance.
 pub fn default_test(kind: ColumnKind, reference_len: usize, n_unique: usize) -> DriftTest {
-    let small = reference_len <= 1000;
+    let small = reference_len <= SMALL_REFERENCE;
     match (kind, small) {
         (ColumnKind::Numerical, true) if n_unique > 5 => DriftTest::Ks,
         (_, true) if n_unique > 2 => DriftTest::ChiSquare,
@@ -572,10 +576,13 @@ pub fn detect_drift(
         Some(c) => c.clone(),
         None => {
             let mut names = Vec::new();
-            for name in reference.schema().names() {
+            // Reference columns first, then those only in current.
+            let current_only = current.schema().names().filter(|n| !in_ref(n));
+            for name in reference.schema().names().chain(current_only) {
                 let reason = match opts.exclude.get(name) {
                     Some(role) => format!("excluded ({role})"),
                     None if !in_cur(name) => "not in current".to_string(),
+                    None if !in_ref(name) => "not in reference".to_string(),
                     None => {
                         names.push(name.to_string());
                         continue;
@@ -584,15 +591,6 @@ pub fn detect_drift(
                 skipped.push(SkippedColumn {
                     column: name.to_string(),
                     reason,
-                });
-            }
-            for name in current.schema().names().filter(|n| !in_ref(n)) {
-                skipped.push(SkippedColumn {
-                    column: name.to_string(),
-                    reason: match opts.exclude.get(name) {
-                        Some(role) => format!("excluded ({role})"),
-                        None => "not in reference".to_string(),
-                    },
                 });
             }
             names
