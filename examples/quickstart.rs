@@ -411,8 +411,21 @@ fn main() -> Result<()> {
 
     // 4. Serve it: store lookup + request-time features + frozen pipeline + model.
     let store = Arc::new(store);
+    // The gates are the deployment's configuration: no caller can bring its own thresholds.
     let cfg = DeploymentConfig {
         canary_percent: 10.0,
+        shadow_gate: ShadowGate {
+            min_samples: 1_000,
+            min_agreement: 0.9,
+            max_mean_diff: 0.05,
+        },
+        canary_gate: CanaryGate {
+            min_samples: 100,
+            max_p99_us: 5_000.0,
+            max_error_rate: 0.001,
+            metric_margin: 0.005,
+            require_labels: true,
+        },
         ..DeploymentConfig::default()
     };
     let deployment = Deployment::from_registry(
@@ -554,12 +567,7 @@ fn main() -> Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let sh = deployment.shadow_stats();
     println!("6. shadow: {} mirrored requests compared, agreement {:.1}%, mean |diff| {:.4}, {} dropped, challenger p99 {:.1} us", sh.compared, 100.0 * sh.agreed as f64 / sh.compared.max(1) as f64, sh.mean_abs_diff, sh.dropped, sh.p99_us);
-    let shadow_gate = ShadowGate {
-        min_samples: 1_000,
-        min_agreement: 0.9,
-        max_mean_diff: 0.05,
-    };
-    match deployment.promote_to_canary(&shadow_gate, None) {
+    match deployment.promote_to_canary() {
         Ok(()) => {
             let mut canary = 0;
             for (i, t) in recent.iter().enumerate() {
@@ -575,18 +583,11 @@ fn main() -> Result<()> {
                 errs,
                 p99
             );
-            let gate = CanaryGate {
-                min_samples: 100,
-                max_p99_us: 5_000.0,
-                max_error_rate: 0.001,
-                metric_margin: 0.005,
-                require_labels: true,
-            };
             let evidence = LabelEvidence {
                 champion: champion_auc,
                 challenger: mlp_auc,
             };
-            match deployment.promote_to_champion(&gate, Some(evidence), None) {
+            match deployment.promote_to_champion(Some(evidence)) {
                 Ok(()) => println!("   gate passed: MLP v{} is champion", v2.version),
                 Err(e) => {
                     println!("   gate refused promotion: {e}");

@@ -77,7 +77,23 @@ fn main() -> Result<()> {
     println!("registered v1 (test AUC {a1:.3}) and v2 (test AUC {a2:.3})");
     reg.set_alias("fraud", "champion", 1, "initial release")?;
 
-    let d = Deployment::from_registry(reg.clone(), "fraud", None, DeploymentConfig::default())?;
+    // Gates are the deployment's configuration, fixed when it is opened.
+    let cfg = DeploymentConfig {
+        shadow_gate: ShadowGate {
+            min_samples: 1_000,
+            min_agreement: 0.9,
+            max_mean_diff: 0.1,
+        },
+        canary_gate: CanaryGate {
+            min_samples: 100,
+            max_p99_us: 5_000.0,
+            max_error_rate: 0.001,
+            metric_margin: 0.0,
+            require_labels: true,
+        },
+        ..DeploymentConfig::default()
+    };
+    let d = Deployment::from_registry(reg.clone(), "fraud", None, cfg.clone())?;
     let traffic = synth::transactions(5_000, Shift::None, 2);
 
     // 1. Shadow.
@@ -98,14 +114,7 @@ fn main() -> Result<()> {
         s.mean_abs_diff,
         s.dropped
     );
-    d.promote_to_canary(
-        &ShadowGate {
-            min_samples: 1_000,
-            min_agreement: 0.9,
-            max_mean_diff: 0.1,
-        },
-        None,
-    )?;
+    d.promote_to_canary()?;
 
     // 2. Canary.
     let mut on_canary = 0;
@@ -119,38 +128,21 @@ fn main() -> Result<()> {
     );
 
     // 3. Promotion through the gate, with label evidence (here: the registered test AUCs).
-    let gate = CanaryGate {
-        min_samples: 100,
-        max_p99_us: 5_000.0,
-        max_error_rate: 0.001,
-        metric_margin: 0.0,
-        require_labels: true,
+    let evidence = LabelEvidence {
+        champion: a1,
+        challenger: a2,
     };
-    match d.promote_to_champion(
-        &gate,
-        Some(LabelEvidence {
-            champion: a1,
-            challenger: a2,
-        }),
-        None,
-    ) {
+    match d.promote_to_champion(Some(evidence)) {
         Ok(()) => println!("gate passed: v2 is champion"),
         Err(e) => {
             println!("gate refused: {e}; promoting anyway with an audited override");
-            d.promote_to_champion(
-                &gate,
-                Some(LabelEvidence {
-                    champion: a1,
-                    challenger: a2,
-                }),
-                Some("tutorial: show the override path"),
-            )?;
+            d.override_to_champion("tutorial: show the override path", Some(evidence))?;
         }
     }
 
     // 4. A restart comes back from the registry; rollback is one call.
     drop(d);
-    let d = Deployment::from_registry(reg.clone(), "fraud", None, DeploymentConfig::default())?;
+    let d = Deployment::from_registry(reg.clone(), "fraud", None, cfg)?;
     println!("after restart: champion v{}", d.versions().0);
     let v = d.rollback("on-call: p99 alert after promotion")?;
     println!("rollback: champion v{v}");

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use keel::registry::Registry;
 use keel::serve::http::{self, ServerConfig};
-use keel::serve::{Deployment, DeploymentConfig};
+use keel::serve::{Deployment, DeploymentConfigs};
 use keel::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,18 +24,55 @@ pub struct ServeArgs {
     /// Feature store directory (for `NAME:SERVICE` models).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Listen address. Anything but loopback needs an admin token.
+    /// Listen address.
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
     /// Environment variable holding the admin bearer token (never pass secrets as arguments).
+    /// When it is unset, a fresh token is written to `--admin-token-file`.
     #[arg(long, default_value = "KEEL_ADMIN_TOKEN")]
     admin_token_env: String,
+    /// Where a generated admin token is written (mode 0600, replaced at every start).
+    #[arg(long, default_value = "keel-data/admin-token")]
+    admin_token_file: PathBuf,
+    /// Disable the admin endpoints (they answer 403).
+    #[arg(long)]
+    no_admin: bool,
+    /// `Host` names admin calls may address (repeat; default: localhost, 127.0.0.1, [::1]).
+    /// `*` allows any (only behind a proxy that checks it).
+    #[arg(long = "admin-host")]
+    admin_hosts: Vec<String>,
+    /// Deployment configuration (TOML): gates, canary share, log bounds. A `[defaults]` table
+    /// applies to every model; a `[models.NAME]` table replaces it for one model.
+    #[arg(long)]
+    deployment_config: Option<PathBuf>,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
+    /// Most rows in one inference request.
+    #[arg(long, default_value_t = 65_536)]
+    max_rows: usize,
+    /// Seconds allowed for a request's headers, and for an idle connection's next request.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds allowed for a request's body.
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout_secs: f64,
+    /// Open connections at most (default: 4,096, less under a lower descriptor limit).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Requests in flight at most; more get 503.
+    #[arg(long, default_value_t = 512)]
+    max_concurrent_requests: usize,
     /// Runtime worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+}
+
+fn secs(name: &str, v: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{name} must be a positive number of seconds"))
 }
 
 /// Runs the server until the process is stopped.
@@ -48,6 +85,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         )),
         None => None,
     };
+    let file = match &a.deployment_config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            DeploymentConfigs::from_toml(&text).with_context(|| format!("in {}", p.display()))?
+        }
+        None => DeploymentConfigs::default(),
+    };
     let mut deployments = Vec::new();
     for m in &a.models {
         let (name, service) = match m.split_once(':') {
@@ -59,22 +104,58 @@ pub fn run(a: ServeArgs) -> Result<()> {
             (Some(_), None) => bail!("model `{m}` names a feature service: pass --store"),
             (None, _) => None,
         };
-        let d =
-            Deployment::from_registry(registry.clone(), name, lookup, DeploymentConfig::default())
-                .with_context(|| format!("loading model `{name}`"))?;
+        let cfg = file.for_model(name).clone();
+        let d = Deployment::from_registry(registry.clone(), name, lookup, cfg)
+            .with_context(|| format!("loading model `{name}`"))?;
         let (champion, challenger) = d.versions();
         eprintln!("model {name}: champion v{champion}, challenger {challenger:?}");
         deployments.push(Arc::new(d));
     }
-    let token = std::env::var(&a.admin_token_env)
+    if let Some(unknown) = file.models.keys().find(|m| {
+        !a.models
+            .iter()
+            .any(|x| x.split(':').next() == Some(m.as_str()))
+    }) {
+        bail!("--deployment-config configures model `{unknown}`, which is not served");
+    }
+    let token = match std::env::var(&a.admin_token_env)
         .ok()
-        .filter(|t| !t.is_empty());
+        .filter(|t| !t.is_empty())
+    {
+        _ if a.no_admin => None,
+        Some(t) => Some(t),
+        None => {
+            let t = http::generate_admin_token(&a.admin_token_file).with_context(|| {
+                format!(
+                    "writing the admin token to {}",
+                    a.admin_token_file.display()
+                )
+            })?;
+            eprintln!(
+                "admin token written to {} (mode 0600); send it as `Authorization: Bearer <token>`",
+                a.admin_token_file.display()
+            );
+            Some(t)
+        }
+    };
+    let defaults = ServerConfig::default();
+    let admin_hosts = match a.admin_hosts.as_slice() {
+        [] => defaults.admin_hosts.clone(),
+        h if h.iter().any(|h| h == "*") => Vec::new(),
+        h => h.to_vec(),
+    };
     let server = http::start(
         deployments,
         ServerConfig {
             addr: a.addr,
             admin_token: token,
+            admin_hosts,
             max_body_bytes: a.max_body_bytes,
+            max_rows: a.max_rows,
+            header_timeout: secs("header-timeout-secs", a.header_timeout_secs)?,
+            body_timeout: secs("body-timeout-secs", a.body_timeout_secs)?,
+            max_connections: a.max_connections.unwrap_or(defaults.max_connections),
+            max_concurrent_requests: a.max_concurrent_requests,
             threads: a.threads,
         },
     )?;

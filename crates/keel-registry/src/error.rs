@@ -80,6 +80,19 @@ pub enum RegistryError {
         /// Alias.
         alias: String,
     },
+    /// The alias moved between reading its rollback target and rolling back (another process
+    /// or thread changed it): nothing was changed; read the target again.
+    #[error("alias {alias} of model {name} moved meanwhile: expected to restore {expected:?}, the rollback target is now {found:?}")]
+    AliasMoved {
+        /// Model.
+        name: String,
+        /// Alias.
+        alias: String,
+        /// The target the caller verified.
+        expected: Option<u32>,
+        /// The target now.
+        found: Option<u32>,
+    },
     /// A bundle or run file is absent.
     #[error("no file {0}")]
     MissingFile(String),

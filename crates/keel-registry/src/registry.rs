@@ -555,6 +555,44 @@ impl Registry {
     /// Moves `alias` back to the version it pointed to before its last move (repeatable: each
     /// call undoes one more move). Refused when there is nothing to undo.
     pub fn rollback(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEvent> {
+        self.rollback_inner(name, alias, None, reason)
+    }
+
+    /// Where [`Registry::rollback`] would move `alias` now: `Some(v)` a version, `None` unset.
+    /// Refused when there is nothing to undo. Verify the target's bundle, then call
+    /// [`Registry::rollback_to`] with it, so the alias never points at a bundle that does not
+    /// load.
+    pub fn rollback_target(&self, name: &str, alias: &str) -> Result<Option<u32>> {
+        let st = self.aliases_unlocked(name)?;
+        st.previous
+            .get(alias)
+            .and_then(|s| s.last().copied())
+            .ok_or_else(|| RegistryError::NothingToRollBack {
+                name: name.to_string(),
+                alias: alias.to_string(),
+            })
+    }
+
+    /// [`Registry::rollback`], provided the target is still `expected` (compare-and-swap
+    /// under the registry's lock); [`RegistryError::AliasMoved`] with nothing changed
+    /// otherwise.
+    pub fn rollback_to(
+        &self,
+        name: &str,
+        alias: &str,
+        expected: Option<u32>,
+        reason: &str,
+    ) -> Result<AliasEvent> {
+        self.rollback_inner(name, alias, Some(expected), reason)
+    }
+
+    fn rollback_inner(
+        &self,
+        name: &str,
+        alias: &str,
+        expected: Option<Option<u32>>,
+        reason: &str,
+    ) -> Result<AliasEvent> {
         let _l = self.lock()?;
         let mut st = self.aliases_unlocked(name)?;
         let prev = st
@@ -565,6 +603,14 @@ impl Registry {
                 name: name.to_string(),
                 alias: alias.to_string(),
             })?;
+        if let Some(expected) = expected.filter(|e| *e != prev) {
+            return Err(RegistryError::AliasMoved {
+                name: name.to_string(),
+                alias: alias.to_string(),
+                expected,
+                found: prev,
+            });
+        }
         let from = match prev {
             Some(v) => st.current.insert(alias.to_string(), v),
             None => st.current.remove(alias),

@@ -88,9 +88,10 @@ pub enum Stage {
     },
 }
 
-/// Deployment settings.
+/// Deployment settings: a service's configuration, never a request's. Missing fields in a
+/// TOML or JSON file take their defaults; unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Shadow queue capacity; beyond it mirrored requests are dropped (and counted).
     pub shadow_queue: usize,
@@ -98,10 +99,16 @@ pub struct DeploymentConfig {
     pub agreement_tolerance: f64,
     /// Canary share when a challenger is promoted to canary.
     pub canary_percent: f64,
-    /// Prediction-log capacity (oldest entries dropped).
+    /// Prediction-log capacity in records (oldest entries dropped).
     pub log_capacity: usize,
+    /// Prediction-log capacity in bytes (estimated heap size of the records; oldest dropped).
+    pub log_max_bytes: usize,
     /// Share of requests logged, by a hash of the request id.
     pub log_sample_rate: f64,
+    /// The evidence a shadow challenger needs to move to canary.
+    pub shadow_gate: ShadowGate,
+    /// The evidence a canary challenger needs to become champion.
+    pub canary_gate: CanaryGate,
 }
 
 impl Default for DeploymentConfig {
@@ -111,38 +118,145 @@ impl Default for DeploymentConfig {
             agreement_tolerance: 0.05,
             canary_percent: 10.0,
             log_capacity: 100_000,
+            log_max_bytes: 64 << 20,
             log_sample_rate: 1.0,
+            shadow_gate: ShadowGate::default(),
+            canary_gate: CanaryGate::default(),
         }
     }
 }
 
-/// Evidence a shadow challenger needs to move to canary.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+impl DeploymentConfig {
+    /// Checks ranges: percentages and rates in `[0, 100]` / `[0, 1]`, finite thresholds,
+    /// non-zero capacities.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ServeError::Config(m));
+        if self.shadow_queue == 0 || self.log_capacity == 0 || self.log_max_bytes == 0 {
+            return bad("shadow_queue, log_capacity and log_max_bytes must be at least 1".into());
+        }
+        if !(0.0..=100.0).contains(&self.canary_percent) {
+            return bad(format!(
+                "canary_percent {} is not in [0, 100]",
+                self.canary_percent
+            ));
+        }
+        for (name, v) in [
+            ("log_sample_rate", self.log_sample_rate),
+            ("shadow_gate.min_agreement", self.shadow_gate.min_agreement),
+            (
+                "canary_gate.max_error_rate",
+                self.canary_gate.max_error_rate,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(format!("{name} {v} is not in [0, 1]"));
+            }
+        }
+        for (name, v) in [
+            ("agreement_tolerance", self.agreement_tolerance),
+            ("shadow_gate.max_mean_diff", self.shadow_gate.max_mean_diff),
+            ("canary_gate.max_p99_us", self.canary_gate.max_p99_us),
+            ("canary_gate.metric_margin", self.canary_gate.metric_margin),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} {v} must be a finite number >= 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The deployment configurations of a server, read from TOML: `[defaults]` applies to every
+/// model, a `[models.NAME]` table replaces it for one model (tables take
+/// [`DeploymentConfig`]'s fields; missing fields take their defaults, unknown ones are
+/// refused).
+///
+/// ```
+/// let c = keel_serve::DeploymentConfigs::from_toml(
+///     "[defaults.shadow_gate]\nmin_samples = 5000\n[models.fraud]\ncanary_percent = 5.0\n",
+/// )?;
+/// assert_eq!(c.for_model("churn").shadow_gate.min_samples, 5000);
+/// assert_eq!(c.for_model("fraud").canary_percent, 5.0);
+/// # Ok::<(), keel_serve::ServeError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct DeploymentConfigs {
+    /// For every model without its own table.
+    #[serde(default)]
+    pub defaults: DeploymentConfig,
+    /// Per model, by registry name.
+    #[serde(default)]
+    pub models: BTreeMap<String, DeploymentConfig>,
+}
+
+impl DeploymentConfigs {
+    /// Parses and validates ([`DeploymentConfig::validate`]) a TOML document.
+    pub fn from_toml(text: &str) -> Result<DeploymentConfigs> {
+        let c: DeploymentConfigs = toml::from_str(text).map_err(ServeError::ConfigFile)?;
+        c.defaults.validate()?;
+        for (name, m) in &c.models {
+            m.validate()
+                .map_err(|e| ServeError::Config(format!("[models.{name}]: {e}")))?;
+        }
+        Ok(c)
+    }
+
+    /// The configuration of model `name`.
+    pub fn for_model(&self, name: &str) -> &DeploymentConfig {
+        self.models.get(name).unwrap_or(&self.defaults)
+    }
+}
+
+/// Evidence a shadow challenger needs to move to canary (part of [`DeploymentConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShadowGate {
-    /// Compared requests at least.
+    /// Compared requests at least (default 1,000).
     pub min_samples: u64,
-    /// Agreement rate at least.
+    /// Agreement rate at least (default 0.95).
     pub min_agreement: f64,
-    /// Mean absolute score difference at most.
+    /// Mean absolute score difference at most (default 0.05).
     pub max_mean_diff: f64,
 }
 
-/// Evidence a canary challenger needs to become champion.
+impl Default for ShadowGate {
+    fn default() -> Self {
+        ShadowGate {
+            min_samples: 1000,
+            min_agreement: 0.95,
+            max_mean_diff: 0.05,
+        }
+    }
+}
+
+/// Evidence a canary challenger needs to become champion (part of [`DeploymentConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CanaryGate {
-    /// Canary requests at least.
+    /// Canary requests at least (default 1,000).
     pub min_samples: u64,
-    /// Canary p99 latency at most, microseconds.
+    /// Canary p99 latency at most, microseconds (default 50,000).
     pub max_p99_us: f64,
-    /// Canary error rate at most.
+    /// Canary error rate at most (default 0.01).
     pub max_error_rate: f64,
     /// When labels are in: challenger metric not worse than the champion's by more than this
-    /// (higher-is-better metric such as AUC).
+    /// (higher-is-better metric such as AUC; default 0).
     pub metric_margin: f64,
-    /// Refuse promotion without label evidence.
+    /// Refuse promotion without label evidence (default true).
     pub require_labels: bool,
+}
+
+impl Default for CanaryGate {
+    fn default() -> Self {
+        CanaryGate {
+            min_samples: 1000,
+            max_p99_us: 50_000.0,
+            max_error_rate: 0.01,
+            metric_margin: 0.0,
+            require_labels: true,
+        }
+    }
 }
 
 /// Labelled comparison of champion and challenger on the same window.
@@ -260,10 +374,49 @@ pub struct Deployment {
     shadow: Arc<Shadow>,
     /// The shadow worker's queue, started on first use.
     shadow_tx: OnceLock<SyncSender<ShadowJob>>,
-    log: Mutex<VecDeque<PredictionRecord>>,
+    log: Mutex<Log>,
     next_id: AtomicU64,
     /// Pipeline input -> service feature positions, per (version, resolved service).
     input_maps: RwLock<Vec<InputMapEntry>>,
+}
+
+/// The sampled prediction log: bounded in records and in bytes.
+#[derive(Default)]
+struct Log {
+    records: VecDeque<(PredictionRecord, usize)>,
+    bytes: usize,
+}
+
+impl Log {
+    fn push(&mut self, rec: PredictionRecord, max_records: usize, max_bytes: usize) {
+        let size = record_bytes(&rec);
+        while !self.records.is_empty()
+            && (self.records.len() >= max_records || self.bytes + size > max_bytes)
+        {
+            if let Some((_, n)) = self.records.pop_front() {
+                self.bytes -= n;
+            }
+        }
+        if size <= max_bytes {
+            self.bytes += size;
+            self.records.push_back((rec, size));
+        }
+    }
+}
+
+/// Estimated heap footprint of a logged record.
+fn record_bytes(r: &PredictionRecord) -> usize {
+    let value = |v: &LoggedValue| match v {
+        LoggedValue::Label(s) => s.capacity(),
+        _ => 0,
+    };
+    std::mem::size_of::<PredictionRecord>()
+        + r.request_id.capacity()
+        + r.route.capacity()
+        + r.inputs
+            .iter()
+            .map(|(n, v)| std::mem::size_of::<(String, LoggedValue)>() + n.capacity() + value(v))
+            .sum::<usize>()
 }
 
 type InputMap = Arc<[Option<usize>]>;
@@ -311,6 +464,7 @@ impl Deployment {
         store: Option<(Arc<Store>, String)>,
         cfg: DeploymentConfig,
     ) -> Result<Deployment> {
+        cfg.validate()?;
         let champion = ServedModel::from_bundle(&registry.load_alias(name, CHAMPION)?)?;
         let challenger = if let Some(v) = registry.alias(name, CANARY)? {
             Some((
@@ -340,7 +494,7 @@ impl Deployment {
             latency: RwLock::new(BTreeMap::new()),
             shadow: Arc::new(Shadow::new()),
             shadow_tx: OnceLock::new(),
-            log: Mutex::new(VecDeque::new()),
+            log: Mutex::new(Log::default()),
             next_id: AtomicU64::new(0),
             input_maps: RwLock::new(Vec::new()),
         })
@@ -619,11 +773,11 @@ impl Deployment {
                     .collect(),
                 score: scores.first().copied().unwrap_or(f64::NAN),
             };
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            if log.len() >= self.cfg.log_capacity.max(1) {
-                log.pop_front();
-            }
-            log.push_back(rec);
+            self.log.lock().unwrap_or_else(|p| p.into_inner()).push(
+                rec,
+                self.cfg.log_capacity.max(1),
+                self.cfg.log_max_bytes,
+            );
         }
         Ok(Response {
             request_id: req.request_id,
@@ -742,11 +896,9 @@ impl Deployment {
 
     /// Takes the logged predictions (oldest first), e.g. for a `keel_monitor::Monitor`.
     pub fn drain_log(&self) -> Vec<PredictionRecord> {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.bytes = 0;
+        log.records.drain(..).map(|(r, _)| r).collect()
     }
 
     /// Prometheus text exposition of counters and latency quantiles per version and route.
@@ -796,16 +948,18 @@ impl Deployment {
         Ok(())
     }
 
-    /// Shadow -> canary through `gate`, or with `override_reason` (recorded in the audit).
-    pub fn promote_to_canary(
-        &self,
-        gate: &ShadowGate,
-        override_reason: Option<&str>,
-    ) -> Result<()> {
-        let s = self.state();
+    /// The configuration this deployment runs with (its gates included).
+    pub fn config(&self) -> &DeploymentConfig {
+        &self.cfg
+    }
+
+    /// The checks of the configured [`ShadowGate`] that the shadow evidence fails (empty: it
+    /// passes), and the challenger in shadow.
+    fn shadow_checks(&self, s: &State) -> Result<(ServedModel, Vec<String>)> {
         let Some((m, Stage::Shadow)) = &s.challenger else {
             return Err(ServeError::Stage("no challenger in shadow".into()));
         };
+        let gate = &self.cfg.shadow_gate;
         let st = self.shadow_stats();
         let agreement = if st.compared == 0 {
             0.0
@@ -825,51 +979,20 @@ impl Deployment {
                 st.mean_abs_diff, gate.max_mean_diff
             ));
         }
-        let reason = self.gate_reason("shadow -> canary", &failed, override_reason)?;
-        self.registry
-            .set_alias(&self.name, CANARY, m.version, &reason)?;
-        self.registry
-            .remove_alias(&self.name, SHADOW, "moved to canary")?;
-        self.swap(State {
-            champion: s.champion.clone(),
-            challenger: Some((
-                m.clone(),
-                Stage::Canary {
-                    percent: self.cfg.canary_percent,
-                },
-            )),
-        });
-        Ok(())
+        Ok((m.clone(), failed))
     }
 
-    fn gate_reason(
+    /// The checks of the configured [`CanaryGate`] that the canary evidence fails, and the
+    /// challenger on canary.
+    fn canary_checks(
         &self,
-        step: &str,
-        failed: &[String],
-        override_reason: Option<&str>,
-    ) -> Result<String> {
-        match (failed.is_empty(), override_reason) {
-            (true, _) => Ok(format!("{step}: gate passed")),
-            (false, Some(r)) if !r.trim().is_empty() => Ok(format!(
-                "{step}: OVERRIDE ({r}); failed checks: {}",
-                failed.join("; ")
-            )),
-            _ => Err(ServeError::GateFailed(failed.join("; "))),
-        }
-    }
-
-    /// Canary -> champion through `gate` (with label evidence when available), or with
-    /// `override_reason`.
-    pub fn promote_to_champion(
-        &self,
-        gate: &CanaryGate,
+        s: &State,
         labels: Option<LabelEvidence>,
-        override_reason: Option<&str>,
-    ) -> Result<()> {
-        let s = self.state();
+    ) -> Result<(ServedModel, Vec<String>)> {
         let Some((m, Stage::Canary { .. })) = &s.challenger else {
             return Err(ServeError::Stage("no challenger on canary".into()));
         };
+        let gate = &self.cfg.canary_gate;
         let (n, errors, _, p99) = self.route_stats(m.version, Route::Canary);
         let mut failed = Vec::new();
         if n < gate.min_samples {
@@ -887,6 +1010,9 @@ impl Deployment {
             failed.push(format!("error rate {rate:.4} > {}", gate.max_error_rate));
         }
         match labels {
+            Some(l) if !(l.champion.is_finite() && l.challenger.is_finite()) => {
+                failed.push("label evidence is not finite".into())
+            }
             Some(l) if l.challenger < l.champion - gate.metric_margin => failed.push(format!(
                 "challenger metric {:.4} worse than champion {:.4} by more than {}",
                 l.challenger, l.champion, gate.metric_margin
@@ -894,19 +1020,84 @@ impl Deployment {
             None if gate.require_labels => failed.push("no label evidence yet".into()),
             _ => {}
         }
-        let reason = self.gate_reason("canary -> champion", &failed, override_reason)?;
+        Ok((m.clone(), failed))
+    }
+
+    /// Shadow -> canary through the configured [`ShadowGate`]
+    /// ([`DeploymentConfig::shadow_gate`]); [`ServeError::GateFailed`] names the failed
+    /// checks.
+    pub fn promote_to_canary(&self) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.shadow_checks(&s)?;
+        if !failed.is_empty() {
+            return Err(ServeError::GateFailed(failed.join("; ")));
+        }
+        self.move_to_canary(&s, m, "shadow -> canary: gate passed")
+    }
+
+    /// Shadow -> canary whatever the gate says: an explicit decision with a reason, recorded
+    /// in the audit as `OVERRIDE` with the checks that failed.
+    pub fn override_to_canary(&self, reason: &str) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.shadow_checks(&s)?;
+        let audit = override_audit("shadow -> canary", reason, &failed)?;
+        self.move_to_canary(&s, m, &audit)
+    }
+
+    fn move_to_canary(&self, s: &State, m: ServedModel, audit: &str) -> Result<()> {
+        // The challenger's bundle was verified when it was loaded into shadow; the aliases
+        // move first, then the served state (a failed alias write changes nothing).
         self.registry
-            .set_alias(&self.name, CHAMPION, m.version, &reason)?;
+            .set_alias(&self.name, CANARY, m.version, audit)?;
+        self.registry
+            .remove_alias(&self.name, SHADOW, "moved to canary")?;
+        self.swap(State {
+            champion: s.champion.clone(),
+            challenger: Some((
+                m,
+                Stage::Canary {
+                    percent: self.cfg.canary_percent,
+                },
+            )),
+        });
+        Ok(())
+    }
+
+    /// Canary -> champion through the configured [`CanaryGate`]
+    /// ([`DeploymentConfig::canary_gate`]), with label evidence when available.
+    pub fn promote_to_champion(&self, labels: Option<LabelEvidence>) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.canary_checks(&s, labels)?;
+        if !failed.is_empty() {
+            return Err(ServeError::GateFailed(failed.join("; ")));
+        }
+        self.move_to_champion(m, "canary -> champion: gate passed")
+    }
+
+    /// Canary -> champion whatever the gate says, recorded as `OVERRIDE` with `reason` and the
+    /// checks that failed.
+    pub fn override_to_champion(&self, reason: &str, labels: Option<LabelEvidence>) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.canary_checks(&s, labels)?;
+        let audit = override_audit("canary -> champion", reason, &failed)?;
+        self.move_to_champion(m, &audit)
+    }
+
+    fn move_to_champion(&self, m: ServedModel, audit: &str) -> Result<()> {
+        self.registry
+            .set_alias(&self.name, CHAMPION, m.version, audit)?;
         self.registry.remove_alias(&self.name, CANARY, "promoted")?;
         self.swap(State {
-            champion: m.clone(),
+            champion: m,
             challenger: None,
         });
         Ok(())
     }
 
     /// Rolls back at once: a challenger is withdrawn; without one, the champion alias moves
-    /// back to its previous version. In-flight requests finish on the model they started with.
+    /// back to its previous version. The target bundle is loaded and verified before any alias
+    /// moves, and the alias moves before the served state: a failure leaves both as they were.
+    /// In-flight requests finish on the model they started with.
     pub fn rollback(&self, reason: &str) -> Result<u32> {
         let s = self.state();
         if let Some((m, stage)) = &s.challenger {
@@ -915,35 +1106,44 @@ impl Deployment {
             } else {
                 CANARY
             };
+            self.registry.remove_alias(&self.name, alias, reason)?;
             self.swap(State {
                 champion: s.champion.clone(),
                 challenger: None,
             });
-            self.registry.remove_alias(&self.name, alias, reason)?;
             return Ok(m.version);
         }
-        let ev = self.registry.rollback(&self.name, CHAMPION, reason)?;
-        let Some(v) = ev.to else {
-            // Never leave the model without a champion: undo and refuse.
-            if let Some(from) = ev.from {
-                self.registry.set_alias(
-                    &self.name,
-                    CHAMPION,
-                    from,
-                    "undo: rollback would unset champion",
-                )?;
-            }
+        let Some(v) = self.registry.rollback_target(&self.name, CHAMPION)? else {
             return Err(ServeError::Stage(
                 "no earlier champion to roll back to".into(),
             ));
         };
         let m = ServedModel::from_bundle(&self.registry.load(&self.name, v)?)?;
+        self.registry
+            .rollback_to(&self.name, CHAMPION, Some(v), reason)?;
         self.swap(State {
             champion: m,
             challenger: None,
         });
         Ok(v)
     }
+}
+
+/// The audit line of an override; refused without a reason.
+fn override_audit(step: &str, reason: &str, failed: &[String]) -> Result<String> {
+    if reason.trim().is_empty() {
+        return Err(ServeError::BadRequest(
+            "an override needs a reason (it is recorded in the audit)".into(),
+        ));
+    }
+    Ok(if failed.is_empty() {
+        format!("{step}: OVERRIDE ({reason}); the gate would have passed")
+    } else {
+        format!(
+            "{step}: OVERRIDE ({reason}); failed checks: {}",
+            failed.join("; ")
+        )
+    })
 }
 
 /// Puts the calling (shadow) thread in the lowest scheduling class: on Linux `SCHED_IDLE`, so

@@ -24,6 +24,9 @@ pub enum ServeError {
     /// Invalid server or deployment configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// A deployment configuration file is not valid TOML of the documented shape.
+    #[error("deployment configuration: {0}")]
+    ConfigFile(#[source] toml::de::Error),
     /// I/O failure (binding a socket...).
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -46,8 +46,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-#[cfg(feature = "fit")]
 mod error;
+#[cfg(feature = "fit")]
 mod fit;
 #[doc(hidden)]
 pub mod fuzzing;

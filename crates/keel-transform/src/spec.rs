@@ -158,9 +158,10 @@ pub enum Unknown {
     Error,
 }
 
+// Used by fitting only.
+#[cfg(feature = "fit")]
 impl Step {
-    /// How many output columns this step produces when it is last; `None` when that is only
-    /// known after fitting (one-hot).
+    /// Whether the step encodes a categorical column (one-hot, ordinal, hash).
     pub(crate) fn is_encoder(&self) -> bool {
         matches!(
             self,

@@ -60,7 +60,24 @@ fn champion_answers_with_store_features_version_route_and_freshness() {
 fn shadow_canary_promotion_and_rollback_through_gates() {
     let dir = tempfile::tempdir().unwrap();
     let (reg, store) = setup(dir.path());
-    let d = deployment(&reg, &store, DeploymentConfig::default());
+    // Issue 22, finding 5: the gates are the deployment's configuration; a caller cannot bring
+    // its own (all-zero) thresholds, and passing a failed gate is its own audited action.
+    let cfg = DeploymentConfig {
+        shadow_gate: ShadowGate {
+            min_samples: 100_000,
+            min_agreement: 0.9,
+            max_mean_diff: 0.2,
+        },
+        canary_gate: CanaryGate {
+            min_samples: 50,
+            max_p99_us: 1e6,
+            max_error_rate: 0.01,
+            metric_margin: 0.01,
+            require_labels: true,
+        },
+        ..DeploymentConfig::default()
+    };
+    let d = deployment(&reg, &store, cfg.clone());
     d.start_shadow(2, "retrained").unwrap();
     for i in 0..400 {
         let r = d.predict(req(i)).unwrap();
@@ -76,25 +93,23 @@ fn shadow_canary_promotion_and_rollback_through_gates() {
     let st = d.shadow_stats();
     assert_eq!(st.compared + st.dropped, 400, "{st:?}");
     assert!(st.agreed as f64 / st.compared as f64 > 0.8, "{st:?}");
-    let strict = ShadowGate {
-        min_samples: 100_000,
-        min_agreement: 0.9,
-        max_mean_diff: 0.2,
-    };
+    assert!(
+        matches!(d.promote_to_canary(), Err(ServeError::GateFailed(m)) if m.contains("compared < 100000"))
+    );
     assert!(matches!(
-        d.promote_to_canary(&strict, None),
-        Err(ServeError::GateFailed(_))
+        d.override_to_canary("  "),
+        Err(ServeError::BadRequest(_))
     ));
-    assert!(matches!(
-        d.promote_to_canary(&strict, Some("  ")),
-        Err(ServeError::GateFailed(_))
-    ));
-    let gate = ShadowGate {
-        min_samples: 100,
-        min_agreement: 0.8,
-        max_mean_diff: 0.2,
-    };
-    d.promote_to_canary(&gate, None).unwrap();
+    assert_eq!(d.versions().1, Some((2, Stage::Shadow)), "nothing moved");
+    d.override_to_canary("offline evaluation covers it")
+        .unwrap();
+    let audit = reg.audit("fraud").unwrap();
+    assert!(
+        audit.iter().any(|e| e.reason.starts_with(
+            "shadow -> canary: OVERRIDE (offline evaluation covers it); failed checks: "
+        )),
+        "{audit:?}"
+    );
     assert_eq!(
         d.versions(),
         (1, Some((2, Stage::Canary { percent: 10.0 })))
@@ -115,22 +130,15 @@ fn shadow_canary_promotion_and_rollback_through_gates() {
     }
     let share = canary as f64 / 2000.0;
     assert!((0.05..0.15).contains(&share), "canary share {share}");
-    let cgate = CanaryGate {
-        min_samples: 50,
-        max_p99_us: 1e6,
-        max_error_rate: 0.01,
-        metric_margin: 0.01,
-        require_labels: true,
-    };
     assert!(
-        matches!(d.promote_to_champion(&cgate, None, None), Err(ServeError::GateFailed(m)) if m.contains("label"))
+        matches!(d.promote_to_champion(None), Err(ServeError::GateFailed(m)) if m.contains("label"))
     );
     let worse = LabelEvidence {
         champion: 0.80,
         challenger: 0.70,
     };
-    assert!(d.promote_to_champion(&cgate, Some(worse), None).is_err());
-    d.promote_to_champion(&cgate, Some(worse), Some("incident 42: ship the fix"))
+    assert!(d.promote_to_champion(Some(worse)).is_err());
+    d.override_to_champion("incident 42: ship the fix", Some(worse))
         .unwrap();
     assert_eq!(d.versions(), (2, None));
     let audit = reg.audit("fraud").unwrap();
@@ -187,6 +195,11 @@ fn rollback_under_load_fails_no_request() {
         &store,
         DeploymentConfig {
             log_sample_rate: 0.0,
+            shadow_gate: ShadowGate {
+                min_samples: 0,
+                min_agreement: 0.0,
+                max_mean_diff: 1.0,
+            },
             ..DeploymentConfig::default()
         },
     ));
@@ -206,14 +219,9 @@ fn rollback_under_load_fails_no_request() {
             })
         })
         .collect();
-    let any = ShadowGate {
-        min_samples: 0,
-        min_agreement: 0.0,
-        max_mean_diff: 1.0,
-    };
     for round in 0..5 {
         d.start_shadow(2, "load test").unwrap();
-        d.promote_to_canary(&any, None).unwrap();
+        d.promote_to_canary().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(d.rollback(&format!("round {round}")).unwrap(), 2);
     }
@@ -270,4 +278,78 @@ fn precomputed_predictions_match_online_and_the_open_loop_harness_measures_both(
             "{r:?}"
         );
     }
+}
+
+/// Issue 22, finding 6: a rollback whose target bundle is tampered used to move the alias and
+/// then fail, so registry and server disagreed and the next restart failed. The target is
+/// verified first now: the error changes nothing.
+#[test]
+fn a_rollback_to_a_tampered_bundle_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    reg.set_alias("fraud", CHAMPION, 2, "v2 ships").unwrap();
+    let d = deployment(&reg, &store, DeploymentConfig::default());
+    assert_eq!(d.versions(), (2, None));
+    // Flip a byte of every file of v1's bundle except its manifest.
+    let v1 = reg.root().join("models/fraud/v1");
+    for f in std::fs::read_dir(&v1).unwrap().flatten() {
+        if f.file_name() != "MANIFEST" {
+            let mut b = std::fs::read(f.path()).unwrap();
+            let last = b.len() - 1;
+            b[last] ^= 0x55;
+            std::fs::write(f.path(), b).unwrap();
+        }
+    }
+    let err = d.rollback("p99 alert").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServeError::Registry(keel_registry::RegistryError::Tampered { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(d.versions(), (2, None), "still serving v2");
+    assert_eq!(
+        reg.alias("fraud", CHAMPION).unwrap(),
+        Some(2),
+        "alias unmoved"
+    );
+    // A restart comes back as it was.
+    drop(d);
+    let d = deployment(&reg, &store, DeploymentConfig::default());
+    assert_eq!(d.versions(), (2, None));
+    assert!(d.predict(req(1)).is_ok());
+}
+
+/// Issue 22, finding 3: the prediction log is bounded in bytes as well as in records, so long
+/// request ids cannot grow memory without bound.
+#[test]
+fn the_prediction_log_is_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            log_max_bytes: 64 << 10,
+            ..DeploymentConfig::default()
+        },
+    );
+    let long = "x".repeat(4096);
+    for i in 0..1_000 {
+        let mut r = req(i);
+        r.request_id = format!("{long}-{i}");
+        d.predict(r).unwrap();
+    }
+    let log = d.drain_log();
+    let bytes: usize = log
+        .iter()
+        .map(|r| r.request_id.len() + r.inputs.iter().map(|(n, _)| n.len() + 32).sum::<usize>())
+        .sum();
+    assert!(!log.is_empty() && log.len() < 16, "{} records", log.len());
+    assert!(bytes <= 64 << 10, "{bytes} bytes logged");
+    assert!(
+        log.last().unwrap().request_id.ends_with("-999"),
+        "newest kept"
+    );
 }

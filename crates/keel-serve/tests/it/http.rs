@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+const TOKEN: &str = "test-admin-token-0123";
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -104,9 +106,11 @@ fn v2_protocol_over_loopback() {
         vec![d.clone()],
         ServerConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
-            admin_token: Some("s3cret".into()),
+            admin_token: Some(TOKEN.into()),
             max_body_bytes: 64 << 10,
+            max_rows: 100,
             threads: 2,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -219,6 +223,13 @@ fn v2_protocol_over_loopback() {
         assert!(msg.contains(needle), "{msg} lacks {needle}");
     };
     bad(json!({}), 400, "inputs");
+    let many: Vec<String> = (0..101).map(|i| format!("card{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    bad(
+        json!({"inputs": [bytes_tensor("card_id", &many)]}),
+        400,
+        "at most 100",
+    );
     bad(
         json!({"inputs": [{"name": "amount", "shape": [1], "datatype": "FP64", "data": [1.0]}]}),
         400,
@@ -287,7 +298,7 @@ fn v2_protocol_over_loopback() {
             .0,
         401
     );
-    let (s, st) = c.post_auth("/admin/models/fraud/shadow", &shadow, Some("s3cret"));
+    let (s, st) = c.post_auth("/admin/models/fraud/shadow", &shadow, Some(TOKEN));
     assert_eq!(s, 200, "{st}");
     assert_eq!(st["challenger"]["stage"], "shadow");
     let one = json!({"inputs": [bytes_tensor("card_id", &["card9"])]});
@@ -296,20 +307,87 @@ fn v2_protocol_over_loopback() {
     assert_eq!(r["outputs"][2]["data"], json!(["shadow"]));
     let (_, r) = c.post("/v2/models/fraud/infer", &one);
     assert_eq!(r["outputs"][2]["data"], json!(["champion"]));
-    let gate = json!({"to": "canary", "gate": {"min_samples": 1000000, "min_agreement": 0.99, "max_mean_diff": 0.0}});
-    let (s, e) = c.post_auth("/admin/models/fraud/promote", &gate, Some("s3cret"));
-    assert_eq!(s, 409, "{e}");
-    let (s, st) = c.post_auth(
+    // Issue 22, finding 5: a request cannot carry gate thresholds; the configured gate
+    // (default: 1,000 compared requests) refuses; an override is its own audited call.
+    let gate = json!({"to": "canary", "gate": {"min_samples": 0, "min_agreement": 0.0, "max_mean_diff": 1.0}});
+    let (s, e) = c.post_auth("/admin/models/fraud/promote", &gate, Some(TOKEN));
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("configuration"),
+        "{e}"
+    );
+    let (s, e) = c.post_auth(
         "/admin/models/fraud/promote",
-        &json!({"to": "canary", "override_reason": "tested offline"}),
-        Some("s3cret"),
+        &json!({"to": "canary"}),
+        Some(TOKEN),
+    );
+    assert_eq!(s, 409, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("compared < 1000"),
+        "{e}"
+    );
+    let (s, e) = c.post_auth(
+        "/admin/models/fraud/override",
+        &json!({"to": "canary"}),
+        Some(TOKEN),
+    );
+    assert_eq!(s, 400, "an override needs a reason: {e}");
+    let (s, st) = c.post_auth(
+        "/admin/models/fraud/override",
+        &json!({"to": "canary", "reason": "tested offline"}),
+        Some(TOKEN),
     );
     assert_eq!(s, 200, "{st}");
     assert_eq!(st["challenger"]["stage"], "canary");
+    let audit = reg.audit("fraud").unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.alias == "canary" && e.reason.contains("OVERRIDE (tested offline)")),
+        "{audit:?}"
+    );
+    // Issue 22, finding 4: browser-shaped admin calls are refused even with the token: an
+    // Origin header, a non-JSON body, a foreign Host.
+    let body = serde_json::to_vec(&json!({"reason": "csrf"})).unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    for (headers, want) in [
+        (
+            vec![
+                ("content-type", "text/plain"),
+                ("origin", "http://evil.example"),
+                ("authorization", auth.as_str()),
+            ],
+            403,
+        ),
+        (
+            vec![
+                ("content-type", "text/plain"),
+                ("authorization", auth.as_str()),
+            ],
+            415,
+        ),
+        (
+            vec![
+                ("content-type", "application/json"),
+                ("host", "evil.example"),
+                ("authorization", auth.as_str()),
+            ],
+            403,
+        ),
+    ] {
+        let (s, b, _) = c.post_raw("/admin/models/fraud/rollback", &headers, body.clone());
+        assert_eq!(s, want, "{headers:?}: {}", String::from_utf8_lossy(&b));
+        assert!(serde_json::from_slice::<Json>(&b).unwrap()["error"].is_string());
+    }
+    assert_eq!(
+        d.versions().1.map(|(v, _)| v),
+        Some(2),
+        "nothing rolled back"
+    );
     let (s, st) = c.post_auth(
         "/admin/models/fraud/rollback",
         &json!({"reason": "pager"}),
-        Some("s3cret"),
+        Some(TOKEN),
     );
     assert_eq!(s, 200, "{st}");
     assert_eq!(st["challenger"], Json::Null);
@@ -327,16 +405,32 @@ fn v2_protocol_over_loopback() {
     assert_eq!(text.matches("# TYPE keel_requests_total").count(), 1);
     server.stop().unwrap();
 
-    // A public address without a token is refused.
+    // Without a token admin is disabled (the default), on any address; short tokens are
+    // refused at start.
+    let server = http::start(
+        vec![d.clone()],
+        ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = Client::new(server.addr());
+    let (s, e) = c.post("/admin/models/fraud/rollback", &json!({"reason": "x"}));
+    assert_eq!(s, 403, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("disabled"), "{e}");
+    assert_eq!(c.get("/admin/models/fraud").0, 403);
+    server.stop().unwrap();
     let err = http::start(
         vec![d],
         ServerConfig {
-            addr: "0.0.0.0:0".parse().unwrap(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            admin_token: Some("short".into()),
             ..Default::default()
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("admin token"), "{err}");
+    assert!(err.to_string().contains("16 characters"), "{err}");
 }
 
 #[test]
@@ -381,7 +475,11 @@ fn store_less_model_takes_every_feature_as_a_tensor() {
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().contains("missing input"));
     // Admin without a token is allowed on loopback only.
-    assert_eq!(c.get("/admin/models/fraud").0, 200);
+    assert_eq!(
+        c.get("/admin/models/fraud").0,
+        403,
+        "admin is off without a token"
+    );
     server.stop().unwrap();
 }
 

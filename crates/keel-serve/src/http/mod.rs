@@ -33,13 +33,26 @@
 //! token: 401; a failed gate or wrong stage: 409. Every error body is `{"error": "..."}` and the
 //! server keeps serving.
 //!
-//! **Admin.** Bound to loopback by default. [`start`] refuses a non-loopback address without an
-//! admin token; with a token, admin calls need `Authorization: Bearer <token>`.
+//! **Limits.** Every limit a client could push has a default and a [`ServerConfig`] field:
+//! body bytes, rows per request, header/idle and body timeouts, open connections and requests
+//! in flight (beyond the last two: 503 at once). Requested outputs are named at most once.
+//!
+//! **Admin.** Disabled unless [`ServerConfig::admin_token`] is set (403 otherwise); with a token,
+//! admin calls need `Authorization: Bearer <token>`, a JSON body (`Content-Type:
+//! application/json`) on POST, no `Origin` header (browsers send one: a web page cannot drive
+//! the admin API) and a `Host` from [`ServerConfig::admin_hosts`]. `keel serve` generates a
+//! token into a 0600 file ([`generate_admin_token`]). See `docs/security.md`.
+
+mod admin;
+mod server;
+
+pub use admin::generate_admin_token;
+pub use server::{start, RunningServer, ServerConfig};
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -51,32 +64,9 @@ use keel_core::{DType, Field};
 use keel_store::{StoreError, Value};
 use serde_json::{json, Map, Value as Json};
 
-use crate::deployment::{CanaryGate, Deployment, LabelEvidence, Request, Route, ShadowGate, Stage};
+use crate::deployment::{Deployment, Request, Route};
 use crate::{Result, ServeError};
-
-/// Server settings.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Listen address (default `127.0.0.1:8000`; port 0 picks a free port).
-    pub addr: SocketAddr,
-    /// Bearer token for `/admin` calls; required when `addr` is not loopback.
-    pub admin_token: Option<String>,
-    /// Largest request body accepted, bytes (default 16 MiB).
-    pub max_body_bytes: usize,
-    /// Runtime worker threads (0: one per core).
-    pub threads: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            admin_token: None,
-            max_body_bytes: 16 << 20,
-            threads: 0,
-        }
-    }
-}
+use server::ListenerStats;
 
 /// Requests with more rows than this are scored on the blocking pool, so a large batch does
 /// not hold a runtime worker that small requests are waiting for.
@@ -87,12 +77,28 @@ struct Served {
     keys: Vec<Field>,
 }
 
+/// Who may call `/admin`.
+#[derive(Debug, Clone)]
+struct AdminAccess {
+    /// `None`: admin disabled.
+    token: Option<String>,
+    /// Allowed `Host` names (empty: any).
+    hosts: Vec<String>,
+}
+
 struct AppState {
     models: BTreeMap<String, Served>,
-    admin_token: Option<String>,
+    admin: AdminAccess,
     max_body: usize,
+    max_rows: usize,
+    body_timeout: Duration,
+    /// Requests in flight; `try_acquire` fails beyond the cap (503).
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Responses by status class: 2xx, 4xx, 5xx, other.
     statuses: [AtomicU64; 4],
+    /// Requests shed with 503 because the in-flight cap was reached.
+    shed: AtomicU64,
+    listener: Arc<ListenerStats>,
 }
 
 /// An HTTP error: status and message (sent as `{"error": message}`).
@@ -108,7 +114,10 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> HttpResponse {
         let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
-        if self.0 == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(
+            self.0,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
             // The rest of the body was never read: the connection cannot carry another request.
             // Saying so keeps clients from reusing it (a pooled keep-alive connection would
             // fail on the next request).
@@ -127,7 +136,11 @@ impl From<ServeError> for HttpError {
                 StatusCode::BAD_REQUEST
             }
             ServeError::NotServing { .. } => StatusCode::NOT_FOUND,
-            ServeError::GateFailed(_) | ServeError::Stage(_) => StatusCode::CONFLICT,
+            ServeError::GateFailed(_)
+            | ServeError::Stage(_)
+            | ServeError::Registry(keel_registry::RegistryError::AliasMoved { .. }) => {
+                StatusCode::CONFLICT
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HttpError(status, e.to_string())
@@ -137,11 +150,22 @@ impl From<ServeError> for HttpError {
 type HttpResult<T> = std::result::Result<T, HttpError>;
 
 /// The V2 router over `deployments` (one per model name), to mount in an existing axum
-/// application or serve with [`start`].
-pub fn router(
+/// application (or serve with [`start`]). `cfg`'s admin access, body and row limits, body
+/// timeout and in-flight cap apply; connection limits and header timeouts are the host
+/// server's.
+pub fn router(deployments: Vec<Arc<Deployment>>, cfg: &ServerConfig) -> Result<Router> {
+    let admin = AdminAccess {
+        token: cfg.admin_token.clone(),
+        hosts: cfg.admin_hosts.clone(),
+    };
+    router_with(deployments, admin, cfg, Arc::default())
+}
+
+fn router_with(
     deployments: Vec<Arc<Deployment>>,
-    admin_token: Option<String>,
-    max_body_bytes: usize,
+    admin: AdminAccess,
+    cfg: &ServerConfig,
+    listener: Arc<ListenerStats>,
 ) -> Result<Router> {
     let mut models = BTreeMap::new();
     for d in deployments {
@@ -162,9 +186,14 @@ pub fn router(
     }
     let state = Arc::new(AppState {
         models,
-        admin_token,
-        max_body: max_body_bytes,
+        admin,
+        max_body: cfg.max_body_bytes,
+        max_rows: cfg.max_rows,
+        body_timeout: cfg.body_timeout,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests)),
         statuses: Default::default(),
+        shed: AtomicU64::new(0),
+        listener,
     });
     Ok(Router::new()
         .route("/v2", get(server_metadata))
@@ -186,11 +215,16 @@ pub fn router(
             post(version_infer),
         )
         .route("/metrics", get(metrics))
-        .route("/admin/models/{name}", get(admin_state))
-        .route("/admin/models/{name}/shadow", post(admin_shadow))
-        .route("/admin/models/{name}/promote", post(admin_promote))
-        .route("/admin/models/{name}/rollback", post(admin_rollback))
+        .route("/admin/models/{name}", get(admin::state))
+        .route("/admin/models/{name}/shadow", post(admin::shadow))
+        .route("/admin/models/{name}/promote", post(admin::promote))
+        .route("/admin/models/{name}/override", post(admin::override_gate))
+        .route("/admin/models/{name}/rollback", post(admin::rollback))
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            shed_load,
+        ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response_with_state(
             Arc::clone(&state),
@@ -230,6 +264,27 @@ async fn json_errors(r: HttpResponse) -> HttpResponse {
     out
 }
 
+/// Admits a request while fewer than `max_concurrent_requests` are in flight; beyond that,
+/// 503 at once (nothing queues).
+async fn shed_load(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    let Ok(_permit) = Arc::clone(&s.in_flight).try_acquire_owned() else {
+        s.shed.fetch_add(1, Ordering::Relaxed);
+        let mut r = HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight; retry later".into(),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    next.run(req).await
+}
+
 async fn count_status(State(s): State<Arc<AppState>>, r: HttpResponse) -> HttpResponse {
     let class = match r.status().as_u16() {
         200..=299 => 0,
@@ -239,95 +294,6 @@ async fn count_status(State(s): State<Arc<AppState>>, r: HttpResponse) -> HttpRe
     };
     s.statuses[class].fetch_add(1, Ordering::Relaxed);
     r
-}
-
-/// A server running on its own thread and runtime.
-#[derive(Debug)]
-pub struct RunningServer {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-impl RunningServer {
-    /// The bound address (the real port when configured with port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting, finishes in-flight requests, and joins the server thread.
-    pub fn stop(mut self) -> Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.join()
-    }
-
-    /// Blocks until the server ends (it runs until [`RunningServer::stop`] or process exit).
-    pub fn wait(mut self) -> Result<()> {
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<()> {
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => Ok(r?),
-            Some(Err(_)) => Err(ServeError::Config("the server thread panicked".into())),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Binds `cfg.addr` and serves `deployments` on a new thread with its own runtime. Refuses a
-/// non-loopback address without an admin token (the admin endpoints move traffic).
-pub fn start(deployments: Vec<Arc<Deployment>>, cfg: ServerConfig) -> Result<RunningServer> {
-    if !cfg.addr.ip().is_loopback() && cfg.admin_token.as_deref().is_none_or(str::is_empty) {
-        return Err(ServeError::Config(format!(
-            "{} is not a loopback address: set an admin token to expose the admin endpoints",
-            cfg.addr
-        )));
-    }
-    let app = router(deployments, cfg.admin_token.clone(), cfg.max_body_bytes)?;
-    let threads = match cfg.threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("keel-http")
-        .enable_io()
-        // axum backs off from accept errors (EMFILE when descriptors run out) with a timer:
-        // without a timer driver that back-off panicked and took the server down.
-        .enable_time()
-        .build()?;
-    let listener = std::net::TcpListener::bind(cfg.addr)?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("keel-http-main".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await
-            })
-        })?;
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(tx),
-        thread: Some(thread),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,23 +428,36 @@ async fn version_infer(
     run_infer(s, name, Some(v), headers, body).await
 }
 
-async fn read_body(s: &AppState, headers: &HeaderMap, body: Body) -> HttpResult<Bytes> {
+/// Reads a body of at most `limit` bytes within the body timeout (413 / 408 otherwise).
+async fn read_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> HttpResult<Bytes> {
     let too_big = || {
         HttpError(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {} bytes", s.max_body),
+            format!("request body over {limit} bytes"),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > s.max_body as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_big());
     }
-    axum::body::to_bytes(body, s.max_body)
-        .await
-        .map_err(|_| too_big())
+    match tokio::time::timeout(s.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(r) => r.map_err(|_| too_big()),
+        Err(_) => Err(HttpError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                s.body_timeout.as_secs_f64()
+            ),
+        )),
+    }
 }
 
 async fn run_infer(
@@ -489,7 +468,7 @@ async fn run_infer(
     body: Body,
 ) -> HttpResult<HttpResponse> {
     let sv = served(&s, &name)?;
-    let bytes = read_body(&s, &headers, body).await?;
+    let bytes = read_body(&s, &headers, body, s.max_body).await?;
     let header_len = match headers.get("inference-header-content-length") {
         Some(v) => Some(
             v.to_str()
@@ -504,7 +483,7 @@ async fn run_infer(
     let req = keel_v2::parse_infer_request(json_part, binary).map_err(|e| HttpError::bad(e.0))?;
     let (model, _) = sv.deployment.model(version)?;
     let id = req.id.clone();
-    let parsed = parse_request(req, sv, &model)?;
+    let parsed = parse_request(req, sv, &model, s.max_rows)?;
     let deployment = Arc::clone(&sv.deployment);
     let rows = parsed.requests.len();
     let run = move || -> HttpResult<Vec<crate::Response>> {
@@ -554,9 +533,15 @@ fn parse_request(
     req: keel_v2::InferRequest,
     sv: &Served,
     model: &crate::ServedModel,
+    max_rows: usize,
 ) -> HttpResult<Parsed> {
     let tensors = req.inputs;
     let rows = tensors.first().map_or(0, keel_v2::Tensor::rows);
+    if rows > max_rows {
+        return Err(HttpError::bad(format!(
+            "{rows} rows in one request; at most {max_rows} (split the batch)"
+        )));
+    }
     let schema = model.pipeline.input_schema();
     let features = schema.fields();
     // Where each input goes.
@@ -874,6 +859,32 @@ async fn metrics(State(s): State<Arc<AppState>>) -> HttpResponse {
             text.push('\n');
         }
     }
+    let l = &s.listener;
+    for (name, help, v) in [
+        (
+            "keel_http_shed_total",
+            "Requests answered 503 because max_concurrent_requests were in flight.",
+            s.shed.load(Ordering::Relaxed),
+        ),
+        (
+            "keel_http_connections_refused_total",
+            "Connections answered 503 because max_connections were open.",
+            l.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "keel_http_accept_errors_total",
+            "Accept errors (descriptors exhausted...), each followed by a back-off.",
+            l.accept_errors.load(Ordering::Relaxed),
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP keel_http_connections_open Connections open now.\n# TYPE keel_http_connections_open gauge\nkeel_http_connections_open {}\n",
+        l.open.load(Ordering::Relaxed)
+    ));
     text.push_str("# TYPE keel_http_responses_total counter\n");
     for (class, c) in ["2xx", "4xx", "5xx", "other"].iter().zip(&s.statuses) {
         text.push_str(&format!(
@@ -887,166 +898,4 @@ async fn metrics(State(s): State<Arc<AppState>>) -> HttpResponse {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
-}
-
-// ---------------------------------------------------------------------------------------------
-// Admin
-
-fn authorize(s: &AppState, headers: &HeaderMap) -> HttpResult<()> {
-    let Some(token) = &s.admin_token else {
-        return Ok(()); // loopback only: enforced by `start`
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare without an early exit on the first differing byte.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(HttpError(
-            StatusCode::UNAUTHORIZED,
-            "admin calls need `Authorization: Bearer <token>`".into(),
-        ))
-    }
-}
-
-fn admin_body(bytes: &[u8]) -> HttpResult<Map<String, Json>> {
-    if bytes.is_empty() {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice(bytes) {
-        Ok(Json::Object(m)) => Ok(m),
-        _ => Err(HttpError::bad("admin body must be a JSON object")),
-    }
-}
-
-/// Checks the token, finds the model and parses the JSON body of an admin call.
-fn admin_call<'a>(
-    s: &'a AppState,
-    name: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> HttpResult<(&'a Deployment, Map<String, Json>)> {
-    authorize(s, headers)?;
-    Ok((&served(s, name)?.deployment, admin_body(body)?))
-}
-
-fn state_json(d: &Deployment) -> Json {
-    let (champion, challenger) = d.versions();
-    let challenger = challenger.map(|(v, st)| match st {
-        Stage::Shadow => json!({ "version": v, "stage": "shadow" }),
-        Stage::Canary { percent } => json!({ "version": v, "stage": "canary", "percent": percent }),
-    });
-    json!({
-        "model": d.name(),
-        "champion": champion,
-        "challenger": challenger,
-        "shadow": d.shadow_stats(),
-    })
-}
-
-async fn admin_state(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> HttpResult<axum::Json<Json>> {
-    authorize(&s, &headers)?;
-    Ok(axum::Json(state_json(&served(&s, &name)?.deployment)))
-}
-
-fn reason(body: &Map<String, Json>, key: &str) -> HttpResult<String> {
-    body.get(key)
-        .and_then(Json::as_str)
-        .filter(|r| !r.trim().is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| HttpError::bad(format!("`{key}` (why) is required")))
-}
-
-async fn admin_shadow(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> HttpResult<axum::Json<Json>> {
-    let (d, b) = admin_call(&s, &name, &headers, &body)?;
-    let version = b
-        .get("version")
-        .and_then(Json::as_u64)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| HttpError::bad("`version` is required"))?;
-    d.start_shadow(version, &reason(&b, "reason")?)?;
-    Ok(axum::Json(state_json(d)))
-}
-
-async fn admin_promote(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> HttpResult<axum::Json<Json>> {
-    let (d, b) = admin_call(&s, &name, &headers, &body)?;
-    let override_reason = b.get("override_reason").and_then(Json::as_str);
-    let gate = b.get("gate").cloned();
-    let parse = |what: &str| {
-        HttpError::bad(format!(
-            "`gate` must be a {what} object, or give `override_reason`"
-        ))
-    };
-    match b.get("to").and_then(Json::as_str) {
-        Some("canary") => {
-            let g: ShadowGate = match (gate, override_reason) {
-                (Some(g), _) => serde_json::from_value(g).map_err(|_| parse("ShadowGate"))?,
-                (None, Some(_)) => ShadowGate {
-                    min_samples: u64::MAX,
-                    min_agreement: 1.0,
-                    max_mean_diff: 0.0,
-                },
-                (None, None) => return Err(parse("ShadowGate")),
-            };
-            d.promote_to_canary(&g, override_reason)?;
-        }
-        Some("champion") => {
-            let g: CanaryGate = match (gate, override_reason) {
-                (Some(g), _) => serde_json::from_value(g).map_err(|_| parse("CanaryGate"))?,
-                (None, Some(_)) => CanaryGate {
-                    min_samples: u64::MAX,
-                    max_p99_us: 0.0,
-                    max_error_rate: 0.0,
-                    metric_margin: 0.0,
-                    require_labels: true,
-                },
-                (None, None) => return Err(parse("CanaryGate")),
-            };
-            let labels: Option<LabelEvidence> = match b.get("labels") {
-                None | Some(Json::Null) => None,
-                Some(l) => Some(serde_json::from_value(l.clone()).map_err(|_| {
-                    HttpError::bad("`labels` must be {\"champion\": f64, \"challenger\": f64}")
-                })?),
-            };
-            d.promote_to_champion(&g, labels, override_reason)?;
-        }
-        _ => return Err(HttpError::bad("`to` must be \"canary\" or \"champion\"")),
-    }
-    Ok(axum::Json(state_json(d)))
-}
-
-async fn admin_rollback(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> HttpResult<axum::Json<Json>> {
-    let (d, b) = admin_call(&s, &name, &headers, &body)?;
-    let to = d.rollback(&reason(&b, "reason")?)?;
-    let mut st = state_json(d);
-    st["rolled_back_to"] = json!(to);
-    Ok(axum::Json(st))
 }

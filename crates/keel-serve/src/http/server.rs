@@ -1,0 +1,290 @@
+//! The listener: one hyper HTTP/1.1 connection per accepted socket, with the limits of
+//! [`ServerConfig`] enforced before any handler runs.
+//!
+//! - **Connections** beyond [`ServerConfig::max_connections`] are answered `503` at once and
+//!   closed, so a flood of idle sockets cannot exhaust the process's descriptors; accept errors
+//!   (`EMFILE` when descriptors run out anyway) back off 50 ms and the loop carries on.
+//! - **Headers** must arrive within [`ServerConfig::header_timeout`]; the same clock runs while
+//!   a keep-alive connection waits for its next request, so it is also the idle timeout
+//!   (slow-header clients and idle sockets are closed).
+//! - **Bodies** must arrive within [`ServerConfig::body_timeout`] (`408` otherwise).
+//! - **Requests in flight** beyond [`ServerConfig::max_concurrent_requests`] get `503` at once
+//!   (load shedding: nothing queues without bound).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{router_with, AdminAccess};
+use crate::deployment::Deployment;
+use crate::{Result, ServeError};
+
+/// Server settings: address, admin access and every limit a client could otherwise push.
+/// Build it from [`ServerConfig::default`] and override fields.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address (default `127.0.0.1:8000`; port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Bearer token for `/admin` calls. `None` (the default) disables the admin endpoints:
+    /// they answer 403. [`crate::http::generate_admin_token`] writes a fresh one to a private
+    /// file.
+    pub admin_token: Option<String>,
+    /// `Host` header values (without port) admin calls may carry; empty: any. The default
+    /// lists the loopback names, which defeats DNS rebinding against a loopback server.
+    pub admin_hosts: Vec<String>,
+    /// Largest request body accepted, bytes (default 16 MiB).
+    pub max_body_bytes: usize,
+    /// Most rows one inference request may carry (default 65,536).
+    pub max_rows: usize,
+    /// Time allowed for a request's headers, and for an idle keep-alive connection to start
+    /// its next request (default 10 s).
+    pub header_timeout: Duration,
+    /// Time allowed for a request's body to arrive (default 30 s).
+    pub body_timeout: Duration,
+    /// Open connections at most (default 4,096, or less when the descriptor limit is lower:
+    /// the limit minus 64 reserved for the process's own files).
+    pub max_connections: usize,
+    /// Requests handled at once at most; more get 503 (default 512).
+    pub max_concurrent_requests: usize,
+    /// Runtime worker threads (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            admin_token: None,
+            admin_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
+            max_body_bytes: 16 << 20,
+            max_rows: 65_536,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: default_max_connections(),
+            max_concurrent_requests: 512,
+            threads: 0,
+        }
+    }
+}
+
+/// 4,096, or the soft descriptor limit minus 64 when that is lower (at least 16).
+fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(n) => n.saturating_sub(64).clamp(16, 4096),
+        None => 4096,
+    }
+}
+
+/// Counters of the listener, exported on `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerStats {
+    /// Connections refused with 503 because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// Accept errors (descriptors exhausted...), each followed by a back-off.
+    pub accept_errors: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+}
+
+/// A server running on its own thread and runtime.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// The bound address (the real port when configured with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes in-flight requests (10 s at most), and joins the server
+    /// thread.
+    pub fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.join()
+    }
+
+    /// Blocks until the server ends (it runs until [`RunningServer::stop`] or process exit).
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => Ok(r?),
+            Some(Err(_)) => Err(ServeError::Config("the server thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `cfg.addr` and serves `deployments` on a new thread with its own runtime. Refuses a
+/// non-loopback address with admin enabled but an empty token, and limits of zero.
+pub fn start(deployments: Vec<Arc<Deployment>>, cfg: ServerConfig) -> Result<RunningServer> {
+    if cfg
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().len() < 16)
+    {
+        return Err(ServeError::Config(
+            "the admin token must have at least 16 characters".into(),
+        ));
+    }
+    for (name, v) in [
+        ("max_body_bytes", cfg.max_body_bytes),
+        ("max_rows", cfg.max_rows),
+        ("max_connections", cfg.max_connections),
+        ("max_concurrent_requests", cfg.max_concurrent_requests),
+    ] {
+        if v == 0 {
+            return Err(ServeError::Config(format!("{name} must be at least 1")));
+        }
+    }
+    if cfg.header_timeout.is_zero() || cfg.body_timeout.is_zero() {
+        return Err(ServeError::Config("timeouts must be positive".into()));
+    }
+    let stats = Arc::new(ListenerStats::default());
+    let admin = AdminAccess {
+        token: cfg.admin_token.clone(),
+        hosts: cfg.admin_hosts.clone(),
+    };
+    let app = router_with(deployments, admin, &cfg, Arc::clone(&stats))?;
+    let threads = match cfg.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("keel-http")
+        .enable_io()
+        // Timeouts and the accept back-off need the timer driver.
+        .enable_time()
+        .build()?;
+    let listener = std::net::TcpListener::bind(cfg.addr)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("keel-http-main".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                accept_loop(listener, app, cfg, stats, rx).await;
+                Ok(())
+            })
+        })?;
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    cfg: ServerConfig,
+    stats: Arc<ListenerStats>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    // Connections watch this; sending on it starts their graceful shutdown.
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // EMFILE/ENFILE/ENOBUFS: wait for descriptors to come back; a reset
+                    // before accept: just the next one.
+                    stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let mut close = close_rx.clone();
+        let header_timeout = cfg.header_timeout;
+        let stats = Arc::clone(&stats);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    changed = close.changed(), if !closing => {
+                        let _ = changed;
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+    // Stop accepting; let in-flight requests finish (10 s at most).
+    drop(listener);
+    let _ = close_tx.send(true);
+    let all = u32::try_from(cfg.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+}
+
+/// Answers a connection over the cap with a JSON 503 and closes it, within a second.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    const BODY: &str = r#"{"error":"too many connections; retry later"}"#;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // Read what the client sent first (a bounded peek), so closing does not reset the
+        // connection before the client reads the answer.
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
