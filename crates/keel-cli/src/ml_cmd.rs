@@ -58,6 +58,9 @@ pub enum ModelsCmd {
     /// Move or roll back aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Verify the whole registry: every run and artifact, every version's files (sha256),
+    /// every alias state. Lists damaged entries; exits 1 when there is any.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -111,7 +114,15 @@ pub fn runs(reg: &RegistryArg, cmd: RunsCmd) -> Result<()> {
                 "{:<18} {:<16} {:<9} {:>10}  metrics",
                 "run", "experiment", "status", "ms"
             );
-            for run in r.search_runs(&filter)? {
+            let (runs, damaged) = r.search_runs_reporting(&filter)?;
+            for d in &damaged {
+                eprintln!(
+                    "warning: skipping damaged run {}: {} (see `keel models verify`)",
+                    d.path.display(),
+                    d.problem
+                );
+            }
+            for run in runs {
                 let metrics: Vec<String> = run
                     .metrics
                     .iter()
@@ -177,6 +188,22 @@ pub fn runs(reg: &RegistryArg, cmd: RunsCmd) -> Result<()> {
 pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
     let r = reg.open()?;
     match cmd {
+        ModelsCmd::Verify => {
+            let report = r.check()?;
+            for d in &report.damaged {
+                println!("DAMAGED {}: {}", d.path.display(), d.problem);
+            }
+            println!(
+                "{} runs, {} versions, {} models verified; {} damaged",
+                report.runs,
+                report.versions,
+                report.models,
+                report.damaged.len()
+            );
+            if !report.is_clean() {
+                std::process::exit(1);
+            }
+        }
         ModelsCmd::List => {
             for m in r.models()? {
                 let versions = r.versions(&m)?;

@@ -82,14 +82,26 @@ pub(crate) fn sweep(dir: &Path) {
     }
 }
 
-/// An exclusive advisory lock on `dir/LOCK`, held for the guard's lifetime, so two processes
-/// never interleave read-modify-write cycles on the registry.
+/// An advisory lock on `dir/LOCK`, held for the guard's lifetime. Exclusive: read-modify-write
+/// cycles (aliases, version numbers) and the sweep of leftovers at open. Shared: writes that
+/// only add or atomically replace their own files (run records, artifacts), so any number run
+/// at once while a sweep never deletes a temporary file another process is about to rename.
 pub(crate) struct DirLock {
     file: File,
 }
 
 impl DirLock {
+    /// Takes the exclusive lock (waits for every holder).
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock> {
+        DirLock::take(dir, true)
+    }
+
+    /// Takes a shared lock (waits only for an exclusive holder).
+    pub(crate) fn shared(dir: &Path) -> Result<DirLock> {
+        DirLock::take(dir, false)
+    }
+
+    fn take(dir: &Path, exclusive: bool) -> Result<DirLock> {
         let path: PathBuf = dir.join("LOCK");
         let file = OpenOptions::new()
             .create(true)
@@ -97,7 +109,11 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(io(&path))?;
-        file.lock().map_err(io(&path))?;
+        if exclusive {
+            file.lock().map_err(io(&path))?;
+        } else {
+            file.lock_shared().map_err(io(&path))?;
+        }
         Ok(DirLock { file })
     }
 }

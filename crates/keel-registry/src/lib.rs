@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod check;
 mod error;
 mod fsutil;
 #[doc(hidden)]
@@ -60,11 +61,13 @@ mod mlflow;
 mod registry;
 mod run;
 
+pub use check::CheckReport;
 #[cfg(feature = "mlflow")]
 pub use error::{RegistryError, Result};
 pub use mlflow::MlflowClient;
 pub use registry::{
-    ActiveRun, AliasEvent, Bundle, FileEntry, LoadedVersion, ModelMeta, ModelVersion, Registry,
+    ActiveRun, AliasEvent, Bundle, Damaged, FileEntry, LoadedVersion, ModelMeta, ModelVersion,
+    Registry,
 };
 pub use run::{
     ArtifactRef, Cmp, Comparison, DataRef, MetricPoint, Run, RunFilter, RunId, RunStatus,

@@ -152,6 +152,15 @@ impl Persisted for AliasState {
     const FORMAT_VERSION: u16 = 1;
 }
 
+/// A registry entry that cannot be read as it should (see [`Registry::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
 /// The tracking store and model registry, in a directory.
 ///
 /// ```text
@@ -196,6 +205,7 @@ impl Registry {
                     fsutil::sweep(&m.path());
                 }
             }
+            fsutil::sweep(&reg.root.join("runs"));
             if let Ok(runs) = fs::read_dir(reg.root.join("runs")) {
                 for r in runs.flatten() {
                     fsutil::sweep(&r.path());
@@ -237,7 +247,17 @@ impl Registry {
             code_version: code_version(),
             artifacts: Vec::new(),
         };
-        self.save_run(&run)?;
+        // The run's directory appears by one rename of a staging directory that already holds
+        // the record: listings never meet a run without one.
+        let _shared = DirLock::shared(&self.root)?;
+        let runs = self.root.join("runs");
+        let staging = runs.join(format!(".staging-{}", fsutil::nonce()));
+        fs::create_dir(&staging).map_err(io(&staging))?;
+        fsutil::write_synced(&staging.join("run"), &envelope::encode(&run)?)?;
+        sync_dir(&staging)?;
+        let dst = self.run_dir(&run.id)?;
+        fs::rename(&staging, &dst).map_err(io(&dst))?;
+        sync_dir(&runs)?;
         Ok(ActiveRun {
             registry: self.clone(),
             run,
@@ -251,6 +271,7 @@ impl Registry {
 
     fn save_run(&self, run: &Run) -> Result<()> {
         let dir = self.run_dir(&run.id)?;
+        let _shared = DirLock::shared(&self.root)?;
         write_atomic(&dir, "run", &envelope::encode(run)?)
     }
 
@@ -272,17 +293,39 @@ impl Registry {
         })
     }
 
-    /// Every run matching `filter`, ordered as it asks (default: oldest first).
+    /// Every run matching `filter`, ordered as it asks (default: oldest first). A damaged
+    /// run (no record, a record that does not decode) is skipped with a `tracing` warning,
+    /// never failing the listing; [`Registry::search_runs_reporting`] returns them and
+    /// [`Registry::check`] reports every damaged entry.
     pub fn search_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let (runs, damaged) = self.search_runs_reporting(filter)?;
+        for d in &damaged {
+            tracing::warn!(path = %d.path.display(), problem = %d.problem, "skipping a damaged run");
+        }
+        Ok(runs)
+    }
+
+    /// [`Registry::search_runs`], with the damaged runs it skipped.
+    pub fn search_runs_reporting(&self, filter: &RunFilter) -> Result<(Vec<Run>, Vec<Damaged>)> {
         let dir = self.root.join("runs");
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for e in fs::read_dir(&dir).map_err(io(&dir))? {
             let e = e.map_err(io(&dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            if name.starts_with('.') || name == "LOCK" {
                 continue;
             }
-            let run = self.run(&RunId(name))?;
+            let run = match self.run(&RunId(name)) {
+                Ok(r) => r,
+                Err(err) => {
+                    damaged.push(Damaged {
+                        path: e.path(),
+                        problem: err.to_string(),
+                    });
+                    continue;
+                }
+            };
             if filter.matches(&run) {
                 out.push(run);
             }
@@ -314,7 +357,7 @@ impl Registry {
         if let Some(n) = filter.limit {
             out.truncate(n);
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Compares runs side by side.
@@ -786,7 +829,10 @@ impl ActiveRun {
     pub fn log_artifact(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         check_name("artifact", name)?;
         let dir = self.registry.run_dir(&self.run.id)?.join("artifacts");
-        write_atomic(&dir, name, bytes)?;
+        {
+            let _shared = DirLock::shared(&self.registry.root)?;
+            write_atomic(&dir, name, bytes)?;
+        }
         self.run.artifacts.retain(|a| a.name != name);
         self.run.artifacts.push(ArtifactRef {
             name: name.to_string(),

@@ -404,3 +404,133 @@ fn registry_records_corpus_replays() {
     }
     assert!(n >= 3, "seed corpus missing");
 }
+
+/// Child side of the concurrency test: `KEEL_CONC_ROLE=writer` tracks and registers runs,
+/// `reader` opens the registry (which sweeps leftovers) and lists, searches and loads, both in
+/// a loop of `KEEL_CONC_N`; each prints `DONE <count>` or `FAIL <error>`.
+#[test]
+fn concurrent_registry_child_process() {
+    let (Some(dir), Ok(role)) = (
+        std::env::var_os("KEEL_CONC_DIR"),
+        std::env::var("KEEL_CONC_ROLE"),
+    ) else {
+        return;
+    };
+    let n: usize = std::env::var("KEEL_CONC_N").unwrap().parse().unwrap();
+    let mut done = 0;
+    let outcome = (|| -> Result<(), RegistryError> {
+        for i in 0..n {
+            if role == "writer" {
+                let reg = Registry::open(&dir)?;
+                let mut run = reg.start_run("conc")?;
+                run.log_params([("i", i.to_string())])?;
+                for step in 0..5 {
+                    run.log_metric("loss", 1.0 / (step + 1) as f64, step)?;
+                }
+                run.log_artifact("notes", format!("run {i}").as_bytes())?;
+                let run = run.finish()?;
+                reg.register(
+                    "m",
+                    &run.id,
+                    Bundle::new("x").with_file("model", vec![i as u8; 4096]),
+                )?;
+                println!("RUN {}", run.id.0);
+            } else {
+                let reg = Registry::open(&dir)?;
+                reg.search_runs(&RunFilter::parse("experiment=conc")?)?;
+                for m in reg.models()? {
+                    if let Some(&v) = reg.versions(&m)?.last() {
+                        reg.load(&m, v)?;
+                    }
+                }
+            }
+            done += 1;
+        }
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => println!("DONE {done}"),
+        Err(e) => println!("FAIL {e}"),
+    }
+}
+
+/// Issue 22, finding 7: `keel train` failed whenever another `keel` command opened the
+/// registry (its open swept the writer's temporary files), and one empty run directory made
+/// every listing fail. Now: 3 writer and 3 reader processes at once, no failure, every
+/// finished run present; a damaged run is skipped by listings and reported by `check`.
+#[test]
+fn concurrent_writers_and_readers_in_separate_processes_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    Registry::open(dir.path()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |role: &str| {
+        Command::new(&exe)
+            .args([
+                "--exact",
+                "registry::concurrent_registry_child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KEEL_CONC_DIR", dir.path())
+            .env("KEEL_CONC_ROLE", role)
+            .env("KEEL_CONC_N", if role == "writer" { "15" } else { "40" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = ["writer", "reader", "writer", "reader", "writer", "reader"]
+        .iter()
+        .map(|r| spawn(r))
+        .collect();
+    let mut finished = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!text.contains("FAIL"), "{text}");
+        assert!(text.contains("DONE"), "{text}");
+        finished.extend(
+            text.lines()
+                // libtest's "test name ... " may precede the first line on the same line.
+                .filter_map(|l| l.split_once("RUN ").map(|(_, id)| id))
+                .map(|id| id.split_whitespace().next().unwrap_or("").to_string()),
+        );
+    }
+    assert_eq!(finished.len(), 45);
+    let reg = Registry::open(dir.path()).unwrap();
+    let runs = reg
+        .search_runs(&RunFilter::parse("experiment=conc").unwrap())
+        .unwrap();
+    assert_eq!(runs.len(), 45);
+    for id in &finished {
+        let r = reg.run(&RunId(id.clone())).unwrap();
+        assert_eq!(r.status, RunStatus::Finished);
+    }
+    assert_eq!(reg.versions("m").unwrap(), (1..=45).collect::<Vec<_>>());
+    assert!(reg.check().unwrap().is_clean());
+
+    // A damaged run: an empty directory, and a record of garbage.
+    std::fs::create_dir(dir.path().join("runs/emptyrun")).unwrap();
+    std::fs::create_dir(dir.path().join("runs/garbled")).unwrap();
+    std::fs::write(dir.path().join("runs/garbled/run"), b"not a record").unwrap();
+    let (runs, damaged) = reg.search_runs_reporting(&RunFilter::default()).unwrap();
+    assert_eq!(runs.len(), 45);
+    assert_eq!(damaged.len(), 2, "{damaged:?}");
+    let report = reg.check().unwrap();
+    assert_eq!((report.runs, report.versions, report.models), (45, 45, 1));
+    assert_eq!(report.damaged.len(), 2, "{report:?}");
+    // A tampered version is reported too.
+    let model = dir.path().join("models/m/v3/model");
+    let mut b = std::fs::read(&model).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&model, b).unwrap();
+    let report = reg.check().unwrap();
+    assert_eq!(report.versions, 44);
+    assert!(
+        report
+            .damaged
+            .iter()
+            .any(|d| d.path.ends_with("models/m/v3")),
+        "{report:?}"
+    );
+}
