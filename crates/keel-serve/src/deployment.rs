@@ -72,8 +72,31 @@ pub struct Response {
     pub route: Route,
     /// Age of the oldest stored feature used, ms (`None` without a store lookup).
     pub freshness_ms: Option<i64>,
-    /// Stored features that were missing or expired.
-    pub missing_features: usize,
+    /// Stored features the model read as missing: no row for the entity, or the row is older
+    /// than the view's TTL (empty without a store lookup or when all were present).
+    pub missing_features: Vec<MissingFeature>,
+}
+
+/// A stored feature a request was scored without.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFeature {
+    /// The model input (feature name).
+    pub name: String,
+    /// [`Status::NotFound`] or [`Status::Expired`].
+    pub status: Status,
+}
+
+/// What a deployment does with a request whose entity has no stored row at all (every stored
+/// feature the model reads is [`Status::NotFound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Refuse it: [`ServeError::UnknownEntity`] (HTTP 404). The default: an unknown key is
+    /// more often a caller's bug than a new customer.
+    #[default]
+    Error,
+    /// Score it with the missing values imputed by the pipeline (the response lists them).
+    Impute,
 }
 
 /// Where the challenger is.
@@ -105,6 +128,8 @@ pub struct DeploymentConfig {
     pub log_max_bytes: usize,
     /// Share of requests logged, by a hash of the request id.
     pub log_sample_rate: f64,
+    /// A request for an entity with no stored row at all: refused (default) or imputed.
+    pub on_missing: OnMissing,
     /// The evidence a shadow challenger needs to move to canary.
     pub shadow_gate: ShadowGate,
     /// The evidence a canary challenger needs to become champion.
@@ -120,6 +145,7 @@ impl Default for DeploymentConfig {
             log_capacity: 100_000,
             log_max_bytes: 64 << 20,
             log_sample_rate: 1.0,
+            on_missing: OnMissing::Error,
             shadow_gate: ShadowGate::default(),
             canary_gate: CanaryGate::default(),
         }
@@ -295,6 +321,11 @@ impl Hist {
     fn len(&self) -> u64 {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+    /// `(count, mean)` of the recorded values.
+    fn count_mean(&self) -> (u64, f64) {
+        let h = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (h.len(), h.mean())
+    }
 }
 
 #[derive(Default)]
@@ -359,7 +390,7 @@ struct Answer {
     inputs: Vec<Value>,
     scores: Vec<f64>,
     freshness_ms: Option<i64>,
-    missing: usize,
+    missing: Vec<MissingFeature>,
 }
 
 /// A model deployment: see the module docs. `Send + Sync`; share it across request threads.
@@ -376,6 +407,10 @@ pub struct Deployment {
     shadow_tx: OnceLock<SyncSender<ShadowJob>>,
     log: Mutex<Log>,
     next_id: AtomicU64,
+    /// Stored features scored as missing (not found or expired), all requests.
+    missing_features: AtomicU64,
+    /// Requests whose entity had no stored row at all (refused or imputed per `on_missing`).
+    unknown_entities: AtomicU64,
     /// Pipeline input -> service feature positions, per (version, resolved service).
     input_maps: RwLock<Vec<InputMapEntry>>,
 }
@@ -420,6 +455,8 @@ fn record_bytes(r: &PredictionRecord) -> usize {
 }
 
 type InputMap = Arc<[Option<usize>]>;
+/// `(raw inputs, freshness ms, missing stored features, entity unknown)`.
+type Inputs = (Vec<Value>, Option<i64>, Vec<MissingFeature>, bool);
 /// `(model version, the resolved service's refs, the map)`.
 type InputMapEntry = (u32, Arc<[FeatureRef]>, InputMap);
 
@@ -496,6 +533,8 @@ impl Deployment {
             shadow_tx: OnceLock::new(),
             log: Mutex::new(Log::default()),
             next_id: AtomicU64::new(0),
+            missing_features: AtomicU64::new(0),
+            unknown_entities: AtomicU64::new(0),
             input_maps: RwLock::new(Vec::new()),
         })
     }
@@ -523,7 +562,23 @@ impl Deployment {
     /// Assembles `req`'s raw inputs for `model` and scores them. The one scoring path of online
     /// and batch requests.
     fn answer(&self, model: &ServedModel, req: &Request) -> Result<Answer> {
-        let (inputs, freshness_ms, missing) = self.inputs(model, req)?;
+        let (inputs, freshness_ms, missing, unknown) = self.inputs(model, req)?;
+        if unknown {
+            self.unknown_entities.fetch_add(1, Ordering::Relaxed);
+            if self.cfg.on_missing == OnMissing::Error {
+                return Err(ServeError::UnknownEntity {
+                    model: self.name.clone(),
+                    entity: req
+                        .entity
+                        .iter()
+                        .map(|v| format!("{v:?}").chars().take(64).collect::<String>())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        self.missing_features
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
         let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
         let scores = model.score(&refs)?;
         Ok(Answer {
@@ -558,12 +613,10 @@ impl Deployment {
     }
 
     /// Assembles the raw inputs of `model`'s pipeline for a request: request-time features
-    /// first, then the feature service's stored values.
-    fn inputs(
-        &self,
-        model: &ServedModel,
-        req: &Request,
-    ) -> Result<(Vec<Value>, Option<i64>, usize)> {
+    /// first, then the feature service's stored values. Also returns the freshness, the stored
+    /// features read as missing, and whether the entity has no stored row at all (every
+    /// stored feature read is `NotFound`).
+    fn inputs(&self, model: &ServedModel, req: &Request) -> Result<Inputs> {
         let fields = model.pipeline.input_schema().fields();
         let stored = match (&self.store, req.entity.is_empty()) {
             (Some((store, service)), false) => {
@@ -575,7 +628,8 @@ impl Deployment {
         let map = stored.as_ref().map(|r| self.input_map(model, &r.features));
         let now = self.clock.now_ms();
         let mut oldest: Option<i64> = None;
-        let mut missing = 0;
+        let mut missing = Vec::new();
+        let (mut read, mut not_found) = (0usize, 0usize);
         let mut out = Vec::with_capacity(fields.len());
         for (i, f) in fields.iter().enumerate() {
             if let Some((_, v)) = req.features.iter().find(|(n, _)| *n == f.name) {
@@ -585,12 +639,17 @@ impl Deployment {
             match (row, map.as_ref().and_then(|m| m[i])) {
                 (Some(row), Some(j)) => {
                     let fv = &row[j];
+                    read += 1;
                     if fv.status == Status::Present {
                         if let Some(e) = fv.event_ms {
                             oldest = Some(oldest.map_or(e, |o: i64| o.min(e)));
                         }
                     } else {
-                        missing += 1;
+                        not_found += usize::from(fv.status == Status::NotFound);
+                        missing.push(MissingFeature {
+                            name: f.name.clone(),
+                            status: fv.status,
+                        });
                     }
                     out.push(fv.value.clone());
                 }
@@ -600,7 +659,8 @@ impl Deployment {
         let freshness = row
             .filter(|r| !r.is_empty())
             .map(|_| oldest.map_or(0, |o| now - o));
-        Ok((out, freshness, missing))
+        let unknown = read > 0 && not_found == read;
+        Ok((out, freshness, missing, unknown))
     }
 
     /// For each pipeline input of `model`, its position among the feature service's features,
@@ -923,7 +983,18 @@ impl Deployment {
                     m.0.quantile(q) as f64 / 1e9
                 ));
             }
+            let (count, mean) = m.0.count_mean();
+            s.push_str(&format!(
+                "keel_latency_seconds_sum{{{l}}} {:e}\nkeel_latency_seconds_count{{{l}}} {count}\n",
+                mean * count as f64 / 1e9
+            ));
         }
+        s.push_str(&format!(
+            "# TYPE keel_missing_features_total counter\nkeel_missing_features_total{{model=\"{0}\"}} {1}\n# TYPE keel_unknown_entities_total counter\nkeel_unknown_entities_total{{model=\"{0}\"}} {2}\n",
+            self.name,
+            self.missing_features.load(Ordering::Relaxed),
+            self.unknown_entities.load(Ordering::Relaxed),
+        ));
         let sh = self.shadow_stats();
         s.push_str(&format!(
             "# TYPE keel_shadow_compared_total counter\nkeel_shadow_compared_total{{model=\"{0}\"}} {1}\n# TYPE keel_shadow_dropped_total counter\nkeel_shadow_dropped_total{{model=\"{0}\"}} {2}\n# TYPE keel_shadow_agreement gauge\nkeel_shadow_agreement{{model=\"{0}\"}} {3}\n",

@@ -21,6 +21,25 @@ pub enum ServeError {
         /// Version asked for.
         version: u32,
     },
+    /// A registered bundle whose parts do not fit together (checked when it is loaded).
+    #[error("model `{model}` v{version} cannot be served: {reason}")]
+    IncompatibleBundle {
+        /// Model name.
+        model: String,
+        /// Version.
+        version: u32,
+        /// What does not fit.
+        reason: String,
+    },
+    /// The request's entity has no stored row at all and the deployment's `on_missing`
+    /// policy is `error`.
+    #[error("model `{model}`: no stored features for entity [{entity}] (unknown entity; on_missing = \"error\")")]
+    UnknownEntity {
+        /// Model name.
+        model: String,
+        /// The entity key as sent.
+        entity: String,
+    },
     /// Invalid server or deployment configuration.
     #[error("configuration: {0}")]
     Config(String),

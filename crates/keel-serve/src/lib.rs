@@ -41,8 +41,8 @@ mod precompute;
 mod predictor;
 
 pub use deployment::{
-    CanaryGate, Deployment, DeploymentConfig, DeploymentConfigs, LabelEvidence, Request, Response,
-    Route, ShadowGate, ShadowStats, Stage, CANARY, CHAMPION, SHADOW,
+    CanaryGate, Deployment, DeploymentConfig, DeploymentConfigs, LabelEvidence, MissingFeature,
+    OnMissing, Request, Response, Route, ShadowGate, ShadowStats, Stage, CANARY, CHAMPION, SHADOW,
 };
 pub use error::{Result, ServeError};
 pub use precompute::{lookup_precomputed, precomputed_names, PrecomputeReport};

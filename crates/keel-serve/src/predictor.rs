@@ -15,6 +15,8 @@ pub trait Predictor: Send + Sync {
     fn predict(&self, features: &[f64], out: &mut [f64]) -> Result<()>;
     /// Values per prediction.
     fn outputs(&self) -> usize;
+    /// Features per row the model reads (checked against the pipeline's width at load).
+    fn inputs(&self) -> usize;
 }
 
 /// A GBDT scored by keel's pure-Rust engine.
@@ -27,6 +29,9 @@ impl Predictor for GbdtPredictor {
     }
     fn outputs(&self) -> usize {
         self.0.num_outputs()
+    }
+    fn inputs(&self) -> usize {
+        self.0.num_features()
     }
 }
 
@@ -66,6 +71,9 @@ impl Predictor for DeepPredictor {
     fn outputs(&self) -> usize {
         self.0.outputs()
     }
+    fn inputs(&self) -> usize {
+        self.0.config().numeric + self.0.config().embeddings.len()
+    }
 }
 
 /// A servable model version: its fitted pipeline and its predictor.
@@ -90,6 +98,8 @@ impl std::fmt::Debug for ServedModel {
 impl ServedModel {
     /// Builds from a verified registry bundle: `pipeline` plus `model` (flavor `gbdt`: keel or
     /// LightGBM/XGBoost bytes) or `model` + `weights` (flavor `deep`: manifest + safetensors).
+    /// Refused with [`ServeError::IncompatibleBundle`] when the model does not read as many
+    /// features as the pipeline writes (every request would fail).
     pub fn from_bundle(v: &LoadedVersion) -> Result<ServedModel> {
         let pipeline = FittedPipeline::from_bytes(v.file("pipeline")?)?;
         let predictor: Arc<dyn Predictor> = match v.version.meta.flavor.as_str() {
@@ -103,6 +113,17 @@ impl ServedModel {
                 )))
             }
         };
+        if predictor.inputs() != pipeline.width() {
+            return Err(ServeError::IncompatibleBundle {
+                model: v.version.name.clone(),
+                version: v.version.version,
+                reason: format!(
+                    "the model reads {} features but the pipeline writes {}",
+                    predictor.inputs(),
+                    pipeline.width()
+                ),
+            });
+        }
         Ok(ServedModel {
             version: v.version.version,
             pipeline: Arc::new(pipeline),

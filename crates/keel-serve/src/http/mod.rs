@@ -26,7 +26,9 @@
 //!
 //! **Outputs.** `predict` (`FP64`, `[N]`, or `[N, C]` for C class scores), `model_version`
 //! (`INT64`, `[N]`) and `route` (`BYTES`, `[N]`: champion, canary or shadow): each row says which
-//! model answered it.
+//! model answered it. On request, `missing` (`BYTES`, `[N]`): per row the stored features scored
+//! as missing (`amount:expired,risk:not_found`; empty when none). An entity with no stored row
+//! at all is refused with 404 unless the deployment's `on_missing` is `impute`.
 //!
 //! **Errors.** A malformed request, wrong shape or datatype, missing or unknown input: 400;
 //! unknown model or version: 404; a body over the configured limit: 413; admin calls without the
@@ -135,7 +137,9 @@ impl From<ServeError> for HttpError {
             ServeError::Store(StoreError::BadValue { .. } | StoreError::TooLarge(_)) => {
                 StatusCode::BAD_REQUEST
             }
-            ServeError::NotServing { .. } => StatusCode::NOT_FOUND,
+            ServeError::NotServing { .. } | ServeError::UnknownEntity { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ServeError::GateFailed(_)
             | ServeError::Stage(_)
             | ServeError::Registry(keel_registry::RegistryError::AliasMoved { .. }) => {
@@ -368,6 +372,7 @@ fn metadata(sv: &Served, version: Option<u32>) -> HttpResult<Json> {
             { "name": "predict", "datatype": "FP64", "shape": shape },
             { "name": "model_version", "datatype": "INT64", "shape": [-1] },
             { "name": "route", "datatype": "BYTES", "shape": [-1] },
+            { "name": "missing", "datatype": "BYTES", "shape": [-1] },
         ],
     }))
 }
@@ -670,10 +675,10 @@ fn parse_request(
         .outputs
         .iter()
         .flatten()
-        .find(|(o, _)| !OUTPUTS.contains(&o.as_str()))
+        .find(|(o, _)| !OUTPUTS.contains(&o.as_str()) && o != "missing")
     {
         return Err(HttpError::bad(format!(
-            "unknown output `{}` (outputs: {})",
+            "unknown output `{}` (outputs: {}, missing)",
             o.0,
             OUTPUTS.join(", ")
         )));
@@ -685,7 +690,23 @@ fn parse_request(
     })
 }
 
+/// The outputs sent when a request names none. `missing` (per row, the stored features scored
+/// as missing: `name:not_found` or `name:expired`, comma-separated) is sent when asked for.
 const OUTPUTS: [&str; 3] = ["predict", "model_version", "route"];
+
+fn missing_text(r: &crate::Response) -> String {
+    r.missing_features
+        .iter()
+        .map(|m| {
+            let status = match m.status {
+                keel_store::Status::Expired => "expired",
+                _ => "not_found",
+            };
+            format!("{}:{status}", m.name)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Converts a tensor element to the dtype of the key or feature it feeds.
 fn coerce(v: keel_v2::Element, dtype: DType, name: &str) -> HttpResult<Value> {
@@ -770,7 +791,15 @@ fn respond(
                 )
             }
             _ => {
-                let v: Vec<&str> = responses.iter().map(|r| route_name(r.route)).collect();
+                let texts: Vec<String> = if out == "missing" {
+                    responses.iter().map(missing_text).collect()
+                } else {
+                    responses
+                        .iter()
+                        .map(|r| route_name(r.route).to_string())
+                        .collect()
+                };
+                let v: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let raw = if *bin {
                     v.iter()
                         .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))

@@ -24,7 +24,7 @@ fn champion_answers_with_store_features_version_route_and_freshness() {
     let r = d.predict(req(7)).unwrap();
     assert_eq!((r.model_version, r.route), (1, Route::Champion));
     assert_eq!(r.freshness_ms, Some(60_000));
-    assert_eq!(r.missing_features, 0);
+    assert!(r.missing_features.is_empty());
     assert!(r.scores[0] > 0.0 && r.scores[0] < 1.0);
     // Request-time features override stored ones; an unknown entity is served with missing
     // features (the model's NaN handling), and says so.
@@ -32,20 +32,47 @@ fn champion_answers_with_store_features_version_route_and_freshness() {
     q.features = vec![("amount".into(), Value::F64(1e6))];
     let r2 = d.predict(q).unwrap();
     assert_ne!(r2.scores, r.scores);
-    let r3 = d
-        .predict(Request {
-            entity: vec![Value::Str("nobody".into())],
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(r3.missing_features, 3);
+    // Issue 22, finding 9: an unknown entity was scored as if imputed, silently. The default
+    // policy refuses it; `impute` scores it and lists what was missing.
+    let nobody = || Request {
+        entity: vec![Value::Str("nobody".into())],
+        ..Default::default()
+    };
+    let err = d.predict(nobody()).unwrap_err();
+    assert!(
+        matches!(&err, ServeError::UnknownEntity { entity, .. } if entity.contains("nobody")),
+        "{err}"
+    );
+    let imputing = deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            on_missing: OnMissing::Impute,
+            log_sample_rate: 0.0,
+            ..DeploymentConfig::default()
+        },
+    );
+    let r3 = imputing.predict(nobody()).unwrap();
+    let names: Vec<&str> = r3
+        .missing_features
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["amount", "risk", "country"]);
+    assert!(r3
+        .missing_features
+        .iter()
+        .all(|m| m.status == keel_store::Status::NotFound));
+    assert!(imputing
+        .prometheus()
+        .contains("keel_unknown_entities_total{model=\"fraud\"} 1"));
     // Wrong feature types are typed errors, and counted.
     let mut bad = req(1);
     bad.features = vec![("country".into(), Value::F64(1.0))];
     assert!(matches!(d.predict(bad), Err(ServeError::Transform(_))));
-    assert_eq!(d.route_stats(1, Route::Champion).1, 1);
+    assert_eq!(d.route_stats(1, Route::Champion).1, 2);
     let log = d.drain_log();
-    assert_eq!(log.len(), 3);
+    assert_eq!(log.len(), 2, "failed requests are not logged");
     assert_eq!(log[0].request_id, "req-7");
     assert_eq!(log[0].inputs.len(), 3);
     let prom = d.prometheus();
@@ -352,4 +379,58 @@ fn the_prediction_log_is_bounded_in_bytes() {
         log.last().unwrap().request_id.ends_with("-999"),
         "newest kept"
     );
+}
+
+/// Issue 22, finding 8: a bundle whose model reads a different number of features than its
+/// pipeline writes used to load, then fail every request. It is refused at load now, and
+/// putting it in shadow moves nothing.
+#[test]
+fn a_bundle_whose_model_and_pipeline_disagree_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let v1 = reg.load("fraud", 1).unwrap();
+    // A pipeline of another width: amount and risk only.
+    let narrow = keel_train::TrainingJob::from_toml(
+        r#"
+experiment = "fraud"
+model = "narrow"
+label = "label"
+params = { objective = "binary", num_iterations = 5, num_leaves = 7 }
+[[transform.columns]]
+column = "amount"
+[[transform.columns]]
+column = "risk"
+"#,
+    )
+    .unwrap()
+    .run(
+        &reg,
+        &keel_train::TrainingData::from_frame(keel_monitor::synth::transactions(
+            500,
+            keel_monitor::synth::Shift::None,
+            3,
+        )),
+    )
+    .unwrap()
+    .version
+    .unwrap();
+    let narrow = reg.load("narrow", narrow.version).unwrap();
+    let mixed = reg
+        .register(
+            "fraud",
+            &narrow.version.run_id,
+            keel_registry::Bundle::new("gbdt")
+                .with_file("model", v1.file("model").unwrap().to_vec())
+                .with_file("pipeline", narrow.file("pipeline").unwrap().to_vec()),
+        )
+        .unwrap();
+    let err = ServedModel::from_bundle(&reg.load("fraud", mixed.version).unwrap()).unwrap_err();
+    assert!(
+        matches!(&err, ServeError::IncompatibleBundle { reason, .. } if reason.contains("pipeline writes 2")),
+        "{err}"
+    );
+    let d = deployment(&reg, &store, DeploymentConfig::default());
+    assert!(d.start_shadow(mixed.version, "bad bundle").is_err());
+    assert_eq!(d.versions(), (1, None));
+    assert_eq!(reg.alias("fraud", SHADOW).unwrap(), None);
 }

@@ -223,6 +223,19 @@ fn v2_protocol_over_loopback() {
         assert!(msg.contains(needle), "{msg} lacks {needle}");
     };
     bad(json!({}), 400, "inputs");
+    // Issue 22, finding 9: an unknown entity is refused (the default `on_missing`), and the
+    // `missing` output lists what a row was scored without.
+    bad(
+        json!({"inputs": [bytes_tensor("card_id", &["nope"])]}),
+        404,
+        "unknown entity",
+    );
+    let (s, r) = c.post(
+        "/v2/models/fraud/infer",
+        &json!({"inputs": [bytes_tensor("card_id", &["card1"])], "outputs": [{"name": "missing"}]}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["outputs"][0]["data"], json!([""]));
     let many: Vec<String> = (0..101).map(|i| format!("card{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     bad(
