@@ -1219,8 +1219,9 @@ fn override_audit(step: &str, reason: &str, failed: &[String]) -> Result<String>
 
 /// Puts the calling (shadow) thread in the lowest scheduling class: on Linux `SCHED_IDLE`, so
 /// it runs only on cycles no request thread wants and a mirrored request never preempts the
-/// champion; elsewhere the lowest priority. Best effort: failure leaves the default.
-fn lower_priority() {
+/// champion; elsewhere the lowest priority. Best effort: failure leaves the default. Also used
+/// by the HTTP server's bulk requests.
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         use thread_priority::{

@@ -70,8 +70,8 @@ use crate::deployment::{Deployment, Request, Route};
 use crate::{Result, ServeError};
 use server::ListenerStats;
 
-/// Requests with more rows than this are scored on the blocking pool, so a large batch does
-/// not hold a runtime worker that small requests are waiting for.
+/// Requests with more rows than this are bulk work (see [`bulk`]), so a large batch does not
+/// hold a runtime worker that small requests are waiting for.
 const INLINE_ROWS: usize = 64;
 
 struct Served {
@@ -96,6 +96,8 @@ struct AppState {
     body_timeout: Duration,
     /// Requests in flight; `try_acquire` fails beyond the cap (503).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Bulk requests scored at once (the others wait their turn).
+    bulk: tokio::sync::Semaphore,
     /// Responses by status class: 2xx, 4xx, 5xx, other.
     statuses: [AtomicU64; 4],
     /// Requests shed with 503 because the in-flight cap was reached.
@@ -195,6 +197,9 @@ fn router_with(
         max_rows: cfg.max_rows,
         body_timeout: cfg.body_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests)),
+        bulk: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+        ),
         statuses: Default::default(),
         shed: AtomicU64::new(0),
         listener,
@@ -465,6 +470,9 @@ async fn read_body(
     }
 }
 
+/// Bodies larger than this, and requests of more than [`INLINE_ROWS`] rows, are bulk work.
+const BULK_BYTES: usize = 64 << 10;
+
 async fn run_infer(
     s: Arc<AppState>,
     name: String,
@@ -472,7 +480,7 @@ async fn run_infer(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult<HttpResponse> {
-    let sv = served(&s, &name)?;
+    served(&s, &name)?;
     let bytes = read_body(&s, &headers, body, s.max_body).await?;
     let header_len = match headers.get("inference-header-content-length") {
         Some(v) => Some(
@@ -484,37 +492,99 @@ async fn run_infer(
         ),
         None => None,
     };
+    if bytes.len() > BULK_BYTES {
+        let _bulk = s.bulk.acquire().await.map_err(|_| overloaded())?;
+        let st = Arc::clone(&s);
+        return bulk(move || score(prepare(&st, &name, version, header_len, &bytes)?)).await;
+    }
+    let p = prepare(&s, &name, version, header_len, &bytes)?;
+    if p.parsed.requests.len() > INLINE_ROWS {
+        let _bulk = s.bulk.acquire().await.map_err(|_| overloaded())?;
+        return bulk(move || score(p)).await;
+    }
+    score(p)
+}
+
+fn overloaded() -> HttpError {
+    HttpError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down".into(),
+    )
+}
+
+/// Runs bulk work (large bodies, many rows) on its own thread at the lowest scheduling
+/// priority, so it never delays small requests on the runtime's workers: on Linux the thread
+/// runs only on cycles no one else wants. At most `bulk` permits of such work run at once,
+/// which bounds the memory large requests take.
+async fn bulk(
+    work: impl FnOnce() -> HttpResult<HttpResponse> + Send + 'static,
+) -> HttpResult<HttpResponse> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("keel-bulk".into())
+        .spawn(move || {
+            crate::deployment::lower_priority();
+            let _ = tx.send(work());
+        })
+        .map_err(|_| overloaded())?;
+    rx.await
+        .map_err(|_| HttpError(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed".into()))?
+}
+
+/// A decoded request, ready to score.
+struct Prepared {
+    deployment: Arc<Deployment>,
+    name: String,
+    version: Option<u32>,
+    id: Option<String>,
+    parsed: Parsed,
+}
+
+fn prepare(
+    s: &AppState,
+    name: &str,
+    version: Option<u32>,
+    header_len: Option<usize>,
+    bytes: &[u8],
+) -> HttpResult<Prepared> {
+    let sv = served(s, name)?;
     let (json_part, binary) = bytes.split_at(header_len.unwrap_or(bytes.len()));
     let req = keel_v2::parse_infer_request(json_part, binary).map_err(|e| HttpError::bad(e.0))?;
     let (model, _) = sv.deployment.model(version)?;
     let id = req.id.clone();
     let parsed = parse_request(req, sv, &model, s.max_rows)?;
-    let deployment = Arc::clone(&sv.deployment);
-    let rows = parsed.requests.len();
-    let run = move || -> HttpResult<Vec<crate::Response>> {
-        parsed
-            .requests
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                match version {
-                    Some(v) => deployment.predict_version(v, r),
-                    None => deployment.predict(r),
-                }
-                .map_err(|e| {
-                    let e = HttpError::from(e);
-                    HttpError(e.0, format!("row {i}: {}", e.1))
-                })
+    Ok(Prepared {
+        deployment: Arc::clone(&sv.deployment),
+        name: name.to_string(),
+        version,
+        id,
+        parsed,
+    })
+}
+
+fn score(p: Prepared) -> HttpResult<HttpResponse> {
+    let Prepared {
+        deployment,
+        name,
+        version,
+        id,
+        parsed,
+    } = p;
+    let responses = parsed
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            match version {
+                Some(v) => deployment.predict_version(v, r),
+                None => deployment.predict(r),
+            }
+            .map_err(|e| {
+                let e = HttpError::from(e);
+                HttpError(e.0, format!("row {i}: {}", e.1))
             })
-            .collect()
-    };
-    let responses = if rows > INLINE_ROWS {
-        tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|_| HttpError(StatusCode::INTERNAL_SERVER_ERROR, "scoring failed".into()))??
-    } else {
-        run()?
-    };
+        })
+        .collect::<HttpResult<Vec<_>>>()?;
     respond(
         &name,
         id.as_deref(),
