@@ -14,6 +14,7 @@ use keel_registry::Registry;
 use keel_store::{FeatureRef, Status, Store, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Family;
 use crate::predictor::ServedModel;
 use crate::{Result, ServeError};
 
@@ -961,10 +962,29 @@ impl Deployment {
         log.records.drain(..).map(|(r, _)| r).collect()
     }
 
-    /// Prometheus text exposition of counters and latency quantiles per version and route.
+    /// Prometheus text exposition (format 0.0.4, with HELP and TYPE) of this deployment's
+    /// counters, latency summaries per version and route, missing-feature counts and shadow
+    /// statistics.
     pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        s.push_str("# TYPE keel_requests_total counter\n# TYPE keel_errors_total counter\n# TYPE keel_latency_seconds summary\n");
+        crate::metrics::render(self.metric_families())
+    }
+
+    pub(crate) fn metric_families(&self) -> Vec<Family> {
+        let mut requests = Family::new(
+            "keel_requests_total",
+            "counter",
+            "Requests answered, by model version and route.",
+        );
+        let mut errors = Family::new(
+            "keel_errors_total",
+            "counter",
+            "Requests that failed, by model version and route.",
+        );
+        let mut latency = Family::new(
+            "keel_latency_seconds",
+            "summary",
+            "Time to answer a request in process (lookup, transforms, model).",
+        );
         let map = self.latency.read().unwrap_or_else(|p| p.into_inner());
         for ((v, r), m) in map.iter() {
             let l = format!(
@@ -972,38 +992,76 @@ impl Deployment {
                 self.name,
                 r.as_str()
             );
-            s.push_str(&format!(
-                "keel_requests_total{{{l}}} {}\nkeel_errors_total{{{l}}} {}\n",
-                m.1.requests.load(Ordering::Relaxed),
+            requests.samples.push(format!(
+                "keel_requests_total{{{l}}} {}",
+                m.1.requests.load(Ordering::Relaxed)
+            ));
+            errors.samples.push(format!(
+                "keel_errors_total{{{l}}} {}",
                 m.1.errors.load(Ordering::Relaxed)
             ));
             for q in [0.5, 0.99, 0.999] {
-                s.push_str(&format!(
-                    "keel_latency_seconds{{{l},quantile=\"{q}\"}} {:e}\n",
+                latency.samples.push(format!(
+                    "keel_latency_seconds{{{l},quantile=\"{q}\"}} {:e}",
                     m.0.quantile(q) as f64 / 1e9
                 ));
             }
             let (count, mean) = m.0.count_mean();
-            s.push_str(&format!(
-                "keel_latency_seconds_sum{{{l}}} {:e}\nkeel_latency_seconds_count{{{l}}} {count}\n",
+            latency.samples.push(format!(
+                "keel_latency_seconds_sum{{{l}}} {:e}",
                 mean * count as f64 / 1e9
             ));
+            latency
+                .samples
+                .push(format!("keel_latency_seconds_count{{{l}}} {count}"));
         }
-        s.push_str(&format!(
-            "# TYPE keel_missing_features_total counter\nkeel_missing_features_total{{model=\"{0}\"}} {1}\n# TYPE keel_unknown_entities_total counter\nkeel_unknown_entities_total{{model=\"{0}\"}} {2}\n",
-            self.name,
-            self.missing_features.load(Ordering::Relaxed),
-            self.unknown_entities.load(Ordering::Relaxed),
-        ));
+        let model = |name: &'static str, kind: &'static str, help: &'static str, v: String| {
+            let mut f = Family::new(name, kind, help);
+            f.samples
+                .push(format!("{name}{{model=\"{}\"}} {v}", self.name));
+            f
+        };
         let sh = self.shadow_stats();
-        s.push_str(&format!(
-            "# TYPE keel_shadow_compared_total counter\nkeel_shadow_compared_total{{model=\"{0}\"}} {1}\n# TYPE keel_shadow_dropped_total counter\nkeel_shadow_dropped_total{{model=\"{0}\"}} {2}\n# TYPE keel_shadow_agreement gauge\nkeel_shadow_agreement{{model=\"{0}\"}} {3}\n",
-            self.name,
-            sh.compared,
-            sh.dropped,
-            if sh.compared == 0 { 0.0 } else { sh.agreed as f64 / sh.compared as f64 }
-        ));
-        s
+        let agreement = if sh.compared == 0 {
+            0.0
+        } else {
+            sh.agreed as f64 / sh.compared as f64
+        };
+        vec![
+            requests,
+            errors,
+            latency,
+            model(
+                "keel_missing_features_total",
+                "counter",
+                "Stored features scored as missing (not found or expired).",
+                self.missing_features.load(Ordering::Relaxed).to_string(),
+            ),
+            model(
+                "keel_unknown_entities_total",
+                "counter",
+                "Requests whose entity had no stored row at all (refused or imputed per on_missing).",
+                self.unknown_entities.load(Ordering::Relaxed).to_string(),
+            ),
+            model(
+                "keel_shadow_compared_total",
+                "counter",
+                "Mirrored requests scored by both champion and shadow challenger.",
+                sh.compared.to_string(),
+            ),
+            model(
+                "keel_shadow_dropped_total",
+                "counter",
+                "Mirrored requests dropped because the shadow queue was full.",
+                sh.dropped.to_string(),
+            ),
+            model(
+                "keel_shadow_agreement",
+                "gauge",
+                "Share of compared requests on which champion and shadow agree.",
+                agreement.to_string(),
+            ),
+        ]
     }
 
     /// Puts registered version `version` in shadow beside the champion (alias `shadow`).

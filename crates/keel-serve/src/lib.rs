@@ -37,6 +37,7 @@ mod error;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod load;
+mod metrics;
 mod precompute;
 mod predictor;
 

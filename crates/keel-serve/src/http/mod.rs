@@ -946,18 +946,12 @@ fn route_name(r: Route) -> &'static str {
 // Metrics
 
 async fn metrics(State(s): State<Arc<AppState>>) -> HttpResponse {
-    let mut text = String::new();
-    let mut typed = std::collections::HashSet::new();
-    for sv in s.models.values() {
-        for line in sv.deployment.prometheus().lines() {
-            // One TYPE line per metric name across all models.
-            if line.starts_with("# TYPE") && !typed.insert(line.to_string()) {
-                continue;
-            }
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
+    use crate::metrics::Family;
+    let mut families: Vec<Family> = s
+        .models
+        .values()
+        .flat_map(|sv| sv.deployment.metric_families())
+        .collect();
     let l = &s.listener;
     for (name, help, v) in [
         (
@@ -976,21 +970,33 @@ async fn metrics(State(s): State<Arc<AppState>>) -> HttpResponse {
             l.accept_errors.load(Ordering::Relaxed),
         ),
     ] {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
+        let mut f = Family::new(name, "counter", help);
+        f.samples.push(format!("{name} {v}"));
+        families.push(f);
     }
-    text.push_str(&format!(
-        "# HELP keel_http_connections_open Connections open now.\n# TYPE keel_http_connections_open gauge\nkeel_http_connections_open {}\n",
+    let mut open = Family::new(
+        "keel_http_connections_open",
+        "gauge",
+        "Connections open now.",
+    );
+    open.samples.push(format!(
+        "keel_http_connections_open {}",
         l.open.load(Ordering::Relaxed)
     ));
-    text.push_str("# TYPE keel_http_responses_total counter\n");
+    families.push(open);
+    let mut responses = Family::new(
+        "keel_http_responses_total",
+        "counter",
+        "HTTP responses by status class.",
+    );
     for (class, c) in ["2xx", "4xx", "5xx", "other"].iter().zip(&s.statuses) {
-        text.push_str(&format!(
-            "keel_http_responses_total{{class=\"{class}\"}} {}\n",
+        responses.samples.push(format!(
+            "keel_http_responses_total{{class=\"{class}\"}} {}",
             c.load(Ordering::Relaxed)
         ));
     }
+    families.push(responses);
+    let text = crate::metrics::render(families);
     let mut r = HttpResponse::new(Body::from(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

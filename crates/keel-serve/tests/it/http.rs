@@ -82,6 +82,32 @@ impl Client {
     }
 }
 
+/// Runs `promtool check metrics` (Debian package `prometheus`; `scripts/test.sh` installs it)
+/// on an exposition and asserts it passes.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run scripts/test.sh (Debian package `prometheus`)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn bytes_tensor(name: &str, values: &[&str]) -> Json {
     json!({ "name": name, "shape": [values.len()], "datatype": "BYTES", "data": values })
 }
@@ -416,6 +442,13 @@ fn v2_protocol_over_loopback() {
     assert!(text.contains("keel_requests_total{model=\"fraud\",version=\"1\",route=\"champion\"}"));
     assert!(text.contains("keel_http_responses_total{class=\"4xx\"}"));
     assert_eq!(text.matches("# TYPE keel_requests_total").count(), 1);
+    // Issue 22: the exposition passes Prometheus' own linter (HELP and TYPE for every
+    // family, summaries with _sum and _count, each family's samples together).
+    assert!(
+        text.contains("keel_latency_seconds_count{model=\"fraud\""),
+        "{text}"
+    );
+    promtool_check(&text);
     server.stop().unwrap();
 
     // Without a token admin is disabled (the default), on any address; short tokens are
