@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use keel::core::Frame;
+use keel::registry::signing::{public_path, SigningKey, TrustedKeys};
 use keel::registry::{Registry, RunFilter, RunId};
 use keel::train::{TrainingData, TrainingJob};
 use std::path::PathBuf;
@@ -60,7 +61,26 @@ pub enum ModelsCmd {
     Alias(AliasCmd),
     /// Verify the whole registry: every run and artifact, every version's files (sha256),
     /// every alias state. Lists damaged entries; exits 1 when there is any.
-    Verify,
+    Verify {
+        /// Also require every version to be signed by one of these public keys.
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
+    },
+    /// Write a new ed25519 key pair: the private key to OUT (mode 0600), the public to OUT.pub.
+    Keygen {
+        /// Private key file to create.
+        out: PathBuf,
+    },
+    /// Sign an existing version (e.g. registered before signing was adopted).
+    Sign {
+        /// Model name.
+        name: String,
+        /// Version.
+        version: u32,
+        /// Private key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +123,9 @@ pub struct TrainArgs {
     /// Training data (CSV with a header).
     #[arg(long)]
     data: PathBuf,
+    /// Sign the registered version with this ed25519 private key (`keel models keygen`).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
 }
 
 pub fn runs(reg: &RegistryArg, cmd: RunsCmd) -> Result<()> {
@@ -188,7 +211,25 @@ pub fn runs(reg: &RegistryArg, cmd: RunsCmd) -> Result<()> {
 pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
     let r = reg.open()?;
     match cmd {
-        ModelsCmd::Verify => {
+        ModelsCmd::Keygen { out } => {
+            let key = SigningKey::write_new(&out)?;
+            println!(
+                "private key {} (0600), public key {} in {}",
+                out.display(),
+                key.public(),
+                public_path(&out).display()
+            );
+        }
+        ModelsCmd::Sign { name, version, key } => {
+            let key = SigningKey::from_file(&key)?;
+            r.sign(&name, version, &key)?;
+            println!("signed {name} v{version} with {}", key.public());
+        }
+        ModelsCmd::Verify { trusted_keys } => {
+            let r = match trusted_keys {
+                Some(p) => r.with_trusted_keys(TrustedKeys::from_file(&p)?),
+                None => r,
+            };
             let report = r.check()?;
             for d in &report.damaged {
                 println!("DAMAGED {}: {}", d.path.display(), d.problem);
@@ -284,7 +325,11 @@ pub fn train(reg: &RegistryArg, args: TrainArgs) -> Result<()> {
     let job = TrainingJob::from_toml(&text)?;
     let frame = Frame::from_csv_path(&args.data, None)
         .with_context(|| format!("reading {}", args.data.display()))?;
-    let out = job.run(&reg.open()?, &TrainingData::from_frame(frame))?;
+    let mut registry = reg.open()?;
+    if let Some(k) = &args.signing_key {
+        registry = registry.with_signing_key(SigningKey::from_file(k)?);
+    }
+    let out = job.run(&registry, &TrainingData::from_frame(frame))?;
     println!(
         "run {} finished (data {})",
         out.run.id,

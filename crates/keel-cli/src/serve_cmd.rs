@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use keel::registry::signing::TrustedKeys;
 use keel::registry::Registry;
 use keel::serve::http::{self, ServerConfig};
 use keel::serve::{Deployment, DeploymentConfigs};
@@ -21,6 +22,10 @@ pub struct ServeArgs {
     /// feature service SERVICE of `--store`. Repeat for several models.
     #[arg(long = "model", required = true)]
     models: Vec<String>,
+    /// Serve only versions signed by one of these ed25519 public keys (one hex key per line),
+    /// at start and at every shadow, promotion and rollback.
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
     /// Feature store directory (for `NAME:SERVICE` models).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -77,8 +82,11 @@ fn secs(name: &str, v: f64) -> Result<std::time::Duration> {
 
 /// Runs the server until the process is stopped.
 pub fn run(a: ServeArgs) -> Result<()> {
-    let registry = Registry::open(&a.registry)
+    let mut registry = Registry::open(&a.registry)
         .with_context(|| format!("opening registry {}", a.registry.display()))?;
+    if let Some(p) = &a.trusted_keys {
+        registry = registry.with_trusted_keys(TrustedKeys::from_file(p)?);
+    }
     let store = match &a.store {
         Some(p) => Some(Arc::new(
             Store::open(p).with_context(|| format!("opening store {}", p.display()))?,

@@ -93,6 +93,32 @@ pub enum RegistryError {
         /// The target now.
         found: Option<u32>,
     },
+    /// Trusted keys are configured and the version carries no signature.
+    #[error("model {name} v{version} is not signed (this registry only loads signed versions)")]
+    Unsigned {
+        /// Model.
+        name: String,
+        /// Version.
+        version: u32,
+    },
+    /// The version's signature is not by a trusted key or does not match its manifest.
+    #[error("model {name} v{version}: bad signature: {reason}")]
+    BadSignature {
+        /// Model.
+        name: String,
+        /// Version.
+        version: u32,
+        /// What failed.
+        reason: String,
+    },
+    /// A key file cannot be used.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A bundle or run file is absent.
     #[error("no file {0}")]
     MissingFile(String),

@@ -60,6 +60,7 @@ pub mod fuzzing;
 mod mlflow;
 mod registry;
 mod run;
+pub mod signing;
 
 pub use check::CheckReport;
 #[cfg(feature = "mlflow")]

@@ -11,10 +11,13 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::{self, check_name, io, read_bounded, sync_dir, write_atomic, DirLock};
 use crate::run::{ArtifactRef, Comparison, DataRef, MetricPoint, Run, RunFilter, RunId, RunStatus};
+use crate::signing::{SigningKey, TrustedKeys};
 use crate::{RegistryError, Result};
 
 /// Largest run record read back (runs are small; this bounds a forged file).
 const MAX_RECORD: u64 = 64 << 20;
+/// A version's signature file (see [`crate::signing`]).
+const SIGNATURE: &str = "SIGNATURE";
 /// Largest bundle file or artifact.
 const MAX_BLOB: u64 = 16 << 30;
 
@@ -178,6 +181,10 @@ pub struct Registry {
     root: PathBuf,
     clock: Arc<dyn Clock>,
     guard: Arc<Mutex<()>>,
+    /// Signs every registered version when set.
+    signer: Option<Arc<SigningKey>>,
+    /// When set, only versions signed by one of these keys load.
+    trusted: Option<Arc<TrustedKeys>>,
 }
 
 impl Registry {
@@ -197,6 +204,8 @@ impl Registry {
             root,
             clock,
             guard: Arc::new(Mutex::new(())),
+            signer: None,
+            trusted: None,
         };
         {
             let _l = reg.lock()?;
@@ -214,6 +223,34 @@ impl Registry {
             }
         }
         Ok(reg)
+    }
+
+    /// Signs every version this handle registers with `key` (file `SIGNATURE` beside the
+    /// manifest; see [`crate::signing`]).
+    pub fn with_signing_key(mut self, key: SigningKey) -> Registry {
+        self.signer = Some(Arc::new(key));
+        self
+    }
+
+    /// Loads only versions signed by one of `keys`: an unsigned version is refused with
+    /// [`RegistryError::Unsigned`], a wrongly signed one with [`RegistryError::BadSignature`].
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Registry {
+        self.trusted = Some(Arc::new(keys));
+        self
+    }
+
+    /// Signs an already registered version with `key` (replacing any signature), e.g. to adopt
+    /// signing for versions registered before it. Verifies the version's files first.
+    pub fn sign(&self, name: &str, version: u32, key: &SigningKey) -> Result<()> {
+        let _l = self.lock()?;
+        let (_, manifest) = self.version_bytes(name, version)?;
+        Registry {
+            trusted: None,
+            ..self.clone()
+        }
+        .load(name, version)?;
+        let dir = self.model_dir(name)?.join(format!("v{version}"));
+        write_atomic(&dir, SIGNATURE, key.sign_manifest(&manifest).as_bytes())
     }
 
     /// The registry's directory.
@@ -407,7 +444,7 @@ impl Registry {
         }
         for f in bundle.files.keys() {
             check_name("file", f)?;
-            if f == "MANIFEST" || f == "LOCK" {
+            if f == "MANIFEST" || f == "LOCK" || f == SIGNATURE {
                 return Err(RegistryError::InvalidName {
                     what: "file",
                     name: f.clone(),
@@ -446,7 +483,14 @@ impl Registry {
             meta,
             files,
         };
-        fsutil::write_synced(&staging.join("MANIFEST"), &envelope::encode(&mv)?)?;
+        let manifest = envelope::encode(&mv)?;
+        fsutil::write_synced(&staging.join("MANIFEST"), &manifest)?;
+        if let Some(key) = &self.signer {
+            fsutil::write_synced(
+                &staging.join(SIGNATURE),
+                key.sign_manifest(&manifest).as_bytes(),
+            )?;
+        }
         sync_dir(&staging)?;
         let dst = dir.join(format!("v{version}"));
         fs::rename(&staging, &dst).map_err(io(&dst))?;
@@ -487,6 +531,11 @@ impl Registry {
 
     /// A version's manifest (no file contents).
     pub fn version(&self, name: &str, version: u32) -> Result<ModelVersion> {
+        Ok(self.version_bytes(name, version)?.0)
+    }
+
+    /// A version's manifest, decoded and as stored.
+    fn version_bytes(&self, name: &str, version: u32) -> Result<(ModelVersion, Vec<u8>)> {
         let path = self
             .model_dir(name)?
             .join(format!("v{version}"))
@@ -497,20 +546,48 @@ impl Registry {
                 version,
             });
         }
-        let mv: ModelVersion = envelope::decode(&read_bounded(&path, MAX_RECORD)?)?;
+        let bytes = read_bounded(&path, MAX_RECORD)?;
+        let mv: ModelVersion = envelope::decode(&bytes)?;
         if mv.name != name || mv.version != version {
             return Err(RegistryError::Corrupt {
                 path,
                 reason: "manifest names another version".into(),
             });
         }
-        Ok(mv)
+        Ok((mv, bytes))
+    }
+
+    /// With trusted keys: the version's `SIGNATURE` must verify against its manifest.
+    fn check_signature(&self, name: &str, version: u32, manifest: &[u8]) -> Result<()> {
+        let Some(trusted) = &self.trusted else {
+            return Ok(());
+        };
+        let path = self
+            .model_dir(name)?
+            .join(format!("v{version}"))
+            .join(SIGNATURE);
+        if !path.exists() {
+            return Err(RegistryError::Unsigned {
+                name: name.to_string(),
+                version,
+            });
+        }
+        let text = String::from_utf8(read_bounded(&path, 4096)?).unwrap_or_default();
+        trusted
+            .verify(&text, manifest)
+            .map(drop)
+            .map_err(|reason| RegistryError::BadSignature {
+                name: name.to_string(),
+                version,
+                reason,
+            })
     }
 
     /// Reads a version and every file in it, verifying each sha256: a tampered or truncated
     /// bundle is refused with [`RegistryError::Tampered`].
     pub fn load(&self, name: &str, version: u32) -> Result<LoadedVersion> {
-        let mv = self.version(name, version)?;
+        let (mv, manifest) = self.version_bytes(name, version)?;
+        self.check_signature(name, version, &manifest)?;
         let dir = self.model_dir(name)?.join(format!("v{version}"));
         let mut files = BTreeMap::new();
         for f in &mv.files {

@@ -534,3 +534,84 @@ fn concurrent_writers_and_readers_in_separate_processes_never_fail() {
         "{report:?}"
     );
 }
+
+/// Issue 22, finding 8: integrity is not authenticity. Rewriting a model together with its
+/// manifest's sha256, size and CRC passed verification; with trusted keys the forged version
+/// is refused, as are unsigned versions and versions signed by an untrusted key.
+#[test]
+fn signed_bundles_refuse_forgeries_unsigned_and_untrusted_versions() {
+    use keel_registry::signing::{public_path, SigningKey, TrustedKeys};
+    use keel_registry::ModelVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, clock) = open(dir.path());
+    let run = finished_run(&plain, &clock, 4, 0.8);
+    let key_path = dir.path().join("signing.key");
+    let key = SigningKey::write_new(&key_path).unwrap();
+    let trusted = TrustedKeys::from_file(&public_path(&key_path)).unwrap();
+    assert_eq!(trusted.keys(), [key.public()]);
+    let signer = plain
+        .clone()
+        .with_signing_key(SigningKey::from_file(&key_path).unwrap());
+    let bundle = || Bundle::new("gbdt").with_file("model", b"honest model".to_vec());
+    signer.register("m", &run, bundle()).unwrap(); // v1, signed
+    plain.register("m", &run, bundle()).unwrap(); // v2, unsigned
+    let other = SigningKey::generate().unwrap();
+    plain
+        .clone()
+        .with_signing_key(other)
+        .register("m", &run, bundle())
+        .unwrap(); // v3, signed by an untrusted key
+    let verifying = plain.clone().with_trusted_keys(trusted.clone());
+    assert!(verifying.load("m", 1).is_ok());
+    assert!(matches!(
+        verifying.load("m", 2),
+        Err(RegistryError::Unsigned { version: 2, .. })
+    ));
+    assert!(matches!(
+        verifying.load("m", 3),
+        Err(RegistryError::BadSignature { reason, .. }) if reason.contains("not a trusted key")
+    ));
+    // The forgery: new model bytes, a manifest with their sha256 and size, a valid envelope.
+    let v1 = dir.path().join("models/m/v1");
+    let evil = b"evil model".to_vec();
+    std::fs::write(v1.join("model"), &evil).unwrap();
+    let mut mv: ModelVersion =
+        keel_core::envelope::decode(&std::fs::read(v1.join("MANIFEST")).unwrap()).unwrap();
+    mv.files[0].sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&evil))
+    };
+    mv.files[0].size = evil.len() as u64;
+    std::fs::write(
+        v1.join("MANIFEST"),
+        keel_core::envelope::encode(&mv).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        plain.load("m", 1).unwrap().file("model").unwrap(),
+        b"evil model",
+        "integrity alone passes"
+    );
+    assert!(matches!(
+        verifying.load("m", 1),
+        Err(RegistryError::BadSignature { reason, .. }) if reason.contains("does not match")
+    ));
+    // Adopting signing for an existing version; check reports what does not verify.
+    plain
+        .sign("m", 2, &SigningKey::from_file(&key_path).unwrap())
+        .unwrap();
+    assert!(verifying.load("m", 2).is_ok());
+    let report = verifying.check().unwrap();
+    assert_eq!(report.versions, 1);
+    assert_eq!(report.damaged.len(), 2, "{report:?}");
+    // A private key others can read is refused.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            SigningKey::from_file(&key_path),
+            Err(RegistryError::KeyFile { .. })
+        ));
+    }
+}

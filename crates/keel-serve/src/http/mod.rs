@@ -142,6 +142,12 @@ impl From<ServeError> for HttpError {
             ServeError::NotServing { .. } | ServeError::UnknownEntity { .. } => {
                 StatusCode::NOT_FOUND
             }
+            ServeError::IncompatibleBundle { .. }
+            | ServeError::Registry(
+                keel_registry::RegistryError::Unsigned { .. }
+                | keel_registry::RegistryError::BadSignature { .. }
+                | keel_registry::RegistryError::Tampered { .. },
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
             ServeError::GateFailed(_)
             | ServeError::Stage(_)
             | ServeError::Registry(keel_registry::RegistryError::AliasMoved { .. }) => {

@@ -434,3 +434,39 @@ column = "risk"
     assert_eq!(d.versions(), (1, None));
     assert_eq!(reg.alias("fraud", SHADOW).unwrap(), None);
 }
+
+/// Issue 22, finding 8: with trusted keys a deployment serves only signed versions, at start and
+/// at every shadow; an unsigned challenger moves nothing.
+#[test]
+fn a_deployment_with_trusted_keys_serves_signed_versions_only() {
+    use keel_registry::signing::{SigningKey, TrustedKeys};
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let key = SigningKey::generate().unwrap();
+    let trusted = TrustedKeys::new([key.public()]);
+    let open = |reg: &keel_registry::Registry| {
+        Deployment::from_registry(
+            reg.clone().with_trusted_keys(trusted.clone()),
+            "fraud",
+            Some((store.clone(), "fraud".into())),
+            DeploymentConfig::default(),
+        )
+    };
+    assert!(matches!(
+        open(&reg),
+        Err(ServeError::Registry(
+            keel_registry::RegistryError::Unsigned { version: 1, .. }
+        ))
+    ));
+    reg.sign("fraud", 1, &key).unwrap();
+    let d = open(&reg).unwrap();
+    assert!(d.predict(req(3)).is_ok());
+    assert!(matches!(
+        d.start_shadow(2, "unsigned challenger"),
+        Err(ServeError::Registry(
+            keel_registry::RegistryError::Unsigned { version: 2, .. }
+        ))
+    ));
+    assert_eq!(d.versions(), (1, None));
+    assert_eq!(reg.alias("fraud", SHADOW).unwrap(), None);
+}
