@@ -314,6 +314,7 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
                     ev.reason
                 );
             }
+            println!("audit chain head {}", r.audit_head(&name)?);
         }
     }
     Ok(())

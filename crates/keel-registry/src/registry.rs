@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use keel_core::{envelope, Clock, Kind, Persisted, Schema, SystemClock};
+use keel_core::{envelope, Clock, EnvelopeError, Kind, Persisted, Schema, SystemClock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -140,6 +140,36 @@ pub struct AliasEvent {
     pub reason: String,
     /// Whether this was a rollback.
     pub rollback: bool,
+    /// The audit's hash chain: sha256 over the previous event's `chain` (zeros for the first)
+    /// and this event's fields ([`AliasEvent::digest`]). Editing, removing or reordering an
+    /// event breaks every later link; the registry refuses a broken chain when it reads the
+    /// aliases, and `keel models alias history` prints the head to record elsewhere.
+    pub chain: [u8; 32],
+}
+
+impl AliasEvent {
+    /// The chain link of this event after `prev` (the previous event's `chain`).
+    pub fn digest(&self, prev: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"keel-alias-audit-v1\0");
+        h.update(prev);
+        h.update(self.at_ms.to_le_bytes());
+        for text in [&self.alias, &self.reason] {
+            h.update((text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        }
+        for v in [self.from, self.to] {
+            match v {
+                Some(v) => {
+                    h.update([1]);
+                    h.update(v.to_le_bytes());
+                }
+                None => h.update([0]),
+            }
+        }
+        h.update([u8::from(self.rollback)]);
+        h.finalize().into()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -150,9 +180,79 @@ struct AliasState {
     audit: Vec<AliasEvent>,
 }
 
+impl AliasState {
+    /// Index of the first event whose chain link does not follow from the one before.
+    fn broken_link(&self) -> Option<usize> {
+        let mut prev = [0u8; 32];
+        for (i, e) in self.audit.iter().enumerate() {
+            if e.digest(&prev) != e.chain {
+                return Some(i);
+            }
+            prev = e.chain;
+        }
+        None
+    }
+
+    /// The chain's head (zeros for an empty audit).
+    fn head(&self) -> [u8; 32] {
+        self.audit.last().map_or([0; 32], |e| e.chain)
+    }
+}
+
+/// `MALS` v1: the audit without its hash chain.
+#[derive(Deserialize)]
+struct AliasStateV1 {
+    current: BTreeMap<String, u32>,
+    previous: BTreeMap<String, Vec<Option<u32>>>,
+    audit: Vec<AliasEventV1>,
+}
+
+#[derive(Deserialize)]
+struct AliasEventV1 {
+    at_ms: i64,
+    alias: String,
+    from: Option<u32>,
+    to: Option<u32>,
+    reason: String,
+    rollback: bool,
+}
+
 impl Persisted for AliasState {
     const KIND: Kind = Kind(*b"MALS");
-    const FORMAT_VERSION: u16 = 1;
+    /// v2: the audit is a hash chain. v1 blobs are read and chained as they stand.
+    const FORMAT_VERSION: u16 = 2;
+    const OLDEST_SUPPORTED: u16 = 1;
+
+    fn decode_version(version: u16, payload: &[u8]) -> std::result::Result<Self, EnvelopeError> {
+        if version >= 2 {
+            return envelope::decode_payload(payload);
+        }
+        let v1: AliasStateV1 = envelope::decode_payload(payload)?;
+        let mut prev = [0u8; 32];
+        let audit = v1
+            .audit
+            .into_iter()
+            .map(|e| {
+                let mut ev = AliasEvent {
+                    at_ms: e.at_ms,
+                    alias: e.alias,
+                    from: e.from,
+                    to: e.to,
+                    reason: e.reason,
+                    rollback: e.rollback,
+                    chain: [0; 32],
+                };
+                ev.chain = ev.digest(&prev);
+                prev = ev.chain;
+                ev
+            })
+            .collect();
+        Ok(AliasState {
+            current: v1.current,
+            previous: v1.previous,
+            audit,
+        })
+    }
 }
 
 /// A registry entry that cannot be read as it should (see [`Registry::check`]).
@@ -622,7 +722,22 @@ impl Registry {
         if !path.exists() {
             return Ok(AliasState::default());
         }
-        Ok(envelope::decode(&read_bounded(&path, MAX_RECORD)?)?)
+        let st: AliasState = envelope::decode(&read_bounded(&path, MAX_RECORD)?)?;
+        if let Some(i) = st.broken_link() {
+            return Err(RegistryError::Corrupt {
+                path,
+                reason: format!(
+                    "the alias audit's hash chain breaks at event {i}: the history was edited"
+                ),
+            });
+        }
+        Ok(st)
+    }
+
+    /// The head of a model's alias audit chain (hex): record it elsewhere (a log, a ticket) and
+    /// a later rewrite of the whole history is detectable too.
+    pub fn audit_head(&self, name: &str) -> Result<String> {
+        Ok(hex::encode(self.aliases_unlocked(name)?.head()))
     }
 
     /// The version `alias` points to, if set.
@@ -749,14 +864,16 @@ impl Registry {
         reason: &str,
         rollback: bool,
     ) -> Result<AliasEvent> {
-        let ev = AliasEvent {
+        let mut ev = AliasEvent {
             at_ms: self.clock.now_ms(),
             alias: alias.to_string(),
             from,
             to,
             reason: reason.to_string(),
             rollback,
+            chain: [0; 32],
         };
+        ev.chain = ev.digest(&st.head());
         st.audit.push(ev.clone());
         write_atomic(&self.model_dir(name)?, "ALIASES", &envelope::encode(&st)?)?;
         Ok(ev)
@@ -944,24 +1061,33 @@ mod golden {
     use super::{AliasEvent, AliasState};
     use std::collections::BTreeMap;
 
-    /// The alias state and audit trail (`MALS`) keep their committed v1 blob readable.
+    /// The alias state and audit trail (`MALS`): the committed v1 blob (no chain) still reads,
+    /// chained on the way in; v2 has its own golden blob.
     #[test]
-    fn golden_alias_state_v1_reads_back() {
+    fn golden_alias_state_v1_and_v2_read_back() {
+        let mut event = AliasEvent {
+            at_ms: 1_767_225_600_000,
+            alias: "champion".into(),
+            from: Some(1),
+            to: Some(2),
+            reason: "canary -> champion: gate passed".into(),
+            rollback: false,
+            chain: [0; 32],
+        };
+        event.chain = event.digest(&[0; 32]);
         let state = AliasState {
             current: BTreeMap::from([("champion".to_string(), 2)]),
             previous: BTreeMap::from([("champion".to_string(), vec![None, Some(1)])]),
-            audit: vec![AliasEvent {
-                at_ms: 1_767_225_600_000,
-                alias: "champion".into(),
-                from: Some(1),
-                to: Some(2),
-                reason: "canary -> champion: gate passed".into(),
-                rollback: false,
-            }],
+            audit: vec![event],
         };
-        let path =
+        let dir =
             std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
-                .join("tests/golden/alias_state_v1.bin");
-        keel_core::envelope::assert_golden(&path, &state);
+                .join("tests/golden");
+        let v1: AliasState =
+            keel_core::envelope::decode(&std::fs::read(dir.join("alias_state_v1.bin")).unwrap())
+                .unwrap();
+        assert_eq!(v1, state);
+        assert_eq!(v1.broken_link(), None);
+        keel_core::envelope::assert_golden(&dir.join("alias_state_v2.bin"), &state);
     }
 }

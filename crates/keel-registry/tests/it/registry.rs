@@ -615,3 +615,51 @@ fn signed_bundles_refuse_forgeries_unsigned_and_untrusted_versions() {
         ));
     }
 }
+
+/// Issue 22, finding 8: the alias audit is a hash chain; an edited history (here one reason
+/// rewritten, the envelope's CRC fixed up) is refused when the aliases are read and reported
+/// by `check`.
+#[test]
+fn an_edited_alias_history_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, clock) = open(dir.path());
+    let run = finished_run(&reg, &clock, 4, 0.8);
+    for _ in 0..2 {
+        reg.register("m", &run, Bundle::new("x").with_file("model", vec![1]))
+            .unwrap();
+    }
+    reg.set_alias("m", "champion", 1, "step one").unwrap();
+    reg.set_alias("m", "champion", 2, "step two").unwrap();
+    let head = reg.audit_head("m").unwrap();
+    assert_eq!(head.len(), 64);
+    assert!(reg.audit("m").unwrap().iter().all(|e| e.chain != [0; 32]));
+    let path = dir.path().join("models/m/ALIASES");
+    let bytes = std::fs::read(&path).unwrap();
+    let (header, payload) = keel_core::envelope::unwrap(&bytes).unwrap();
+    let text = payload.to_vec();
+    let at = text
+        .windows(8)
+        .position(|w| w == b"step one")
+        .expect("the reason is in the payload");
+    let mut edited = text.clone();
+    edited[at..at + 8].copy_from_slice(b"step 0ne");
+    std::fs::write(
+        &path,
+        keel_core::envelope::wrap(header.kind, header.version, &edited),
+    )
+    .unwrap();
+    let err = reg.alias("m", "champion").unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Corrupt { reason, .. } if reason.contains("hash chain breaks at event 0")),
+        "{err}"
+    );
+    assert!(reg
+        .check()
+        .unwrap()
+        .damaged
+        .iter()
+        .any(|d| d.path.ends_with("models/m/ALIASES")));
+    // Restored, the chain verifies and the head is the one recorded.
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(reg.audit_head("m").unwrap(), head);
+}
