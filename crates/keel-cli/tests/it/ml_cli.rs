@@ -130,8 +130,48 @@ fn train_runs_models_from_the_command_line() {
     assert!(out.contains("Some(2) -> Some(1)"), "{out}");
     let (ok, out, _) = keel(&["models", "alias", "history", "--registry", &reg, "demo"]);
     assert!(ok);
-    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
     assert!(out.contains("[rollback] regression"), "{out}");
+    assert!(
+        out.lines().last().unwrap().starts_with("audit chain head "),
+        "{out}"
+    );
+    // Signing: a key pair, unsigned versions fail verification with the key, signed ones pass.
+    let key = dir.path().join("release.key");
+    let key = key.to_str().unwrap();
+    let (ok, out, err) = keel(&["models", "keygen", key]);
+    assert!(ok, "{err}");
+    assert!(out.contains("release.key.pub"), "{out}");
+    let pubkey = format!("{key}.pub");
+    let verify = || {
+        keel(&[
+            "models",
+            "verify",
+            "--registry",
+            &reg,
+            "--trusted-keys",
+            &pubkey,
+        ])
+    };
+    let (ok, out, _) = verify();
+    assert!(!ok, "unsigned versions must fail: {out}");
+    assert!(out.contains("is not signed"), "{out}");
+    for v in ["1", "2"] {
+        let (ok, _, err) = keel(&[
+            "models",
+            "sign",
+            "--registry",
+            &reg,
+            "demo",
+            v,
+            "--key",
+            key,
+        ]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = verify();
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("0 damaged"), "{out}");
     // Errors are messages, not panics.
     let (ok, _, err) = keel(&[
         "models",
