@@ -279,13 +279,23 @@ async fn json_errors(r: HttpResponse) -> HttpResponse {
     out
 }
 
-/// Admits a request while fewer than `max_concurrent_requests` are in flight; beyond that,
-/// 503 at once (nothing queues).
+/// Longest request URI (path and query) accepted, bytes (414 beyond).
+const MAX_URI_BYTES: usize = 8 << 10;
+
+/// Refuses URIs over [`MAX_URI_BYTES`] (414); admits a request while fewer than
+/// `max_concurrent_requests` are in flight; beyond that, 503 at once (nothing queues).
 async fn shed_load(
     State(s): State<Arc<AppState>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> HttpResponse {
+    if req.uri().path().len() + req.uri().query().map_or(0, str::len) > MAX_URI_BYTES {
+        return HttpError(
+            StatusCode::URI_TOO_LONG,
+            format!("request URI too long (at most {MAX_URI_BYTES} bytes)"),
+        )
+        .into_response();
+    }
     let Ok(_permit) = Arc::clone(&s.in_flight).try_acquire_owned() else {
         s.shed.fetch_add(1, Ordering::Relaxed);
         let mut r = HttpError(

@@ -24,6 +24,9 @@ use super::{router_with, AdminAccess};
 use crate::deployment::Deployment;
 use crate::{Result, ServeError};
 
+/// Largest request head (request line and headers) read, bytes.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
 /// Server settings: address, admin access and every limit a client could otherwise push.
 /// Build it from [`ServerConfig::default`] and override fields.
 #[derive(Debug, Clone)]
@@ -246,8 +249,12 @@ async fn accept_loop(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                // A request head (line and headers) is at most 64 KiB (431 otherwise); the
+                // read buffer, so each connection's memory, stays that small.
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_header_size(MAX_HEAD_BYTES)
                 .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection(TokioIo::new(JsonProtocolErrors::new(stream)), svc);
             tokio::pin!(conn);
             let mut closing = false;
             loop {
@@ -287,4 +294,163 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+/// hyper answers malformed HTTP itself, before any handler runs (400 unparsable request, 414
+/// URI too long, 431 headers too large), with an empty body. This writer turns those answers
+/// into the documented JSON error body: a response head for a 4xx with `content-length: 0`
+/// written in one piece is one of them (keel's own errors always carry a JSON body).
+struct JsonProtocolErrors<T> {
+    inner: T,
+    /// A rewritten response still to be written, and how much of it is.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl<T> JsonProtocolErrors<T> {
+    fn new(inner: T) -> Self {
+        JsonProtocolErrors {
+            inner,
+            pending: Vec::new(),
+            written: 0,
+        }
+    }
+}
+
+/// The JSON version of one of hyper's empty error responses, or `None` for anything else.
+fn rewrite_protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
+    if !buf.starts_with(b"HTTP/1.1 4") || !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let head = std::str::from_utf8(&buf[..buf.len() - 4]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let headers: Vec<&str> = lines.collect();
+    let empty = headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"));
+    if !empty {
+        return None;
+    }
+    let message = match status_line.get(9..12)? {
+        "400" => "malformed HTTP request",
+        "414" => "request URI too long",
+        "431" => "request header fields too large",
+        _ => status_line.get(13..).unwrap_or("error"),
+    };
+    let body = format!("{{\"error\":\"{message}\"}}");
+    let mut out = format!("{status_line}\r\ncontent-type: application/json\r\n");
+    for h in headers {
+        if !h.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    Some(out.into_bytes())
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for JsonProtocolErrors<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> JsonProtocolErrors<T> {
+    /// Writes what is pending; ready when nothing is.
+    fn drain(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.written < self.pending.len() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..])
+            {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.pending.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for JsonProtocolErrors<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        if let Some(json) = rewrite_protocol_error(buf) {
+            self.pending = json;
+            // Start writing now; the rest goes out on the next write, flush or shutdown.
+            if let Poll::Ready(Err(e)) = self.drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_protocol_error;
+
+    #[test]
+    fn hypers_empty_error_answers_become_json() {
+        let out = rewrite_protocol_error(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n",
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let body = r#"{"error":"request header fields too large"}"#;
+        assert!(
+            text.starts_with(
+                "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\ndate: x\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!("content-length: {}\r\n\r\n{body}", body.len())),
+            "{text}"
+        );
+        // keel's own answers (JSON bodies) and successes pass through.
+        assert!(rewrite_protocol_error(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 28\r\n\r\n").is_none());
+        assert!(rewrite_protocol_error(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
 }

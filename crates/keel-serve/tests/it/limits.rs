@@ -204,3 +204,33 @@ fn requests_over_the_in_flight_cap_are_shed_with_503() {
     assert!(text.contains("keel_http_shed_total 1"), "{text}");
     s.stop().unwrap();
 }
+
+/// Issue 22, finding 10: a long URI (414), headers over 64 KiB (431) and unparsable requests
+/// (400) had plain or empty bodies; they carry the JSON error body now.
+#[test]
+fn protocol_errors_answer_the_documented_json_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), ServerConfig::default());
+    let long_uri = format!(
+        "GET /v2/{} HTTP/1.1\r\nhost: localhost\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let big_header = format!(
+        "GET /v2 HTTP/1.1\r\nhost: localhost\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    for (req, status, needle) in [
+        (long_uri.as_bytes(), 414, "URI too long"),
+        (big_header.as_bytes(), 431, "header fields too large"),
+        (&b"GARBAGE\r\n\r\n"[..], 400, "malformed HTTP"),
+    ] {
+        let mut c = connect(&s);
+        let _ = c.write_all(req);
+        let (got, body) = read_response(&mut c);
+        assert_eq!(got, status, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(json["error"].as_str().unwrap().contains(needle), "{body}");
+    }
+    alive(&s);
+    s.stop().unwrap();
+}
