@@ -206,7 +206,7 @@ fn request(t: &Txn, i: usize, with_aggregates: Option<&[f64; 4]>) -> Request {
         }
     }
     Request {
-        request_id: format!("req-{i}"),
+        request_id: format!("req-{i}").into(),
         entity: if with_aggregates.is_some() {
             vec![]
         } else {
@@ -646,7 +646,7 @@ fn main() -> Result<()> {
         for (i, (t, a)) in new.iter().zip(&aggs).enumerate() {
             clock.set(t.ts);
             let mut r = request(t, i, Some(a));
-            r.request_id = format!("{name}-{i}");
+            r.request_id = format!("{name}-{i}").into();
             deployment.predict(r)?;
         }
         let mut verdict = None;

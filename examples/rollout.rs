@@ -46,7 +46,7 @@ fn request(f: &keel::core::Frame, i: usize) -> Result<Request> {
         _ => Value::Null,
     };
     Ok(Request {
-        request_id: format!("r{i}"),
+        request_id: format!("r{i}").into(),
         entity: vec![],
         features: vec![
             (

@@ -139,7 +139,7 @@ fn main() -> Result<()> {
     )?
     .with_clock(clock.clone());
     let req = |i: u64| Request {
-        request_id: String::new(),
+        request_id: Default::default(),
         entity: vec![Value::I64((i as usize * 7 % ENTITIES) as i64)],
         features: vec![],
         routing_key: None,

@@ -189,10 +189,17 @@ fn encode_column(col: &Column, out: &mut Vec<u8>) {
 /// FNV-1a, 64 bits: a small, stable, non-cryptographic hash (store key prefixes, canary
 /// routing, log sampling). Its values are part of on-disk keys: never change it.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_parts([bytes])
+}
+
+/// [`fnv1a`] of the concatenation of `parts`, without building it.
+pub fn fnv1a_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    for part in parts {
+        for &b in part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
     }
     h
 }

@@ -57,7 +57,7 @@ pub use csvio::CsvOptions;
 pub use envelope::{Kind, Persisted};
 pub use error::{EnvelopeError, Error, Result};
 pub use frame::{Column, ColumnBuilder, Frame, Validity, ValueRef};
-pub use hash::{fnv1a, DataHash, DataHasher};
+pub use hash::{fnv1a, fnv1a_parts, DataHash, DataHasher};
 pub use rand::SplitMix64;
 pub use schema::{DType, Field, Schema};
 pub use timestamp::{format_timestamp_ms, parse_timestamp_ms, TimeUnit, TimestampError};

@@ -25,11 +25,98 @@ pub const SHADOW: &str = "shadow";
 /// Registry alias of a challenger taking a canary slice.
 pub const CANARY: &str = "canary";
 
+/// A request's id: the caller's string, shared (not copied) by the rows of a batch, each row
+/// being `{id}-{row}`. Labels join on its text ([`RequestId`]'s `Display`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestId {
+    base: Arc<str>,
+    row: Option<u32>,
+}
+
+impl RequestId {
+    /// Row `row` of the batched request `base`: `{base}-{row}`.
+    pub fn row(base: Arc<str>, row: u32) -> RequestId {
+        RequestId {
+            base,
+            row: Some(row),
+        }
+    }
+
+    /// Whether no id was given.
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty() && self.row.is_none()
+    }
+
+    /// FNV-1a of the id's text, computed without building it (canary routing, log sampling).
+    pub fn fnv1a(&self) -> u64 {
+        match self.row {
+            None => keel_core::fnv1a(self.base.as_bytes()),
+            Some(r) => {
+                let mut digits = [0u8; 10];
+                let mut n = r;
+                let mut at = digits.len();
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                keel_core::fnv1a_parts([self.base.as_bytes(), b"-", &digits[at..]])
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.row {
+            None => f.write_str(&self.base),
+            Some(r) => write!(f, "{}-{r}", self.base),
+        }
+    }
+}
+
+impl From<String> for RequestId {
+    fn from(s: String) -> RequestId {
+        RequestId {
+            base: s.into(),
+            row: None,
+        }
+    }
+}
+
+impl From<&str> for RequestId {
+    fn from(s: &str) -> RequestId {
+        RequestId {
+            base: s.into(),
+            row: None,
+        }
+    }
+}
+
+impl PartialEq<&str> for RequestId {
+    fn eq(&self, other: &&str) -> bool {
+        match self.row {
+            None => &*self.base == *other,
+            Some(r) => other
+                .strip_prefix(&*self.base)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|n| {
+                    n.bytes().all(|b| b.is_ascii_digit())
+                        && (n == "0" || !n.starts_with('0'))
+                        && n.parse::<u32>().ok() == Some(r)
+                }),
+        }
+    }
+}
+
 /// One prediction request.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     /// Caller's id (labels join on it); generated when empty.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Entity key for the feature-service lookup (empty: no lookup).
     pub entity: Vec<Value>,
     /// Request-time features by name (they win over stored ones).
@@ -64,7 +151,7 @@ impl Route {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     /// The request id.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Model outputs (probability, class probabilities or value).
     pub scores: Vec<f64>,
     /// Registry version that answered.
@@ -716,8 +803,11 @@ impl Deployment {
         let state = self.state();
         let route = match &state.challenger {
             Some((_, Stage::Canary { percent })) => {
-                let key = req.routing_key.as_deref().unwrap_or(&req.request_id);
-                if (keel_core::fnv1a(key.as_bytes()) % 10_000) as f64 / 100.0 < *percent {
+                let hash = match &req.routing_key {
+                    Some(k) => keel_core::fnv1a(k.as_bytes()),
+                    None => req.request_id.fnv1a(),
+                };
+                if (hash % 10_000) as f64 / 100.0 < *percent {
                     Route::Canary
                 } else {
                     Route::Champion
@@ -779,11 +869,11 @@ impl Deployment {
 
     fn assign_id(&self, req: &mut Request) {
         if req.request_id.is_empty() {
-            req.request_id = format!(
+            req.request_id = RequestId::from(format!(
                 "{}-{}",
                 self.name,
                 self.next_id.fetch_add(1, Ordering::Relaxed)
-            );
+            ));
         }
     }
 
@@ -819,12 +909,12 @@ impl Deployment {
             });
         }
         if self.cfg.log_sample_rate > 0.0
-            && (keel_core::fnv1a(req.request_id.as_bytes()) % 1_000_000) as f64 / 1e6
-                < self.cfg.log_sample_rate
+            && (req.request_id.fnv1a() % 1_000_000) as f64 / 1e6 < self.cfg.log_sample_rate
         {
             let names = model.pipeline.input_schema().names();
             let rec = PredictionRecord {
-                request_id: req.request_id.clone(),
+                // The log is sampled and bounded in bytes: the row's id text is built here.
+                request_id: req.request_id.to_string(),
                 at_ms: self.clock.now_ms(),
                 model_version: model.version,
                 route: route.as_str().into(),

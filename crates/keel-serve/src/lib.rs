@@ -43,7 +43,8 @@ mod predictor;
 
 pub use deployment::{
     CanaryGate, Deployment, DeploymentConfig, DeploymentConfigs, LabelEvidence, MissingFeature,
-    OnMissing, Request, Response, Route, ShadowGate, ShadowStats, Stage, CANARY, CHAMPION, SHADOW,
+    OnMissing, Request, RequestId, Response, Route, ShadowGate, ShadowStats, Stage, CANARY,
+    CHAMPION, SHADOW,
 };
 pub use error::{Result, ServeError};
 pub use precompute::{lookup_precomputed, precomputed_names, PrecomputeReport};
@@ -51,6 +52,19 @@ pub use predictor::{DeepPredictor, GbdtPredictor, Predictor, ServedModel};
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batch_row_ids_read_as_their_text_without_being_built() {
+        use super::RequestId;
+        let id = RequestId::row(std::sync::Arc::from("order-7"), 12);
+        assert_eq!(id.to_string(), "order-7-12");
+        assert_eq!(id, "order-7-12");
+        assert!(id != "order-7-012" && id != "order-7-+12" && id != "order-7");
+        assert_eq!(id.fnv1a(), keel_core::fnv1a(b"order-7-12"));
+        let plain = RequestId::from("abc");
+        assert_eq!(plain.fnv1a(), keel_core::fnv1a(b"abc"));
+        assert!(RequestId::default().is_empty());
+    }
+
     #[test]
     fn deployment_is_send_sync() {
         fn assert<T: Send + Sync>() {}

@@ -94,7 +94,7 @@ impl Deployment {
                         let mut rows = Vec::with_capacity(1024);
                         for key in part {
                             let req = Request {
-                                request_id: String::new(),
+                                request_id: Default::default(),
                                 entity: key.clone(),
                                 features: Vec::new(),
                                 routing_key: None,

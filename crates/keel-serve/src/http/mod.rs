@@ -66,7 +66,7 @@ use keel_core::{DType, Field};
 use keel_store::{StoreError, Value};
 use serde_json::{json, Map, Value as Json};
 
-use crate::deployment::{Deployment, Request, Route};
+use crate::deployment::{Deployment, Request, RequestId, Route};
 use crate::{Result, ServeError};
 use server::ListenerStats;
 
@@ -703,13 +703,14 @@ fn parse_request(
             return Err(HttpError::bad(format!("missing input `{}`", f.name)));
         }
     }
-    let id = req.id.as_deref().unwrap_or("");
+    // The request's id is shared by its rows (row i answers as `{id}-{i}`), never copied.
+    let id: Arc<str> = req.id.as_deref().unwrap_or("").into();
     let mut requests: Vec<Request> = (0..rows)
         .map(|i| Request {
             request_id: match (id.is_empty(), rows) {
-                (true, _) => String::new(),
-                (false, 1) => id.to_string(),
-                (false, _) => format!("{id}-{i}"),
+                (true, _) => RequestId::default(),
+                (false, 1) => RequestId::from(&*id),
+                (false, _) => RequestId::row(Arc::clone(&id), i as u32),
             },
             entity: vec![Value::Null; sv.keys.len()],
             features: Vec::new(),
@@ -750,7 +751,7 @@ fn parse_request(
                         return Err(HttpError::bad(format!("input `{}` must be BYTES", t.name)));
                     };
                     match role {
-                        Role::RequestId => r.request_id = s,
+                        Role::RequestId => r.request_id = s.into(),
                         _ => r.routing_key = Some(s),
                     }
                 }

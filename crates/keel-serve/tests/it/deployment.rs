@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 fn req(i: usize) -> Request {
     Request {
-        request_id: format!("req-{i}"),
+        request_id: format!("req-{i}").into(),
         entity: vec![Value::Str(format!("card{}", i % 200))],
         ..Default::default()
     }
@@ -365,7 +365,7 @@ fn the_prediction_log_is_bounded_in_bytes() {
     let long = "x".repeat(4096);
     for i in 0..1_000 {
         let mut r = req(i);
-        r.request_id = format!("{long}-{i}");
+        r.request_id = format!("{long}-{i}").into();
         d.predict(r).unwrap();
     }
     let log = d.drain_log();
