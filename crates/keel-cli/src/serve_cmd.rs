@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Most rows in one inference request.
     #[arg(long, default_value_t = 65_536)]
     max_rows: usize,
+    /// Most values in one response (rows x model outputs).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_response_values: usize,
     /// Seconds allowed for a request's headers, and for an idle connection's next request.
     #[arg(long, default_value_t = 10.0)]
     header_timeout_secs: f64,
@@ -160,6 +163,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             admin_hosts,
             max_body_bytes: a.max_body_bytes,
             max_rows: a.max_rows,
+            max_response_values: a.max_response_values,
             header_timeout: secs("header-timeout-secs", a.header_timeout_secs)?,
             body_timeout: secs("body-timeout-secs", a.body_timeout_secs)?,
             max_connections: a.max_connections.unwrap_or(defaults.max_connections),

@@ -93,6 +93,7 @@ struct AppState {
     admin: AdminAccess,
     max_body: usize,
     max_rows: usize,
+    max_response_values: usize,
     body_timeout: Duration,
     /// Requests in flight; `try_acquire` fails beyond the cap (503).
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -201,6 +202,7 @@ fn router_with(
         admin,
         max_body: cfg.max_body_bytes,
         max_rows: cfg.max_rows,
+        max_response_values: cfg.max_response_values,
         body_timeout: cfg.body_timeout,
         in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests)),
         bulk: tokio::sync::Semaphore::new(
@@ -569,6 +571,18 @@ fn prepare(
     let (model, _) = sv.deployment.model(version)?;
     let id = req.id.clone();
     let parsed = parse_request(req, sv, &model, s.max_rows)?;
+    let values = parsed
+        .requests
+        .len()
+        .saturating_mul(model.predictor.outputs());
+    if values > s.max_response_values {
+        return Err(HttpError::bad(format!(
+            "the response would hold {values} values ({} rows x {} outputs); at most {} (split the batch)",
+            parsed.requests.len(),
+            model.predictor.outputs(),
+            s.max_response_values
+        )));
+    }
     Ok(Prepared {
         deployment: Arc::clone(&sv.deployment),
         name: name.to_string(),

@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most rows one inference request may carry (default 65,536).
     pub max_rows: usize,
+    /// Most values one response may hold: rows times the model's outputs per row (default
+    /// 4,194,304, about 32 MiB as binary FP64). A multi-class model's batch over this is
+    /// refused before scoring.
+    pub max_response_values: usize,
     /// Time allowed for a request's headers, and for an idle keep-alive connection to start
     /// its next request (default 10 s).
     pub header_timeout: Duration,
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             admin_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
             max_body_bytes: 16 << 20,
             max_rows: 65_536,
+            max_response_values: 4 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: default_max_connections(),
@@ -162,6 +167,7 @@ pub fn start(deployments: Vec<Arc<Deployment>>, cfg: ServerConfig) -> Result<Run
     for (name, v) in [
         ("max_body_bytes", cfg.max_body_bytes),
         ("max_rows", cfg.max_rows),
+        ("max_response_values", cfg.max_response_values),
         ("max_connections", cfg.max_connections),
         ("max_concurrent_requests", cfg.max_concurrent_requests),
     ] {

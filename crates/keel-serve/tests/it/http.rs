@@ -135,6 +135,7 @@ fn v2_protocol_over_loopback() {
             admin_token: Some(TOKEN.into()),
             max_body_bytes: 64 << 10,
             max_rows: 100,
+            max_response_values: 50,
             threads: 2,
             ..Default::default()
         },
@@ -262,6 +263,14 @@ fn v2_protocol_over_loopback() {
     );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["outputs"][0]["data"], json!([""]));
+    // A response over max_response_values (50 here) is refused before scoring.
+    let rows: Vec<String> = (0..60).map(|i| format!("card{i}")).collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    bad(
+        json!({"inputs": [bytes_tensor("card_id", &rows)]}),
+        400,
+        "would hold 60 values",
+    );
     let many: Vec<String> = (0..101).map(|i| format!("card{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     bad(
