@@ -22,26 +22,22 @@
 //! Linux only (`prlimit`, `/proc`). Data lives in `./keel-data/resilience`.
 
 use anyhow::{Context, Result};
-use keel::core::Frame;
 use keel::registry::Registry;
 use keel::serve::http::{self, ServerConfig};
 use keel::serve::{Deployment, DeploymentConfig};
-use keel::train::{TrainingData, TrainingJob};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const FEATURES: usize = 10;
+#[path = "shared/tabular.rs"]
+mod tabular;
+use tabular::{value, FEATURES};
 
 /// One abuse case: runs against the server, describes what the abusive requests got.
 type Case = fn(SocketAddr) -> String;
 const MODEL: &str = "tabular";
-
-fn value(r: usize, f: usize) -> f64 {
-    ((r * 7919 + f * 104_729) % 10_007) as f64 / 10_007.0 * (1.0 + f as f64)
-}
 
 fn main() -> Result<()> {
     if let Some(root) = std::env::var_os("KEEL_RESILIENCE_SERVER") {
@@ -117,27 +113,9 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-/// Trains and registers the served model (as `examples/v2_load.rs`).
+/// Trains and registers the served model.
 fn train(root: &std::path::Path) -> Result<()> {
-    let names: Vec<String> = (0..FEATURES).map(|f| format!("f{f}")).collect();
-    let mut csv = names.join(",") + ",label\n";
-    for r in 0..20_000 {
-        let v: Vec<f64> = (0..FEATURES).map(|f| value(r, f)).collect();
-        let y = u8::from(v[0] + v[3] * 0.5 - v[7] * 0.2 + (v[1] * 3.0).sin() > 1.2);
-        let row: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
-        csv += &format!("{},{y}\n", row.join(","));
-    }
-    let frame = Frame::from_csv_reader(csv.as_bytes(), None)?;
-    let mut job = format!(
-        "experiment = \"resilience\"\nmodel = \"{MODEL}\"\nlabel = \"label\"\nparams = {{ objective = \"binary\", num_iterations = 100, num_leaves = 31 }}\n"
-    );
-    for n in &names {
-        job += &format!("[[transform.columns]]\ncolumn = \"{n}\"\n");
-    }
-    let registry = Registry::open(root.join("registry"))?;
-    let out = TrainingJob::from_toml(&job)?.run(&registry, &TrainingData::from_frame(frame))?;
-    let v = out.version.context("the job registered no version")?;
-    registry.set_alias(MODEL, "champion", v.version, "resilience test")?;
+    tabular::train(&Registry::open(root.join("registry"))?, "resilience", MODEL)?;
     Ok(())
 }
 

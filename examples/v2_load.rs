@@ -14,20 +14,16 @@
 //! Defaults: 5000 requests/s for 10 s over 32 connections. Data lives in `./keel-data/v2_load`.
 
 use anyhow::{bail, Context, Result};
-use keel::core::Frame;
 use keel::registry::Registry;
 use keel::serve::http::{self, ServerConfig};
 use keel::serve::{Deployment, DeploymentConfig, Request};
 use keel::store::Value;
-use keel::train::{TrainingData, TrainingJob};
 use std::sync::Arc;
 use std::time::Instant;
 
-const FEATURES: usize = 10;
-
-fn value(r: usize, f: usize) -> f64 {
-    ((r * 7919 + f * 104_729) % 10_007) as f64 / 10_007.0 * (1.0 + f as f64)
-}
+#[path = "shared/tabular.rs"]
+mod tabular;
+use tabular::{value, FEATURES};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -41,24 +37,8 @@ fn main() -> Result<()> {
 
     // A 100-tree model (model A of the GBDT benchmarks' size) trained on a fixed rule.
     let names: Vec<String> = (0..FEATURES).map(|f| format!("f{f}")).collect();
-    let mut csv = names.join(",") + ",label\n";
-    for r in 0..20_000 {
-        let v: Vec<f64> = (0..FEATURES).map(|f| value(r, f)).collect();
-        let y = u8::from(v[0] + v[3] * 0.5 - v[7] * 0.2 + (v[1] * 3.0).sin() > 1.2);
-        let row: Vec<String> = v.iter().map(|x| format!("{x:.5}")).collect();
-        csv += &format!("{},{y}\n", row.join(","));
-    }
-    let frame = Frame::from_csv_reader(csv.as_bytes(), None)?;
-    let mut job = String::from(
-        "experiment = \"v2\"\nmodel = \"tabular\"\nlabel = \"label\"\nparams = { objective = \"binary\", num_iterations = 100, num_leaves = 31 }\n",
-    );
-    for n in &names {
-        job += &format!("[[transform.columns]]\ncolumn = \"{n}\"\n");
-    }
     let registry = Registry::open(root.join("registry"))?;
-    let out = TrainingJob::from_toml(&job)?.run(&registry, &TrainingData::from_frame(frame))?;
-    let v = out.version.context("the job registered no version")?;
-    registry.set_alias("tabular", "champion", v.version, "v2 load test")?;
+    let version = tabular::train(&registry, "v2", "tabular")?;
     let d = Arc::new(Deployment::from_registry(
         registry,
         "tabular",
@@ -130,7 +110,7 @@ fn main() -> Result<()> {
         ms("p99.9"),
     );
     println!("status codes: {}", report["statusCodeDistribution"]);
-    let (n, errors, p50, p99) = d.route_stats(v.version, keel::serve::Route::Champion);
+    let (n, errors, p50, p99) = d.route_stats(version, keel::serve::Route::Champion);
     println!(
         "server side (model only): {n} requests, {errors} errors, p50 {p50:.1} us, p99 {p99:.1} us"
     );

@@ -223,14 +223,7 @@ pub(super) async fn promote(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult<axum::Json<Json>> {
-    let (d, b) = admin_post(&s, &name, &headers, body).await?;
-    only(&b, &["to", "labels"])?;
-    match b.get("to").and_then(Json::as_str) {
-        Some("canary") => d.promote_to_canary()?,
-        Some("champion") => d.promote_to_champion(labels(&b)?)?,
-        _ => return Err(HttpError::bad("`to` must be \"canary\" or \"champion\"")),
-    }
-    Ok(axum::Json(state_json(d)))
+    move_challenger(&s, &name, &headers, body, false).await
 }
 
 /// `POST /admin/models/{name}/override` `{"to": ..., "reason": "...", "labels": {...}}`:
@@ -241,12 +234,31 @@ pub(super) async fn override_gate(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult<axum::Json<Json>> {
-    let (d, b) = admin_post(&s, &name, &headers, body).await?;
-    only(&b, &["to", "reason", "labels"])?;
-    let why = reason(&b)?;
-    match b.get("to").and_then(Json::as_str) {
-        Some("canary") => d.override_to_canary(&why)?,
-        Some("champion") => d.override_to_champion(&why, labels(&b)?)?,
+    move_challenger(&s, &name, &headers, body, true).await
+}
+
+/// Moves the challenger one stage on (shadow -> canary -> champion): through the gate, or,
+/// `overriding`, past it with the body's reason.
+async fn move_challenger(
+    s: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+    overriding: bool,
+) -> HttpResult<axum::Json<Json>> {
+    let (d, b) = admin_post(s, name, headers, body).await?;
+    let why = if overriding {
+        only(&b, &["to", "reason", "labels"])?;
+        Some(reason(&b)?)
+    } else {
+        only(&b, &["to", "labels"])?;
+        None
+    };
+    match (b.get("to").and_then(Json::as_str), why) {
+        (Some("canary"), None) => d.promote_to_canary()?,
+        (Some("canary"), Some(why)) => d.override_to_canary(&why)?,
+        (Some("champion"), None) => d.promote_to_champion(labels(&b)?)?,
+        (Some("champion"), Some(why)) => d.override_to_champion(&why, labels(&b)?)?,
         _ => return Err(HttpError::bad("`to` must be \"canary\" or \"champion\"")),
     }
     Ok(axum::Json(state_json(d)))
