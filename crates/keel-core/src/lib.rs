@@ -51,6 +51,7 @@ mod hash;
 mod rand;
 mod schema;
 pub mod timestamp;
+mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use csvio::CsvOptions;
@@ -61,3 +62,4 @@ pub use hash::{fnv1a, fnv1a_parts, DataHash, DataHasher};
 pub use rand::SplitMix64;
 pub use schema::{DType, Field, Schema};
 pub use timestamp::{format_timestamp_ms, parse_timestamp_ms, TimeUnit, TimestampError};
+pub use value::Value;

@@ -58,6 +58,6 @@ pub use profile::{
     ColumnProfile, CountWindow, Profile, TimeWindow, DEFAULT_SAMPLE, MAX_LABELS, OTHER_LABEL,
 };
 pub use runtime::{
-    ChangeDetector, ChangeRule, DecayRule, LoggedValue, LossStream, Monitor, MonitorConfig,
-    PredictionRecord, WindowSpec, WindowVerdict, PREDICTION_COLUMN,
+    ChangeDetector, ChangeRule, DecayRule, LossStream, Monitor, MonitorConfig, PredictionRecord,
+    WindowSpec, WindowVerdict, PREDICTION_COLUMN,
 };

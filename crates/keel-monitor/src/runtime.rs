@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use keel_core::ValueRef;
+use keel_core::{Value, ValueRef};
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{Adwin, DecayMetric, DecayMonitor, PageHinkley};
@@ -14,27 +14,6 @@ use crate::Result;
 
 /// The column under which a reference profile keeps the model's prediction distribution.
 pub const PREDICTION_COLUMN: &str = "__prediction__";
-
-/// A logged input value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum LoggedValue {
-    /// Missing.
-    Null,
-    /// A number.
-    Num(f64),
-    /// A label.
-    Label(String),
-}
-
-impl LoggedValue {
-    fn as_ref(&self) -> ValueRef<'_> {
-        match self {
-            LoggedValue::Null => ValueRef::Null,
-            LoggedValue::Num(x) => ValueRef::F64(*x),
-            LoggedValue::Label(s) => ValueRef::Str(s),
-        }
-    }
-}
 
 /// One entry of the prediction log (what keel-serve samples and hands to the monitor).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +27,7 @@ pub struct PredictionRecord {
     /// Route (`champion`, `canary`, `shadow`).
     pub route: String,
     /// Raw inputs by column.
-    pub inputs: Vec<(String, LoggedValue)>,
+    pub inputs: Vec<(String, Value)>,
     /// The score (first output).
     pub score: f64,
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use keel_core::{Clock, SystemClock, ValueRef};
-use keel_monitor::{LoggedValue, PredictionRecord};
+use keel_monitor::PredictionRecord;
 use keel_registry::Registry;
 use keel_store::{FeatureRef, Status, Store, Value};
 use serde::{Deserialize, Serialize};
@@ -529,8 +529,8 @@ impl Log {
 
 /// Estimated heap footprint of a logged record.
 fn record_bytes(r: &PredictionRecord) -> usize {
-    let value = |v: &LoggedValue| match v {
-        LoggedValue::Label(s) => s.capacity(),
+    let value = |v: &Value| match v {
+        Value::Str(s) => s.capacity(),
         _ => 0,
     };
     std::mem::size_of::<PredictionRecord>()
@@ -538,7 +538,7 @@ fn record_bytes(r: &PredictionRecord) -> usize {
         + r.route.capacity()
         + r.inputs
             .iter()
-            .map(|(n, v)| std::mem::size_of::<(String, LoggedValue)>() + n.capacity() + value(v))
+            .map(|(n, v)| std::mem::size_of::<(String, Value)>() + n.capacity() + value(v))
             .sum::<usize>()
 }
 
@@ -553,28 +553,6 @@ impl std::fmt::Debug for Deployment {
         f.debug_struct("Deployment")
             .field("name", &self.name)
             .finish_non_exhaustive()
-    }
-}
-
-fn value_ref(v: &Value) -> ValueRef<'_> {
-    match v {
-        Value::Null => ValueRef::Null,
-        Value::F64(x) => ValueRef::F64(*x),
-        Value::I64(x) => ValueRef::I64(*x),
-        Value::Bool(b) => ValueRef::Bool(*b),
-        Value::Str(s) => ValueRef::Str(s),
-        _ => ValueRef::Null,
-    }
-}
-
-fn logged(v: &Value) -> LoggedValue {
-    match v {
-        Value::Null => LoggedValue::Null,
-        Value::F64(x) => LoggedValue::Num(*x),
-        Value::I64(x) => LoggedValue::Num(*x as f64),
-        Value::Bool(b) => LoggedValue::Num(f64::from(u8::from(*b))),
-        Value::Str(s) => LoggedValue::Label(s.clone()),
-        _ => LoggedValue::Null,
     }
 }
 
@@ -667,7 +645,7 @@ impl Deployment {
         }
         self.missing_features
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        let refs: Vec<ValueRef<'_>> = inputs.iter().map(value_ref).collect();
+        let refs: Vec<ValueRef<'_>> = inputs.iter().map(Value::as_ref).collect();
         let scores = model.score(&refs)?;
         Ok(Answer {
             inputs,
@@ -920,7 +898,7 @@ impl Deployment {
                 route: route.as_str().into(),
                 inputs: names
                     .zip(&inputs)
-                    .map(|(n, v)| (n.to_string(), logged(v)))
+                    .map(|(n, v)| (n.to_string(), v.clone()))
                     .collect(),
                 score: scores.first().copied().unwrap_or(f64::NAN),
             };
@@ -975,7 +953,8 @@ impl Deployment {
                             Err(TryRecvError::Disconnected) => break,
                         };
                         let t = Instant::now();
-                        let refs: Vec<ValueRef<'_>> = job.inputs.iter().map(value_ref).collect();
+                        let refs: Vec<ValueRef<'_>> =
+                            job.inputs.iter().map(Value::as_ref).collect();
                         match job.model.score(&refs) {
                             Ok(s) => {
                                 stats.latency.record(t.elapsed().as_nanos() as u64);

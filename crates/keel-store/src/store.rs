@@ -688,7 +688,7 @@ impl Store {
             let created = r.created_ms.unwrap_or(now);
             check_ts(r.event_ms)?;
             check_ts(created)?;
-            let size: usize = r.values.iter().map(Value::size).sum();
+            let size: usize = r.values.iter().map(crate::value::encoded_size).sum();
             if size > MAX_VALUE {
                 return Err(StoreError::TooLarge(format!(
                     "{} is {size} bytes (limit {MAX_VALUE})",
@@ -740,7 +740,7 @@ impl Store {
                 }
             };
             rows.push(Row {
-                key: kc.iter().map(|c| value_of(c.get(i))).collect(),
+                key: kc.iter().map(|c| Value::from(c.get(i))).collect(),
                 event_ms: ts(ev, "event_timestamp")?,
                 created_ms: match cr {
                     Some(c) if c.is_valid(i) => Some(ts(c, "created_timestamp")?),
@@ -749,7 +749,7 @@ impl Store {
                 values: fc
                     .iter()
                     .zip(&view.features)
-                    .map(|(c, f)| coerce(value_of(c.get(i)), f.dtype))
+                    .map(|(c, f)| coerce(Value::from(c.get(i)), f.dtype))
                     .collect(),
             });
         }
@@ -1006,7 +1006,7 @@ impl Store {
             let prefixes = (0..n)
                 .map(|r| {
                     key.clear();
-                    key.extend(cols.iter().map(|c| value_of(c.get(r))));
+                    key.extend(cols.iter().map(|c| Value::from(c.get(r))));
                     pv.prefix(&key)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -1201,19 +1201,6 @@ impl Store {
 
 fn poisoned() -> StoreError {
     StoreError::Definition("registry lock poisoned by a panicking thread".into())
-}
-
-pub(crate) fn value_of(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::F32(x) => Value::F64(f64::from(x)),
-        ValueRef::F64(x) if x.is_nan() => Value::Null,
-        ValueRef::F64(x) => Value::F64(x),
-        ValueRef::I64(x) => Value::I64(x),
-        ValueRef::Bool(b) => Value::Bool(b),
-        ValueRef::Category(_, s) | ValueRef::Str(s) => Value::Str(s.to_string()),
-        _ => Value::Null,
-    }
 }
 
 /// Integers read from CSV into float features become floats.

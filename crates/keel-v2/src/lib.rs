@@ -18,7 +18,7 @@
 //!     {"name": "country", "shape": [2], "datatype": "BYTES", "data": ["FR", "US"]}]}"#;
 //! let req = keel_v2::parse_infer_request(body, &[])?;
 //! assert_eq!(req.id.as_deref(), Some("r1"));
-//! assert_eq!(req.inputs[0].values, vec![keel_v2::Element::F64(12.5), keel_v2::Element::Null]);
+//! assert_eq!(req.inputs[0].values, vec![keel_v2::Value::F64(12.5), keel_v2::Value::Null]);
 //! assert_eq!(req.inputs[1].rows(), 2);
 //! # Ok::<(), keel_v2::V2Error>(())
 //! ```
@@ -39,20 +39,10 @@ fn bad(msg: impl Into<String>) -> V2Error {
     V2Error(msg.into())
 }
 
-/// One tensor element, decoded by datatype.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Element {
-    /// `null` in JSON (or NaN in binary floats): a missing value.
-    Null,
-    /// `FP32` / `FP64`.
-    F64(f64),
-    /// `INT8`..`INT64`, `UINT8`..`UINT64` (within `i64`).
-    I64(i64),
-    /// `BOOL`.
-    Bool(bool),
-    /// `BYTES` (UTF-8).
-    Str(String),
-}
+/// Tensor elements are keel's one scalar, [`keel_core::Value`], decoded by datatype: `null`
+/// in JSON (or NaN in binary floats) is `Null`, `FP32`/`FP64` are `F64`, `INT*`/`UINT*`
+/// (within `i64`) are `I64`, `BOOL` is `Bool`, `BYTES` (UTF-8) is `Str`.
+pub use keel_core::Value;
 
 /// One decoded input tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +54,7 @@ pub struct Tensor {
     /// V2 datatype as sent (`FP32`, `BYTES`...).
     pub datatype: String,
     /// Elements, row-major.
-    pub values: Vec<Element>,
+    pub values: Vec<Value>,
 }
 
 impl Tensor {
@@ -312,13 +302,13 @@ fn int_range(datatype: &str) -> (i128, i128) {
     }
 }
 
-fn json_element(v: &Json, datatype: &str, name: &str) -> Result<Element, V2Error> {
+fn json_element(v: &Json, datatype: &str, name: &str) -> Result<Value, V2Error> {
     let wrong = || bad(format!("input `{name}`: {v} is not a {datatype} element"));
     Ok(match (datatype, v) {
-        (_, Json::Null) if datatype != "BYTES" => Element::Null,
-        ("BOOL", Json::Bool(b)) => Element::Bool(*b),
-        ("FP32" | "FP64", Json::Number(n)) => Element::F64(n.as_f64().ok_or_else(wrong)?),
-        ("BYTES", Json::String(s)) => Element::Str(s.clone()),
+        (_, Json::Null) if datatype != "BYTES" => Value::Null,
+        ("BOOL", Json::Bool(b)) => Value::Bool(*b),
+        ("FP32" | "FP64", Json::Number(n)) => Value::F64(n.as_f64().ok_or_else(wrong)?),
+        ("BYTES", Json::String(s)) => Value::Str(s.clone()),
         (_, Json::Number(n)) if datatype.contains("INT") => {
             let x = n
                 .as_i64()
@@ -329,7 +319,7 @@ fn json_element(v: &Json, datatype: &str, name: &str) -> Result<Element, V2Error
             if x < lo || x > hi {
                 return Err(wrong());
             }
-            Element::I64(x as i64)
+            Value::I64(x as i64)
         }
         _ => return Err(wrong()),
     })
@@ -341,7 +331,7 @@ fn decode_binary(
     size: usize,
     bytes: &[u8],
     count: usize,
-) -> Result<Vec<Element>, V2Error> {
+) -> Result<Vec<Value>, V2Error> {
     if datatype == "BYTES" {
         let mut out = Vec::with_capacity(count.min(bytes.len() / 4 + 1));
         let mut rest = bytes;
@@ -352,7 +342,7 @@ fn decode_binary(
                 .ok_or_else(|| bad(format!("input `{name}`: BYTES element runs past its data")))?;
             let s = std::str::from_utf8(s)
                 .map_err(|_| bad(format!("input `{name}`: BYTES element is not UTF-8")))?;
-            out.push(Element::Str(s.to_string()));
+            out.push(Value::Str(s.to_string()));
             rest = &rest[4 + n..];
         }
         if !rest.is_empty() || out.len() != count {
@@ -376,33 +366,33 @@ fn decode_binary(
             let mut b = [0u8; 8];
             b[..size].copy_from_slice(c);
             Ok(match datatype {
-                "BOOL" => Element::Bool(c[0] != 0),
+                "BOOL" => Value::Bool(c[0] != 0),
                 "FP32" => {
                     let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     if x.is_nan() {
-                        Element::Null
+                        Value::Null
                     } else {
-                        Element::F64(f64::from(x))
+                        Value::F64(f64::from(x))
                     }
                 }
                 "FP64" => {
                     let x = f64::from_le_bytes(b);
                     if x.is_nan() {
-                        Element::Null
+                        Value::Null
                     } else {
-                        Element::F64(x)
+                        Value::F64(x)
                     }
                 }
-                "INT8" => Element::I64(i64::from(c[0] as i8)),
-                "INT16" => Element::I64(i64::from(i16::from_le_bytes([c[0], c[1]]))),
-                "INT32" => Element::I64(i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-                "INT64" => Element::I64(i64::from_le_bytes(b)),
+                "INT8" => Value::I64(i64::from(c[0] as i8)),
+                "INT16" => Value::I64(i64::from(i16::from_le_bytes([c[0], c[1]]))),
+                "INT32" => Value::I64(i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                "INT64" => Value::I64(i64::from_le_bytes(b)),
                 _ => {
                     let x = u64::from_le_bytes(b);
                     if i128::from(x) > hi {
                         return Err(bad(format!("input `{name}`: {x} does not fit an INT64")));
                     }
-                    Element::I64(x as i64)
+                    Value::I64(x as i64)
                 }
             })
         })

@@ -330,7 +330,8 @@ fn profile_corpus_replays() {
 }
 
 fn records(f: &keel_core::Frame, start: usize, t0: i64) -> Vec<keel_monitor::PredictionRecord> {
-    use keel_monitor::{LoggedValue, PredictionRecord};
+    use keel_core::Value;
+    use keel_monitor::PredictionRecord;
     let s = scores(f);
     (0..f.nrows())
         .map(|i| PredictionRecord {
@@ -341,18 +342,15 @@ fn records(f: &keel_core::Frame, start: usize, t0: i64) -> Vec<keel_monitor::Pre
             inputs: vec![
                 (
                     "amount".into(),
-                    LoggedValue::Num(f.column("amount").unwrap().get_f64(i).unwrap()),
+                    Value::F64(f.column("amount").unwrap().get_f64(i).unwrap()),
                 ),
                 (
                     "risk".into(),
-                    LoggedValue::Num(f.column("risk").unwrap().get_f64(i).unwrap()),
+                    Value::F64(f.column("risk").unwrap().get_f64(i).unwrap()),
                 ),
                 (
                     "country".into(),
-                    match f.column("country").unwrap().get(i) {
-                        ValueRef::Str(s) => LoggedValue::Label(s.to_string()),
-                        _ => LoggedValue::Null,
-                    },
+                    Value::from(f.column("country").unwrap().get(i)),
                 ),
             ],
             score: s[i],
@@ -378,16 +376,7 @@ fn the_runtime_monitor_alerts_on_covariate_drift_and_retrains_on_decay() {
         let mut row: Vec<(&str, ValueRef<'_>)> = r
             .inputs
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    match v {
-                        keel_monitor::LoggedValue::Num(x) => ValueRef::F64(*x),
-                        keel_monitor::LoggedValue::Label(s) => ValueRef::Str(s),
-                        keel_monitor::LoggedValue::Null => ValueRef::Null,
-                    },
-                )
-            })
+            .map(|(k, v)| (k.as_str(), v.as_ref()))
             .collect();
         row.push((PREDICTION_COLUMN, ValueRef::F64(r.score)));
         profile.update_row(&row);
@@ -446,7 +435,7 @@ fn the_runtime_monitor_alerts_on_covariate_drift_and_retrains_on_decay() {
 #[test]
 fn change_detectors_feed_the_monitors_decisions() {
     use keel_monitor::{
-        ChangeDetector, ChangeRule, ColumnKind, LoggedValue, LossStream, Monitor, MonitorConfig,
+        ChangeDetector, ChangeRule, ColumnKind, LossStream, Monitor, MonitorConfig,
         PredictionRecord, WindowSpec,
     };
     for detector in [
@@ -482,7 +471,7 @@ fn change_detectors_feed_the_monitors_decisions() {
                 at_ms: i64::from(i),
                 model_version: 1,
                 route: "champion".into(),
-                inputs: vec![("x".into(), LoggedValue::Num(f64::from(i % 50)))],
+                inputs: vec![("x".into(), keel_core::Value::F64(f64::from(i % 50)))],
                 score,
             };
             if let Some(v) = m.observe(&rec).unwrap() {

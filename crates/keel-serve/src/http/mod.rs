@@ -742,7 +742,7 @@ fn parse_request(
             Role::Feature(f) => {
                 for (r, v) in requests.iter_mut().zip(t.values) {
                     // With a store, a missing request-time value leaves the stored one in place.
-                    if matches!(v, keel_v2::Element::Null) && !sv.keys.is_empty() {
+                    if matches!(v, Value::Null) && !sv.keys.is_empty() {
                         continue;
                     }
                     r.features
@@ -753,7 +753,7 @@ fn parse_request(
                 let mut it = t.values.into_iter();
                 for r in requests.iter_mut() {
                     for f in features {
-                        let v = it.next().unwrap_or(keel_v2::Element::Null);
+                        let v = it.next().unwrap_or(Value::Null);
                         r.features
                             .push((f.name.clone(), coerce(v, f.dtype, &t.name)?));
                     }
@@ -761,7 +761,7 @@ fn parse_request(
             }
             Role::RequestId | Role::RoutingKey => {
                 for (r, v) in requests.iter_mut().zip(t.values) {
-                    let keel_v2::Element::Str(s) = v else {
+                    let Value::Str(s) = v else {
                         return Err(HttpError::bad(format!("input `{}` must be BYTES", t.name)));
                     };
                     match role {
@@ -810,8 +810,8 @@ fn missing_text(r: &crate::Response) -> String {
 }
 
 /// Converts a tensor element to the dtype of the key or feature it feeds.
-fn coerce(v: keel_v2::Element, dtype: DType, name: &str) -> HttpResult<Value> {
-    use keel_v2::Element as E;
+fn coerce(v: Value, dtype: DType, name: &str) -> HttpResult<Value> {
+    use Value as E;
     let wrong = |v: &E| {
         HttpError::bad(format!(
             "input `{name}`: {v:?} does not fit feature type {dtype}"

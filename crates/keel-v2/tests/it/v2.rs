@@ -16,9 +16,9 @@ fn json_and_binary_tensors_decode() {
            "parameters":{"binary_data_output":false}}"#,
     )
     .unwrap();
-    assert_eq!(r.inputs[0].values, [1, -2, 3, 4].map(Element::I64).to_vec());
+    assert_eq!(r.inputs[0].values, [1, -2, 3, 4].map(Value::I64).to_vec());
     assert_eq!((r.inputs[0].rows(), r.inputs[0].width()), (2, 2));
-    assert_eq!(r.inputs[1].values, vec![Element::Bool(true), Element::Null]);
+    assert_eq!(r.inputs[1].values, vec![Value::Bool(true), Value::Null]);
     assert_eq!(
         r.outputs,
         Some(vec![("predict".into(), true), ("route".into(), false)])
@@ -40,8 +40,8 @@ fn json_and_binary_tensors_decode() {
     );
     bin.extend_from_slice(&floats);
     let r = parse_infer_request(head.as_bytes(), &bin).unwrap();
-    assert_eq!(r.inputs[0].values[2], Element::Str("héllo".into()));
-    assert_eq!(r.inputs[1].values, vec![Element::F64(1.5), Element::Null]);
+    assert_eq!(r.inputs[0].values[2], Value::Str("héllo".into()));
+    assert_eq!(r.inputs[1].values, vec![Value::F64(1.5), Value::Null]);
 }
 
 #[test]
