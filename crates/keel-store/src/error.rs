@@ -48,9 +48,16 @@ pub enum StoreError {
         /// What was found instead.
         reason: &'static str,
     },
-    /// The embedded database failed.
-    #[error("rocksdb: {0}")]
-    Db(#[from] rocksdb::Error),
+    /// The storage backend failed (RocksDB for the embedded store, or another
+    /// [`Backend`](crate::Backend)); the backend's own error is the source.
+    #[error("{backend}: {source}")]
+    Backend {
+        /// Which backend (`"rocksdb"`, ...).
+        backend: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// File-system failure (checkpoints, bulk loads).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -60,6 +67,25 @@ pub enum StoreError {
     /// Encoding a registry entry failed.
     #[error(transparent)]
     Envelope(#[from] keel_core::EnvelopeError),
+}
+
+impl StoreError {
+    /// Wraps a backend's own error.
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> StoreError {
+        StoreError::backend("rocksdb", e)
+    }
 }
 
 /// Result alias for keel-store.

@@ -1,0 +1,192 @@
+//! Reads: online and as-of lookups of a feature service.
+
+use super::Store;
+use crate::backend::Lookup;
+use crate::cache::Newest;
+use crate::defs::FeatureRef;
+use crate::error::{Result, StoreError};
+use crate::value::Value;
+use keel_core::{Clock, Field};
+use std::sync::Arc;
+
+/// Whether a feature value was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Found, within TTL.
+    Present,
+    /// No row for this entity at or before the read time.
+    NotFound,
+    /// The latest row is older than the view's TTL.
+    Expired,
+}
+
+/// One feature value as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureValue {
+    /// The value (`Null` unless `Present`).
+    pub value: Value,
+    /// Found, missing or expired.
+    pub status: Status,
+    /// Event time of the row it came from.
+    pub event_ms: Option<i64>,
+}
+
+/// Read results: `values[e][f]` for entity `e` and feature `f` of the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineResponse {
+    /// Feature refs in service order (shared with the store's cached service plan).
+    pub features: Arc<[FeatureRef]>,
+    /// One row per requested entity.
+    pub values: Vec<Vec<FeatureValue>>,
+}
+
+/// Options of [`Store::get_as_of_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsOfOptions {
+    /// Ignore rows created after the read time (no backfill leakage), as
+    /// [`HistoricalOptions::no_backfill_leak`] does for point-in-time joins.
+    pub no_backfill_leak: bool,
+}
+
+impl Store {
+    /// Latest values as of now for many entities and a feature service; TTL enforced. Hot
+    /// entities are answered from the row cache (see [`StoreOptions::row_cache_entries`]).
+    pub fn get_online(&self, service: &str, keys: &[Vec<Value>]) -> Result<OnlineResponse> {
+        self.read_service(service, keys, self.opts.clock.now_ms(), true, None)
+    }
+
+    /// The same as [`Store::get_online`] at any past time (always read from storage). Rows
+    /// created after `at_ms` (backfills) count; [`Store::get_as_of_with`] can exclude them.
+    pub fn get_as_of(
+        &self,
+        service: &str,
+        keys: &[Vec<Value>],
+        at_ms: i64,
+    ) -> Result<OnlineResponse> {
+        self.get_as_of_with(service, keys, at_ms, &AsOfOptions::default())
+    }
+
+    /// The key a read of `service` takes, one value per field: the join keys of every entity
+    /// its views are keyed by, in order of first appearance (a single-entity service: that
+    /// entity's join keys). Each view reads its own part.
+    pub fn service_keys(&self, service: &str) -> Result<Vec<Field>> {
+        Ok(self.service_plan(service)?.keys.clone())
+    }
+
+    /// [`Store::get_as_of`] with options: `no_backfill_leak` ignores rows created after
+    /// `at_ms`, so the answer is what an online read at `at_ms` could have seen.
+    pub fn get_as_of_with(
+        &self,
+        service: &str,
+        keys: &[Vec<Value>],
+        at_ms: i64,
+        opts: &AsOfOptions,
+    ) -> Result<OnlineResponse> {
+        let cutoff = opts.no_backfill_leak.then_some(at_ms);
+        self.read_service(service, keys, at_ms, false, cutoff)
+    }
+
+    /// Reads a service at `at_ms`. Online reads (`online`) ask for each entity's newest row
+    /// (row cache, then the backend's newest rows) and fall back to history only for entities
+    /// whose newest row lies after `at_ms`; as-of reads search history directly, ignoring rows
+    /// created after `created_cutoff` when given.
+    pub(super) fn read_service(
+        &self,
+        service: &str,
+        keys: &[Vec<Value>],
+        at_ms: i64,
+        online: bool,
+        created_cutoff: Option<i64>,
+    ) -> Result<OnlineResponse> {
+        let plan = self.service_plan(service)?;
+        if let Some(k) = keys.iter().find(|k| k.len() != plan.keys.len()) {
+            let names: Vec<&str> = plan.keys.iter().map(|f| f.name.as_str()).collect();
+            return Err(StoreError::BadValue {
+                what: format!("key for service `{service}`"),
+                reason: format!(
+                    "{k:?} has {} values; the service's key is one per join key: {}",
+                    k.len(),
+                    names.join(", ")
+                ),
+            });
+        }
+        let cached = online && self.cache.enabled();
+        // One backend call per view version for the keys the cache cannot answer;
+        // hits[view][entity].
+        let mut hits: Vec<Vec<Newest>> = Vec::with_capacity(plan.views.len());
+        for pv in &plan.views {
+            let prefixes = keys
+                .iter()
+                .map(|k| pv.service_prefix(k))
+                .collect::<Result<Vec<_>>>()?;
+            let mut got: Vec<Option<Newest>> = prefixes
+                .iter()
+                .map(|p| {
+                    // A cached newest row answers unless it lies after T.
+                    cached
+                        .then(|| self.cache.get(&pv.cf, p))
+                        .flatten()
+                        .filter(|n| n.as_ref().is_none_or(|h| h.0 <= at_ms))
+                })
+                .collect();
+            let mut misses: Vec<usize> = (0..keys.len()).filter(|&e| got[e].is_none()).collect();
+            // In storage order, one iterator sweeps forward through neighbouring blocks.
+            misses.sort_unstable_by(|&a, &b| prefixes[a].cmp(&prefixes[b]));
+            if misses.is_empty() {
+                hits.push(got.into_iter().map(Option::unwrap_or_default).collect());
+                continue;
+            }
+            let epoch = self.cache.epoch();
+            // Online reads fetch each entity's newest row (what the cache holds); if that row
+            // lies after T, the row at T is read from history in a second pass.
+            let mut future = Vec::new();
+            if online {
+                let wanted: Vec<&[u8]> = misses.iter().map(|&e| &prefixes[e][..]).collect();
+                self.backend.newest_each(&pv.cf, &wanted, &mut |i, f| {
+                    let e = misses[i];
+                    let newest: Newest = f.map(|f| pv.decode(f)).transpose()?.map(Arc::new);
+                    if cached {
+                        self.cache
+                            .insert(&pv.cf, &prefixes[e], newest.clone(), epoch);
+                    }
+                    if newest.as_ref().is_some_and(|h| h.0 > at_ms) {
+                        future.push(e);
+                    } else {
+                        got[e] = Some(newest);
+                    }
+                    Ok(())
+                })?;
+            } else {
+                future = misses;
+            }
+            if !future.is_empty() {
+                let lookups: Vec<Lookup<'_>> = future
+                    .iter()
+                    .map(|&e| Lookup {
+                        prefix: &prefixes[e],
+                        event_bound: at_ms,
+                        created_cutoff,
+                    })
+                    .collect();
+                self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {
+                    got[future[i]] = Some(f.map(|f| pv.decode(f)).transpose()?.map(Arc::new));
+                    Ok(())
+                })?;
+            }
+            hits.push(got.into_iter().map(Option::unwrap_or_default).collect());
+        }
+        let values = (0..keys.len())
+            .map(|e| {
+                plan.slots
+                    .iter()
+                    .map(|s| plan.views[s.view].value(hits[s.view][e].as_deref(), s.index, at_ms))
+                    .collect()
+            })
+            .collect();
+        Ok(OnlineResponse {
+            features: Arc::clone(&plan.refs),
+            values,
+        })
+    }
+}

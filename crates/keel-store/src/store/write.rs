@@ -1,0 +1,228 @@
+//! Writes: rows, frames, materialization, bulk loads.
+
+use super::{Durability, Store, MAX_VALUE};
+use crate::backend::Batch;
+use crate::defs::FeatureView;
+use crate::error::{Result, StoreError};
+use crate::key::{self, check_ts};
+use crate::value::{StoredRow, Value};
+use keel_core::{Clock, Column, DType, Frame, ValueRef};
+use std::collections::BTreeMap;
+
+/// One row to write into a feature view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Join key values, in the order of the view's entities' join keys.
+    pub key: Vec<Value>,
+    /// When the values were true (Unix ms).
+    pub event_ms: i64,
+    /// When they were written; `None` means now.
+    pub created_ms: Option<i64>,
+    /// Feature values in view order.
+    pub values: Vec<Value>,
+}
+
+impl Store {
+    /// Commits a batch, then drops the row-cache entries of every entity it touched.
+    pub(super) fn commit(&self, batch: &Batch, sync: bool) -> Result<()> {
+        self.backend.commit(batch, sync)?;
+        let puts = batch
+            .puts
+            .iter()
+            .map(|(cf, k, _)| (cf.as_str(), &k[..k.len().saturating_sub(16)]));
+        let ranges = batch
+            .delete_ranges
+            .iter()
+            .map(|(cf, from, _)| (cf.as_str(), &from[..]));
+        self.cache.invalidate(puts.chain(ranges));
+        Ok(())
+    }
+
+    /// Validates rows and encodes them into `batch`; nothing is written on error.
+    pub(super) fn encode_rows(
+        &self,
+        view: &FeatureView,
+        rows: &[Row],
+        batch: &mut Batch,
+    ) -> Result<()> {
+        let keys = self.join_keys(view)?;
+        let now = self.opts.clock.now_ms();
+        let cf = view.cf_name();
+        for (i, r) in rows.iter().enumerate() {
+            let at = || format!("view `{}` row {i}", view.name);
+            if r.key.len() != keys.len() {
+                return Err(StoreError::BadValue {
+                    what: at(),
+                    reason: format!("{} key values for {} join keys", r.key.len(), keys.len()),
+                });
+            }
+            for (k, f) in r.key.iter().zip(&keys) {
+                if k.is_null() || !k.fits(f.dtype) {
+                    return Err(StoreError::BadValue {
+                        what: format!("{}, join key `{}`", at(), f.name),
+                        reason: format!("{k:?} is not a {}", f.dtype),
+                    });
+                }
+            }
+            if r.values.len() != view.features.len() {
+                return Err(StoreError::BadValue {
+                    what: at(),
+                    reason: format!(
+                        "{} values for {} features",
+                        r.values.len(),
+                        view.features.len()
+                    ),
+                });
+            }
+            for (v, f) in r.values.iter().zip(&view.features) {
+                if !v.fits(f.dtype) {
+                    return Err(StoreError::BadValue {
+                        what: format!("{}, feature `{}`", at(), f.name),
+                        reason: format!("{v:?} is not a {}", f.dtype),
+                    });
+                }
+                if v.is_null() && !f.nullable {
+                    return Err(StoreError::BadValue {
+                        what: format!("{}, feature `{}`", at(), f.name),
+                        reason: "null in a non-nullable feature".into(),
+                    });
+                }
+            }
+            let created = r.created_ms.unwrap_or(now);
+            check_ts(r.event_ms)?;
+            check_ts(created)?;
+            let size: usize = r.values.iter().map(crate::value::encoded_size).sum();
+            if size > MAX_VALUE {
+                return Err(StoreError::TooLarge(format!(
+                    "{} is {size} bytes (limit {MAX_VALUE})",
+                    at()
+                )));
+            }
+            let mut row_key = key::entity_prefix(&r.key)?;
+            key::push_times(&mut row_key, r.event_ms, created);
+            let value = StoredRow::encode_slice(&r.values)?;
+            batch.puts.push((cf.clone(), row_key, value));
+        }
+        Ok(())
+    }
+
+    /// Writes rows into a view version in one atomic batch. Late and out-of-order events land at
+    /// their event time; re-writing an identical row (same key, event and creation time) is
+    /// idempotent.
+    pub fn write(&self, view: &str, version: u32, rows: &[Row]) -> Result<()> {
+        let v = self.view(view, version)?;
+        let mut batch = Batch::default();
+        self.encode_rows(&v, rows, &mut batch)?;
+        self.commit(&batch, self.opts.durability == Durability::Synced)
+    }
+
+    /// Rows of a frame for a view: join key columns by name, `event_timestamp` (i64 ms),
+    /// optional `created_timestamp`, and every feature column by name.
+    pub fn rows_from_frame(&self, view: &FeatureView, frame: &Frame) -> Result<Vec<Row>> {
+        let keys = self.join_keys(view)?;
+        let kc: Vec<&Column> = keys
+            .iter()
+            .map(|k| frame.column(&k.name))
+            .collect::<Result<_, _>>()?;
+        let ev = frame.column("event_timestamp")?;
+        let cr = frame.column("created_timestamp").ok();
+        let fc: Vec<&Column> = view
+            .features
+            .iter()
+            .map(|f| frame.column(&f.name))
+            .collect::<Result<_, _>>()?;
+        let mut rows = Vec::with_capacity(frame.nrows());
+        for i in 0..frame.nrows() {
+            let ts = |c: &Column, what: &str| -> Result<i64> {
+                match c.get(i) {
+                    ValueRef::I64(t) => Ok(t),
+                    other => Err(StoreError::BadValue {
+                        what: format!("row {i}, {what}"),
+                        reason: format!("{other:?} is not an i64 ms timestamp"),
+                    }),
+                }
+            };
+            rows.push(Row {
+                key: kc.iter().map(|c| Value::from(c.get(i))).collect(),
+                event_ms: ts(ev, "event_timestamp")?,
+                created_ms: match cr {
+                    Some(c) if c.is_valid(i) => Some(ts(c, "created_timestamp")?),
+                    _ => None,
+                },
+                values: fc
+                    .iter()
+                    .zip(&view.features)
+                    .map(|(c, f)| coerce(Value::from(c.get(i)), f.dtype))
+                    .collect(),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Materialises a batch source: writes the rows with `watermark < event <= until` and moves
+    /// the view's watermark to `until`, in the same atomic batch. Returns the rows written.
+    pub fn materialize(
+        &self,
+        view: &str,
+        version: u32,
+        source: &Frame,
+        until_ms: i64,
+    ) -> Result<usize> {
+        check_ts(until_ms)?;
+        let v = self.view(view, version)?;
+        let wm_key = format!("watermark/{}/{:010}", view, version);
+        let from = match self.backend.registry_get(&wm_key)? {
+            Some(b) if b.len() == 8 => key::ts_from(&b),
+            _ => i64::MIN,
+        };
+        let rows: Vec<Row> = self
+            .rows_from_frame(&v, source)?
+            .into_iter()
+            .filter(|r| r.event_ms > from && r.event_ms <= until_ms)
+            .collect();
+        let mut batch = Batch::default();
+        self.encode_rows(&v, &rows, &mut batch)?;
+        batch
+            .registry
+            .push((wm_key, key::ts_bytes(until_ms.max(from)).to_vec()));
+        self.commit(&batch, self.opts.durability == Durability::Synced)?;
+        Ok(rows.len())
+    }
+
+    /// The materialisation watermark of a view version.
+    pub fn watermark(&self, view: &str, version: u32) -> Result<Option<i64>> {
+        Ok(self
+            .backend
+            .registry_get(&format!("watermark/{}/{:010}", view, version))?
+            .filter(|b| b.len() == 8)
+            .map(|b| key::ts_from(&b)))
+    }
+
+    /// Bulk-loads rows through an SST file ingested at once (RocksDB backend only): readers see
+    /// none of them, then all of them.
+    pub fn bulk_load(&self, view: &str, version: u32, rows: &[Row]) -> Result<()> {
+        let v = self.view(view, version)?;
+        let rocks = self
+            .rocks
+            .as_ref()
+            .ok_or_else(|| StoreError::Definition("bulk load needs the RocksDB backend".into()))?;
+        let mut batch = Batch::default();
+        self.encode_rows(&v, rows, &mut batch)?;
+        let mut pairs: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (_, k, val) in batch.puts {
+            pairs.insert(k, val);
+        }
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs.into_iter().collect();
+        rocks.ingest_sorted(&v.cf_name(), &pairs, &self.path)?;
+        self.cache.clear();
+        Ok(())
+    }
+}
+
+/// Integers read from CSV into float features become floats.
+pub(super) fn coerce(v: Value, dtype: DType) -> Value {
+    match (v, dtype) {
+        (Value::I64(x), DType::F32 | DType::F64) => Value::F64(x as f64),
+        (v, _) => v,
+    }
+}
