@@ -1,6 +1,7 @@
 //! Integration tests of `keel-core`, in one test binary (each file a module): one link of
 //! the crate's dependencies instead of one per file.
 
+mod docs;
 mod envelope;
 mod frame;
 mod fuzz_corpus;

@@ -335,10 +335,7 @@ impl Store {
 
     /// The join key fields of a view (its entities' keys, concatenated).
     pub fn join_keys(&self, view: &FeatureView) -> Result<Vec<Field>> {
-        self.catalog
-            .read()
-            .map_err(|_| poisoned())?
-            .join_keys(view)
+        self.catalog.read().map_err(|_| poisoned())?.join_keys(view)
     }
 
     /// The resolved plan of a feature service, built once and cached until the next `apply`.
