@@ -161,20 +161,10 @@ pub(crate) struct Model {
     pub linear: Vec<LinearLeaf>,
     /// Per feature: category labels when the model was trained on pandas categoricals.
     pub categories: Vec<Option<Vec<String>>>,
-    /// Runtime form of `nodes` for the lockstep scorer (derived, never persisted).
-    #[serde(skip)]
-    pub fast: Vec<Node>,
-    /// Per tree: depth of its shallowest leaf (derived).
-    #[serde(skip)]
-    pub min_depth: Vec<u32>,
-    /// Bit-vector scoring tables (derived; `None` when the model does not fit them).
-    #[serde(skip)]
-    pub qs: Option<std::sync::Arc<crate::qs::Qs>>,
 }
 
 impl PartialEq for Model {
-    /// Equal when every persisted field is (node values compared by bits); derived tables are
-    /// ignored.
+    /// Equal when every field is (node values compared by bits).
     fn eq(&self, o: &Model) -> bool {
         let nodes_eq = self.nodes.len() == o.nodes.len()
             && self.nodes.iter().zip(&o.nodes).all(|(a, b)| {
@@ -199,70 +189,6 @@ impl PartialEq for Model {
 }
 
 impl Model {
-    /// Builds the derived runtime tables. Call after [`Model::validate`] succeeded.
-    ///
-    /// In `fast`, a leaf becomes a self-loop: threshold NaN (every comparison false), no flags
-    /// but `LEAF`, feature 0, second child itself; so a lane that reached its leaf stays there
-    /// while the other lanes of a lockstep group keep walking.
-    pub fn prepare(&mut self) {
-        let nf = self.num_features as u32;
-        self.fast = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let flags = n.flags();
-                if flags & LEAF != 0 {
-                    return Node {
-                        value: f64::NAN,
-                        word: u32::from(LEAF) << 24,
-                        second: i as u32,
-                    };
-                }
-                let nan_first = flags & NAN_FIRST != 0;
-                // The prepared row reads NaN as +inf (first half) or -inf (second half); that
-                // agrees with the NaN rule unless the threshold itself is NaN or infinite the
-                // wrong way. Those (never seen in trained models) take the general path.
-                let plain = flags & SPECIAL == 0
-                    && !n.value.is_nan()
-                    && (n.value != f64::INFINITY || nan_first);
-                if plain {
-                    let f = n.word & FEATURE_MASK;
-                    Node {
-                        value: n.value,
-                        word: if nan_first { f + nf } else { f },
-                        second: n.second,
-                    }
-                } else {
-                    Node {
-                        value: n.value,
-                        word: n.word | (u32::from(GENERAL) << 24),
-                        second: n.second,
-                    }
-                }
-            })
-            .collect();
-        self.min_depth = self
-            .trees
-            .iter()
-            .map(|t| {
-                let mut best = u32::MAX;
-                let mut stack = vec![(t.root as usize, 0u32)];
-                while let Some((i, d)) = stack.pop() {
-                    let n = self.nodes[i];
-                    if n.flags() & LEAF != 0 {
-                        best = best.min(d);
-                    } else {
-                        stack.push((i + 1, d + 1));
-                        stack.push((n.second as usize, d + 1));
-                    }
-                }
-                best
-            })
-            .collect();
-        self.qs = crate::qs::Qs::build(self).map(std::sync::Arc::new);
-    }
-
     /// Checks every structural invariant; run after translation and after decoding, so the
     /// scorer can index without further checks failing.
     pub fn validate(&self, format: &'static str) -> Result<()> {
@@ -478,9 +404,6 @@ impl Builder {
                 cat_bits: Vec::new(),
                 linear: Vec::new(),
                 categories: vec![None; num_features],
-                fast: Vec::new(),
-                min_depth: Vec::new(),
-                qs: None,
             },
             format,
         })
@@ -623,13 +546,6 @@ impl Builder {
     pub fn finish(self) -> Result<Model> {
         self.model.validate(self.format)?;
         Ok(self.model)
-    }
-}
-
-impl From<Model> for crate::GbdtModel {
-    fn from(mut inner: Model) -> Self {
-        inner.prepare();
-        crate::GbdtModel { inner }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::error::{GbdtError, Result};
 use crate::model::*;
+use crate::scorer::Scorer;
 use std::ops::Range;
 
 /// An input element type: `f32` or `f64`.
@@ -120,34 +121,11 @@ const CHUNKS_PER_THREAD: usize = 8;
 /// Batches smaller than this never leave the calling thread.
 const MIN_ROWS_PER_THREAD: usize = 512;
 
+/// Split decisions: facts of the IR, shared by the scorer and TreeSHAP.
 impl Model {
     #[inline(always)]
-    fn xgb(&self) -> bool {
+    pub(crate) fn xgb(&self) -> bool {
         self.source == Source::XgBoost
-    }
-
-    /// Index of the leaf reached from `root` for `row`.
-    #[inline(always)]
-    pub(crate) fn find_leaf<const XGB: bool, F: FeatureValue>(
-        &self,
-        root: usize,
-        row: &[F],
-    ) -> usize {
-        let nodes = self.nodes.as_slice();
-        let mut i = root;
-        loop {
-            let n = nodes[i];
-            let flags = n.flags();
-            if flags & LEAF != 0 {
-                return i;
-            }
-            let x = read::<XGB, F>(row[n.feature()]);
-            i = if self.goes_first(n, x) {
-                i + 1
-            } else {
-                n.second as usize
-            };
-        }
     }
 
     /// Whether a split (of `nodes`, not the derived scoring table) sends `x` (already rounded
@@ -185,6 +163,32 @@ impl Model {
             return flags & DEFAULT_FIRST != 0;
         }
         x <= n.value
+    }
+}
+
+impl Scorer {
+    /// Index of the leaf reached from `root` for `row`.
+    #[inline(always)]
+    pub(crate) fn find_leaf<const XGB: bool, F: FeatureValue>(
+        &self,
+        root: usize,
+        row: &[F],
+    ) -> usize {
+        let nodes = self.nodes.as_slice();
+        let mut i = root;
+        loop {
+            let n = nodes[i];
+            let flags = n.flags();
+            if flags & LEAF != 0 {
+                return i;
+            }
+            let x = read::<XGB, F>(row[n.feature()]);
+            i = if self.goes_first(n, x) {
+                i + 1
+            } else {
+                n.second as usize
+            };
+        }
     }
 
     /// The value of the leaf at node `i` for `row` (linear leaves evaluate their model).

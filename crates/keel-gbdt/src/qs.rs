@@ -22,8 +22,9 @@
 //! threshold none of its rows exceeds. Leaves are added in tree order, so sums are bit-identical
 //! to the walking scorer's.
 
-use crate::model::{Model, Source, CATEGORICAL, CAT_NEG_INVALID, LEAF, NAN_FIRST};
+use crate::model::{Model, Node, Source, CATEGORICAL, CAT_NEG_INVALID, LEAF, NAN_FIRST};
 use crate::predict::{read, scratch, FeatureValue};
+use crate::scorer::Scorer;
 use std::fmt::Debug;
 use std::ops::BitAnd;
 
@@ -329,23 +330,27 @@ fn leaf_ranges(m: &Model, root: usize, len: usize) -> Option<LeafRanges> {
 impl Qs {
     /// Builds the tables, or `None` when the model does not fit them (a tree with more than 64
     /// leaves, a node shared between paths, a feature with too many distinct thresholds).
-    pub fn build(m: &Model) -> Option<Qs> {
+    pub fn build(m: &Model, fast: &[Node]) -> Option<Qs> {
         let max_leaves = m.trees.iter().map(|t| t.num_leaves).max().unwrap_or(0) as usize;
         if max_leaves <= 32 {
-            Self::build_with::<u32>(m, Blocks::Narrow)
+            Self::build_with::<u32>(m, fast, Blocks::Narrow)
         } else if max_leaves <= 64 {
-            Self::build_with::<u64>(m, Blocks::Wide)
+            Self::build_with::<u64>(m, fast, Blocks::Wide)
         } else {
             None
         }
     }
 
-    fn build_with<M: Mask>(m: &Model, wrap: fn(Vec<Block<M>>) -> Blocks) -> Option<Qs> {
+    fn build_with<M: Mask>(
+        m: &Model,
+        fast: &[Node],
+        wrap: fn(Vec<Block<M>>) -> Blocks,
+    ) -> Option<Qs> {
         let nf = m.num_features;
-        let plain = |i: usize| m.fast[i].flags() & crate::model::SPECIAL == 0;
+        let plain = |i: usize| fast[i].flags() & crate::model::SPECIAL == 0;
         // Distinct thresholds per original feature.
         let mut per_feature: Vec<Vec<f64>> = vec![Vec::new(); nf];
-        for (i, n) in m.fast.iter().enumerate() {
+        for (i, n) in fast.iter().enumerate() {
             if n.flags() & LEAF == 0 && plain(i) {
                 per_feature[n.feature() % nf].push(n.value);
             }
@@ -433,8 +438,8 @@ impl Qs {
                     let mask = M::from_u64(!bits);
                     let tree = local as u16;
                     if plain(i) {
-                        let f = m.fast[i].feature();
-                        items.push((f, rank_of(f, m.fast[i].value), tree, mask));
+                        let f = fast[i].feature();
+                        items.push((f, rank_of(f, fast[i].value), tree, mask));
                     } else if let Some(set) = cat_set(i) {
                         let f = m.nodes[i].feature() as u32;
                         let slot = match cat_features.iter().position(|&c| c == f) {
@@ -533,7 +538,7 @@ impl Qs {
     }
 }
 
-impl Model {
+impl Scorer {
     /// Raw scores (added to `out`, which holds the base margins, `num_outputs` per row) of
     /// `nrows` rows (`stride` values each) through every tree, by bit vectors. `false` when the
     /// model has no bit-vector tables (the caller walks instead). Allocates nothing for a single

@@ -53,6 +53,6 @@ fn the_module_map_matches_the_source_tree() {
     let stale: Vec<_> = listed.difference(&present).collect();
     assert!(
         missing.is_empty() && stale.is_empty(),
-        "docs/architecture.md's module map disagrees with the tree: not listed {missing:?}, listed but gone {stale:?}"
+        "docs/architecture.md's module map disagrees with the tree (run python3 scripts/module-map.py): not listed {missing:?}, listed but gone {stale:?}"
     );
 }

@@ -456,3 +456,14 @@ fn parse_tree(tree: &Value, t: usize, num_features: usize) -> Result<RawTree> {
     }
     Ok(RawTree { nodes, root: 0 })
 }
+
+/// Parses XGBoost's JSON format into the IR.
+pub(crate) fn load_json(bytes: &[u8]) -> Result<Model> {
+    let doc: Value = serde_json::from_slice(&sanitize_json(bytes))?;
+    load_value(&doc)
+}
+
+/// Parses XGBoost's UBJSON format into the IR.
+pub(crate) fn load_ubjson(bytes: &[u8]) -> Result<Model> {
+    load_value(&super::ubjson::parse(bytes)?)
+}
