@@ -15,8 +15,8 @@ use keel_store::{FeatureRef, Status, Store, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Family;
-use crate::predictor::ServedModel;
 use crate::{Result, ServeError};
+use keel_model::ServedModel;
 
 /// Registry alias of the model answering traffic.
 pub const CHAMPION: &str = "champion";

@@ -21,16 +21,10 @@ pub enum ServeError {
         /// Version asked for.
         version: u32,
     },
-    /// A registered bundle whose parts do not fit together (checked when it is loaded).
-    #[error("model `{model}` v{version} cannot be served: {reason}")]
-    IncompatibleBundle {
-        /// Model name.
-        model: String,
-        /// Version.
-        version: u32,
-        /// What does not fit.
-        reason: String,
-    },
+    /// Loading or scoring a model failed (keel-model: incompatible bundle, unsupported
+    /// flavor, shapes).
+    #[error(transparent)]
+    Model(keel_model::ModelError),
     /// The request's entity has no stored row at all and the deployment's `on_missing`
     /// policy is `error`.
     #[error("model `{model}`: no stored features for entity [{entity}] (unknown entity; on_missing = \"error\")")]
@@ -49,9 +43,6 @@ pub enum ServeError {
     /// I/O failure (binding a socket...).
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// A model flavor this runtime cannot serve.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
     /// Feature store failure.
     #[error(transparent)]
     Store(#[from] keel_store::StoreError),
@@ -67,6 +58,21 @@ pub enum ServeError {
     /// Registry failure.
     #[error(transparent)]
     Registry(#[from] keel_registry::RegistryError),
+}
+
+impl From<keel_model::ModelError> for ServeError {
+    /// The causes keel-serve already names keep their variant (transform, registry, GBDT,
+    /// deep); the seam's own errors are [`ServeError::Model`].
+    fn from(e: keel_model::ModelError) -> ServeError {
+        use keel_model::ModelError as M;
+        match e {
+            M::Transform(e) => ServeError::Transform(e),
+            M::Registry(e) => ServeError::Registry(e),
+            M::Gbdt(e) => ServeError::Gbdt(e),
+            M::Deep(e) => ServeError::Deep(e),
+            e => ServeError::Model(e),
+        }
+    }
 }
 
 /// Result alias of this crate.

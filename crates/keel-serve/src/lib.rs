@@ -39,7 +39,6 @@ pub mod http;
 pub mod load;
 mod metrics;
 mod precompute;
-mod predictor;
 
 pub use deployment::{
     CanaryGate, Deployment, DeploymentConfig, DeploymentConfigs, LabelEvidence, MissingFeature,
@@ -47,8 +46,8 @@ pub use deployment::{
     CHAMPION, SHADOW,
 };
 pub use error::{Result, ServeError};
+pub use keel_model::{DeepPredictor, GbdtPredictor, ModelError, Predictor, ServedModel};
 pub use precompute::{lookup_precomputed, precomputed_names, PrecomputeReport};
-pub use predictor::{DeepPredictor, GbdtPredictor, Predictor, ServedModel};
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,9 @@ pub enum TrainError {
     /// Tracking or registration failed.
     #[error(transparent)]
     Registry(#[from] keel_registry::RegistryError),
+    /// Loading or scoring a registered model through the model seam failed.
+    #[error(transparent)]
+    Model(#[from] keel_model::ModelError),
     /// A deep model failed.
     #[error(transparent)]
     Deep(#[from] keel_deep::DeepError),

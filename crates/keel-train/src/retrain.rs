@@ -82,29 +82,20 @@ impl<'a> RetrainLoop<'a> {
         let label = self.job.config().label.clone();
         let out = self.job.run(self.registry, latest)?;
         let champion = self.registry.load_alias(&model, CHAMPION_ALIAS)?;
-        let cp = FittedPipeline::from_bytes(champion.file("pipeline")?)?;
         let y = labels(holdout, &label)?;
         let score = |p: &FittedPipeline, m: &GbdtModel| -> Result<Vec<f64>> {
             let x = p.transform(holdout)?;
             Ok(m.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?)
         };
-        // The champion may be a GBDT or a deep model.
-        let champion_scores = match champion.version.meta.flavor.as_str() {
-            "deep" => {
-                let (mlp, _) =
-                    keel_deep::Mlp::from_parts(champion.file("model")?, champion.file("weights")?)?;
-                let x = cp.transform(holdout)?;
-                let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
-                let rows = x.nrows();
-                let k = mlp.outputs();
-                mlp.predict_batch(&xf, &[], rows)?
-                    .iter()
-                    .step_by(k.max(1))
-                    .map(|v| f64::from(*v))
-                    .collect()
-            }
-            _ => score(&cp, &GbdtModel::from_bytes(champion.file("model")?)?)?,
-        };
+        // The champion, whatever its flavor, is scored through the model seam, as serving
+        // scores it (a deep champion gets its category codes); the gate compares first outputs.
+        let champion_model = keel_model::ServedModel::from_bundle(&champion)?;
+        let k = champion_model.outputs().max(1);
+        let champion_scores: Vec<f64> = champion_model
+            .score_batch(holdout)?
+            .chunks(k)
+            .map(|r| r[0])
+            .collect();
         let challenger_scores = score(&out.pipeline, &out.model)?;
         let p99 = single_row_p99_us(&out.pipeline, &out.model, holdout)?;
         let gate = self

@@ -35,6 +35,10 @@ pub enum Error {
     #[cfg(feature = "monitor")]
     #[error(transparent)]
     Monitor(#[from] keel_monitor::MonitorError),
+    /// keel-model: loading and scoring a registered bundle.
+    #[cfg(feature = "model")]
+    #[error(transparent)]
+    Model(#[from] keel_model::ModelError),
     /// keel-train: training jobs and the retraining loop.
     #[cfg(feature = "train")]
     #[error(transparent)]

@@ -53,6 +53,8 @@ pub use keel_core as core;
 pub use keel_deep as deep;
 #[cfg(feature = "gbdt")]
 pub use keel_gbdt as gbdt;
+#[cfg(feature = "model")]
+pub use keel_model as model;
 #[cfg(feature = "monitor")]
 pub use keel_monitor as monitor;
 #[cfg(feature = "registry")]

@@ -136,14 +136,16 @@ impl IntoResponse for HttpError {
 impl From<ServeError> for HttpError {
     fn from(e: ServeError) -> HttpError {
         let status = match &e {
-            ServeError::BadRequest(_) | ServeError::Transform(_) => StatusCode::BAD_REQUEST,
+            ServeError::BadRequest(_)
+            | ServeError::Transform(_)
+            | ServeError::Model(keel_model::ModelError::Shape(_)) => StatusCode::BAD_REQUEST,
             ServeError::Store(StoreError::BadValue { .. } | StoreError::TooLarge(_)) => {
                 StatusCode::BAD_REQUEST
             }
             ServeError::NotServing { .. } | ServeError::UnknownEntity { .. } => {
                 StatusCode::NOT_FOUND
             }
-            ServeError::IncompatibleBundle { .. }
+            ServeError::Model(keel_model::ModelError::IncompatibleBundle { .. })
             | ServeError::Registry(
                 keel_registry::RegistryError::Unsigned { .. }
                 | keel_registry::RegistryError::BadSignature { .. }

@@ -426,7 +426,7 @@ column = "risk"
         .unwrap();
     let err = ServedModel::from_bundle(&reg.load("fraud", mixed.version).unwrap()).unwrap_err();
     assert!(
-        matches!(&err, ServeError::IncompatibleBundle { reason, .. } if reason.contains("pipeline writes 2")),
+        matches!(&err, ModelError::IncompatibleBundle { reason, .. } if reason.contains("pipeline writes 2")),
         "{err}"
     );
     let d = deployment(&reg, &store, DeploymentConfig::default());

@@ -192,3 +192,75 @@ fn a_challenger_that_does_not_beat_the_champion_is_not_registered() {
     let run = reg.run(&out.challenger.unwrap().run.id).unwrap();
     assert_eq!(run.tags["gate"], "failed");
 }
+
+/// Issue 21: the retraining gate scored a deep champion without its category codes
+/// (`predict_batch(&xf, &[], rows)`), unlike serving. It scores through the model seam now:
+/// the champion's AUC in the gate is the AUC of the scores serving gives, row by row.
+#[test]
+fn a_deep_champion_with_embeddings_is_gated_on_the_scores_serving_gives() {
+    use keel_deep::{EmbeddingSpec, Head, Mlp, MlpConfig};
+    use keel_model::ServedModel;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    // A pipeline whose last output is the country's category code.
+    let job = TrainingJob::from_toml(&JOB.replace("op = \"one_hot\"", "op = \"ordinal\"")).unwrap();
+    let data = TrainingData::from_frame(synth::transactions(4000, Shift::None, 11));
+    let gbdt = job.run(&reg, &data).unwrap();
+    let pipeline = gbdt.pipeline.to_bytes().unwrap();
+    assert_eq!(gbdt.pipeline.width(), 3);
+    // The deep champion: two numeric inputs and one embedded code (random weights suffice).
+    let mlp = Mlp::new(
+        MlpConfig {
+            numeric: 2,
+            embeddings: vec![EmbeddingSpec {
+                cardinality: 16,
+                dim: 4,
+            }],
+            hidden: vec![8],
+            layer_norm: false,
+            residual: false,
+            dropout: 0.0,
+            head: Head::Binary,
+        },
+        5,
+    )
+    .unwrap();
+    let (manifest, weights) = mlp.to_parts(Default::default()).unwrap();
+    let deep = reg
+        .register(
+            "fraud",
+            &gbdt.run.id,
+            keel_registry::Bundle::new("deep")
+                .with_file("model", manifest)
+                .with_file("weights", weights)
+                .with_file("pipeline", pipeline),
+        )
+        .unwrap();
+    reg.set_alias("fraud", CHAMPION_ALIAS, deep.version, "deep champion")
+        .unwrap();
+    let holdout = synth::transactions(1500, Shift::None, 12);
+    let mut decision = decide(4, None, None);
+    decision.action = Action::Retrain;
+    decision.reason = "scheduled".into();
+    let log = DecisionLog::default();
+    let out = RetrainLoop::new(&reg, job, gate(), &log)
+        .handle(decision, &data, &holdout)
+        .unwrap();
+    let gate_auc = out.gate.unwrap().checks[0].champion;
+    // Serving's scores: one row at a time through the same seam.
+    let served = ServedModel::from_bundle(&reg.load("fraud", deep.version).unwrap()).unwrap();
+    let x = inputs(&holdout);
+    let scores: Vec<f64> = (0..x.nrows())
+        .map(|i| served.score(&x.row(i).unwrap()).unwrap()[0])
+        .collect();
+    let auc = keel_monitor::metrics::roc_auc(&labels(&holdout), &scores).unwrap();
+    assert!(
+        (gate_auc - auc).abs() < 1e-12,
+        "gate {gate_auc} vs serving {auc}"
+    );
+    // The batch path of the seam equals its row path.
+    let batch = served.score_batch(&holdout).unwrap();
+    for (b, s) in batch.iter().zip(&scores) {
+        assert!((b - s).abs() < 1e-6, "{b} vs {s}");
+    }
+}
