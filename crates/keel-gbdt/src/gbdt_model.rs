@@ -79,7 +79,7 @@ impl GbdtModel {
         Self::from_bytes(&bytes)
     }
 
-    /// Loads a model from bytes in any supported format (see [`Format::sniff`]).
+    /// Loads a model from bytes in any supported format (see [`Format::sniff`](crate::Format::sniff)).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         load::parse(bytes).map(Into::into)
     }

@@ -17,7 +17,7 @@ use crate::error::{self, GbdtError, Result};
 use crate::model::Model;
 use keel_core::envelope;
 
-/// File formats [`GbdtModel::from_bytes`] recognises.
+/// File formats [`GbdtModel::from_bytes`](crate::GbdtModel::from_bytes) recognises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Format {

@@ -45,13 +45,13 @@ pub struct OnlineResponse {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AsOfOptions {
     /// Ignore rows created after the read time (no backfill leakage), as
-    /// [`HistoricalOptions::no_backfill_leak`] does for point-in-time joins.
+    /// [`HistoricalOptions::no_backfill_leak`](crate::HistoricalOptions::no_backfill_leak) does for point-in-time joins.
     pub no_backfill_leak: bool,
 }
 
 impl Store {
     /// Latest values as of now for many entities and a feature service; TTL enforced. Hot
-    /// entities are answered from the row cache (see [`StoreOptions::row_cache_entries`]).
+    /// entities are answered from the row cache (see [`StoreOptions::row_cache_entries`](crate::StoreOptions::row_cache_entries)).
     pub fn get_online(&self, service: &str, keys: &[Vec<Value>]) -> Result<OnlineResponse> {
         self.read_service(service, keys, self.opts.clock.now_ms(), true, None)
     }
