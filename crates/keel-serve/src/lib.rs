@@ -47,7 +47,7 @@ pub use deployment::{
 };
 pub use error::{Result, ServeError};
 pub use keel_model::{DeepPredictor, GbdtPredictor, ModelError, Predictor, ServedModel};
-pub use precompute::{lookup_precomputed, precomputed_names, PrecomputeReport};
+pub use precompute::{lookup_precomputed, precomputed_names, PrecomputeReport, Precomputed};
 
 #[cfg(test)]
 mod tests {

@@ -37,10 +37,12 @@ pub fn precomputed_names(model: &str) -> (String, String) {
 
 impl Deployment {
     /// Scores every entity in `entities` with the champion (feature-service lookup + pipeline +
-    /// model, exactly the online path) on `threads` threads, and writes `score` and
-    /// `model_version` into view `{model}_predictions` at version = the champion's version
-    /// (defined on first use, keyed like `entity_view`'s entities), event time `at_ms`.
-    /// A later lookup through service `{model}_precomputed` is then a single read.
+    /// model, exactly the online path) on `threads` threads, and writes every output into view
+    /// `{model}_predictions` at version = the champion's version (defined on first use, keyed
+    /// like `entity_view`'s entities), event time `at_ms`: features `score` (output 0),
+    /// `model_version`, then `score_1`..`score_{k-1}` for a model of `k` outputs (all the
+    /// classes of a multiclass model). A later lookup through service `{model}_precomputed`
+    /// ([`lookup_precomputed`]) is then a single read.
     pub fn precompute(
         &self,
         store: &Store,
@@ -53,16 +55,24 @@ impl Deployment {
         let version = self.versions().0;
         let (view, service) = precomputed_names(self.name());
         let source = store.view(entity_view.0, entity_view.1)?;
+        let names = score_features(self.model(None)?.0.outputs());
         let defs = Definitions {
             entities: Vec::new(),
             views: vec![FeatureView {
                 name: view.clone(),
                 version,
                 entities: source.entities.clone(),
-                features: vec![
-                    Field::new("score", DType::F64),
-                    Field::new("model_version", DType::I64),
-                ],
+                features: names
+                    .iter()
+                    .map(|n| {
+                        let dtype = if n == "model_version" {
+                            DType::I64
+                        } else {
+                            DType::F64
+                        };
+                        Field::new(n, dtype)
+                    })
+                    .collect(),
                 ttl_ms: None,
                 retention_ms: None,
                 owner: "keel-serve".into(),
@@ -71,12 +81,12 @@ impl Deployment {
             }],
             services: vec![FeatureService {
                 name: service.clone(),
-                features: ["score", "model_version"]
+                features: names
                     .iter()
                     .map(|f| FeatureRef {
                         view: view.clone(),
                         version,
-                        feature: (*f).into(),
+                        feature: f.clone(),
                     })
                     .collect(),
             }],
@@ -105,10 +115,7 @@ impl Deployment {
                                         key: key.clone(),
                                         event_ms: at_ms,
                                         created_ms: Some(at_ms),
-                                        values: vec![
-                                            Value::F64(r.scores[0]),
-                                            Value::I64(i64::from(r.model_version)),
-                                        ],
+                                        values: row_values(&r.scores, r.model_version),
                                     });
                                     scored.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -151,20 +158,57 @@ impl Deployment {
     }
 }
 
-/// Reads a precomputed prediction: `(score, model version)`, `None` when absent or expired.
-pub fn lookup_precomputed(store: &Store, model: &str, key: &[Value]) -> Result<Option<(f64, u32)>> {
+/// The features of a precomputed view for a model of `outputs` values per row.
+fn score_features(outputs: usize) -> Vec<String> {
+    let mut names = vec!["score".to_string(), "model_version".to_string()];
+    names.extend((1..outputs).map(|i| format!("score_{i}")));
+    names
+}
+
+/// A row of a precomputed view, in [`score_features`] order.
+fn row_values(scores: &[f64], version: u32) -> Vec<Value> {
+    let mut v = Vec::with_capacity(scores.len() + 1);
+    v.push(Value::F64(scores.first().copied().unwrap_or(f64::NAN)));
+    v.push(Value::I64(i64::from(version)));
+    v.extend(scores.iter().skip(1).map(|x| Value::F64(*x)));
+    v
+}
+
+/// A precomputed prediction, as [`lookup_precomputed`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Precomputed {
+    /// Every output of the model (one for binary and regression, one per class otherwise).
+    pub scores: Vec<f64>,
+    /// The model version that scored it.
+    pub model_version: u32,
+}
+
+/// Reads a precomputed prediction; `None` when absent or expired.
+pub fn lookup_precomputed(
+    store: &Store,
+    model: &str,
+    key: &[Value],
+) -> Result<Option<Precomputed>> {
     let (_, service) = precomputed_names(model);
     let r = store.get_online(&service, &[key.to_vec()])?;
     let Some(row) = r.values.first() else {
         return Ok(None);
     };
-    match (&row[0], &row[1]) {
-        (s, v) if s.status == Status::Present && v.status == Status::Present => {
-            Ok(match (&s.value, &v.value) {
-                (Value::F64(x), Value::I64(ver)) => Some((*x, *ver as u32)),
-                _ => None,
-            })
-        }
-        _ => Ok(None),
+    if row.len() < 2 || row.iter().any(|f| f.status != Status::Present) {
+        return Ok(None);
     }
+    let Value::I64(version) = row[1].value else {
+        return Ok(None);
+    };
+    let mut scores = Vec::with_capacity(row.len() - 1);
+    for f in std::iter::once(&row[0]).chain(&row[2..]) {
+        match f.value {
+            Value::F64(x) => scores.push(x),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Precomputed {
+        scores,
+        model_version: u32::try_from(version).unwrap_or(0),
+    }))
 }

@@ -282,11 +282,12 @@ fn precomputed_predictions_match_online_and_the_open_loop_harness_measures_both(
     assert_eq!(rep.view, "fraud_predictions");
     for i in [0usize, 57, 199] {
         let online = d.predict(req(i)).unwrap();
-        let (score, v) = lookup_precomputed(&store, "fraud", &keys[i])
+        let p = lookup_precomputed(&store, "fraud", &keys[i])
             .unwrap()
             .unwrap();
-        assert_eq!(v, 1);
-        assert_eq!(score.to_bits(), online.scores[0].to_bits(), "card{i}");
+        assert_eq!(p.model_version, 1);
+        assert_eq!(p.scores.len(), 1);
+        assert_eq!(p.scores[0].to_bits(), online.scores[0].to_bits(), "card{i}");
     }
     assert_eq!(
         lookup_precomputed(&store, "fraud", &[Value::Str("nobody".into())]).unwrap(),
@@ -470,3 +471,62 @@ fn a_deployment_with_trusted_keys_serves_signed_versions_only() {
     assert_eq!(d.versions(), (1, None));
     assert_eq!(reg.alias("fraud", SHADOW).unwrap(), None);
 }
+
+/// Issue 21: precomputed predictions kept `scores[0]` only, so a multiclass model lost its
+/// classes. Every output is written and read back now.
+#[test]
+fn precomputed_predictions_keep_every_class_of_a_multiclass_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let data = keel_train::TrainingData::from_frame(keel_monitor::synth::transactions(
+        2000,
+        keel_monitor::synth::Shift::None,
+        9,
+    ));
+    let v = keel_train::TrainingJob::from_toml(MULTICLASS_JOB)
+        .unwrap()
+        .run(&reg, &data)
+        .unwrap()
+        .version
+        .unwrap();
+    reg.set_alias("fraud", CHAMPION, v.version, "multiclass")
+        .unwrap();
+    let d = deployment(
+        &reg,
+        &store,
+        DeploymentConfig {
+            log_sample_rate: 0.0,
+            ..DeploymentConfig::default()
+        },
+    );
+    let keys: Vec<Vec<Value>> = (0..20)
+        .map(|i| vec![Value::Str(format!("card{i}"))])
+        .collect();
+    let rep = d
+        .precompute(&store, ("card_features", 1), &keys, NOW - 1000, 2)
+        .unwrap();
+    assert_eq!((rep.scored, rep.errors), (20, 0));
+    for (i, k) in keys.iter().enumerate() {
+        let online = d.predict(req(i)).unwrap();
+        assert_eq!(online.scores.len(), 2);
+        let p = lookup_precomputed(&store, "fraud", k).unwrap().unwrap();
+        assert_eq!(p.model_version, v.version);
+        let bits = |s: &[f64]| s.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p.scores), bits(&online.scores), "card{i}");
+    }
+}
+
+const MULTICLASS_JOB: &str = r#"
+experiment = "fraud"
+model = "fraud"
+label = "label"
+params = { objective = "multiclass", num_class = 2, num_iterations = 10, num_leaves = 7 }
+[[transform.columns]]
+column = "amount"
+steps = [{ op = "log1p" }]
+[[transform.columns]]
+column = "risk"
+[[transform.columns]]
+column = "country"
+steps = [{ op = "one_hot" }]
+"#;
