@@ -22,7 +22,6 @@ use std::path::PathBuf;
 
 mod drift_cmd;
 mod ml_cmd;
-mod serve_cmd;
 mod store_cmd;
 
 #[derive(Parser)]
@@ -59,7 +58,7 @@ enum Command {
     Drift(drift_cmd::DriftArgs),
     /// Serve registered models over the Open Inference Protocol (V2) on HTTP, with Prometheus
     /// metrics and admin calls (shadow, promote, rollback) protected by a token.
-    Serve(serve_cmd::ServeArgs),
+    Serve(keel_server::ServeArgs),
     /// Run a training job described in a TOML file; tracks and registers it.
     Train {
         #[command(flatten)]
@@ -128,7 +127,7 @@ fn main() -> Result<()> {
         Command::Models { registry, cmd } => ml_cmd::models(&registry, cmd),
         Command::Train { registry, args } => ml_cmd::train(&registry, args),
         Command::Drift(args) => drift_cmd::run(args),
-        Command::Serve(args) => serve_cmd::run(args),
+        Command::Serve(args) => keel_server::run(args),
     }
 }
 

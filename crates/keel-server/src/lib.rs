@@ -1,4 +1,8 @@
-//! `keel serve`: the Open Inference Protocol (V2) HTTP server over registered models.
+//! The serving command: the Open Inference Protocol (V2) HTTP server over registered models,
+//! as `keel serve` (the full CLI) and as the `keel-serve` executable, which links no training
+//! code. [`ServeArgs`] are its flags; [`run`] serves until the process stops.
+
+#![deny(missing_docs)]
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
