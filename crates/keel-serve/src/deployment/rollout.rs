@@ -1,0 +1,219 @@
+//! The rollout: shadow, gated promotion, audited overrides, rollback.
+
+use super::{
+    Deployment, DeploymentConfig, LabelEvidence, Route, Stage, State, CANARY, CHAMPION, SHADOW,
+};
+use crate::{Result, ServeError};
+use keel_model::ServedModel;
+
+impl Deployment {
+    /// Puts registered version `version` in shadow beside the champion (alias `shadow`).
+    pub fn start_shadow(&self, version: u32, reason: &str) -> Result<()> {
+        let m = ServedModel::from_bundle(&self.registry.load(&self.name, version)?)?;
+        self.registry
+            .set_alias(&self.name, SHADOW, version, reason)?;
+        let s = self.state();
+        self.swap(State {
+            champion: s.champion.clone(),
+            challenger: Some((m, Stage::Shadow)),
+        });
+        Ok(())
+    }
+
+    /// The configuration this deployment runs with (its gates included).
+    pub fn config(&self) -> &DeploymentConfig {
+        &self.cfg
+    }
+
+    /// The checks of the configured [`ShadowGate`] that the shadow evidence fails (empty: it
+    /// passes), and the challenger in shadow.
+    pub(super) fn shadow_checks(&self, s: &State) -> Result<(ServedModel, Vec<String>)> {
+        let Some((m, Stage::Shadow)) = &s.challenger else {
+            return Err(ServeError::Stage("no challenger in shadow".into()));
+        };
+        let gate = &self.cfg.shadow_gate;
+        let st = self.shadow_stats();
+        let agreement = if st.compared == 0 {
+            0.0
+        } else {
+            st.agreed as f64 / st.compared as f64
+        };
+        let mut failed = Vec::new();
+        if st.compared < gate.min_samples {
+            failed.push(format!("{} compared < {}", st.compared, gate.min_samples));
+        }
+        if agreement < gate.min_agreement {
+            failed.push(format!("agreement {agreement:.4} < {}", gate.min_agreement));
+        }
+        if st.mean_abs_diff > gate.max_mean_diff {
+            failed.push(format!(
+                "mean |diff| {:.4} > {}",
+                st.mean_abs_diff, gate.max_mean_diff
+            ));
+        }
+        Ok((m.clone(), failed))
+    }
+
+    /// The checks of the configured [`CanaryGate`] that the canary evidence fails, and the
+    /// challenger on canary.
+    pub(super) fn canary_checks(
+        &self,
+        s: &State,
+        labels: Option<LabelEvidence>,
+    ) -> Result<(ServedModel, Vec<String>)> {
+        let Some((m, Stage::Canary { .. })) = &s.challenger else {
+            return Err(ServeError::Stage("no challenger on canary".into()));
+        };
+        let gate = &self.cfg.canary_gate;
+        let (n, errors, _, p99) = self.route_stats(m.version, Route::Canary);
+        let mut failed = Vec::new();
+        if n < gate.min_samples {
+            failed.push(format!("{n} canary requests < {}", gate.min_samples));
+        }
+        if p99 > gate.max_p99_us {
+            failed.push(format!("canary p99 {p99:.1} us > {}", gate.max_p99_us));
+        }
+        let rate = if n == 0 {
+            0.0
+        } else {
+            errors as f64 / n as f64
+        };
+        if rate > gate.max_error_rate {
+            failed.push(format!("error rate {rate:.4} > {}", gate.max_error_rate));
+        }
+        match labels {
+            Some(l) if !(l.champion.is_finite() && l.challenger.is_finite()) => {
+                failed.push("label evidence is not finite".into())
+            }
+            Some(l) if l.challenger < l.champion - gate.metric_margin => failed.push(format!(
+                "challenger metric {:.4} worse than champion {:.4} by more than {}",
+                l.challenger, l.champion, gate.metric_margin
+            )),
+            None if gate.require_labels => failed.push("no label evidence yet".into()),
+            _ => {}
+        }
+        Ok((m.clone(), failed))
+    }
+
+    /// Shadow -> canary through the configured [`ShadowGate`](super::ShadowGate)
+    /// ([`DeploymentConfig::shadow_gate`]); [`ServeError::GateFailed`] names the failed
+    /// checks.
+    pub fn promote_to_canary(&self) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.shadow_checks(&s)?;
+        if !failed.is_empty() {
+            return Err(ServeError::GateFailed(failed.join("; ")));
+        }
+        self.move_to_canary(&s, m, "shadow -> canary: gate passed")
+    }
+
+    /// Shadow -> canary whatever the gate says: an explicit decision with a reason, recorded
+    /// in the audit as `OVERRIDE` with the checks that failed.
+    pub fn override_to_canary(&self, reason: &str) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.shadow_checks(&s)?;
+        let audit = override_audit("shadow -> canary", reason, &failed)?;
+        self.move_to_canary(&s, m, &audit)
+    }
+
+    pub(super) fn move_to_canary(&self, s: &State, m: ServedModel, audit: &str) -> Result<()> {
+        // The challenger's bundle was verified when it was loaded into shadow; the aliases
+        // move first, then the served state (a failed alias write changes nothing).
+        self.registry
+            .set_alias(&self.name, CANARY, m.version, audit)?;
+        self.registry
+            .remove_alias(&self.name, SHADOW, "moved to canary")?;
+        self.swap(State {
+            champion: s.champion.clone(),
+            challenger: Some((
+                m,
+                Stage::Canary {
+                    percent: self.cfg.canary_percent,
+                },
+            )),
+        });
+        Ok(())
+    }
+
+    /// Canary -> champion through the configured [`CanaryGate`](super::CanaryGate)
+    /// ([`DeploymentConfig::canary_gate`]), with label evidence when available.
+    pub fn promote_to_champion(&self, labels: Option<LabelEvidence>) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.canary_checks(&s, labels)?;
+        if !failed.is_empty() {
+            return Err(ServeError::GateFailed(failed.join("; ")));
+        }
+        self.move_to_champion(m, "canary -> champion: gate passed")
+    }
+
+    /// Canary -> champion whatever the gate says, recorded as `OVERRIDE` with `reason` and the
+    /// checks that failed.
+    pub fn override_to_champion(&self, reason: &str, labels: Option<LabelEvidence>) -> Result<()> {
+        let s = self.state();
+        let (m, failed) = self.canary_checks(&s, labels)?;
+        let audit = override_audit("canary -> champion", reason, &failed)?;
+        self.move_to_champion(m, &audit)
+    }
+
+    pub(super) fn move_to_champion(&self, m: ServedModel, audit: &str) -> Result<()> {
+        self.registry
+            .set_alias(&self.name, CHAMPION, m.version, audit)?;
+        self.registry.remove_alias(&self.name, CANARY, "promoted")?;
+        self.swap(State {
+            champion: m,
+            challenger: None,
+        });
+        Ok(())
+    }
+
+    /// Rolls back at once: a challenger is withdrawn; without one, the champion alias moves
+    /// back to its previous version. The target bundle is loaded and verified before any alias
+    /// moves, and the alias moves before the served state: a failure leaves both as they were.
+    /// In-flight requests finish on the model they started with.
+    pub fn rollback(&self, reason: &str) -> Result<u32> {
+        let s = self.state();
+        if let Some((m, stage)) = &s.challenger {
+            let alias = if matches!(stage, Stage::Shadow) {
+                SHADOW
+            } else {
+                CANARY
+            };
+            self.registry.remove_alias(&self.name, alias, reason)?;
+            self.swap(State {
+                champion: s.champion.clone(),
+                challenger: None,
+            });
+            return Ok(m.version);
+        }
+        let Some(v) = self.registry.rollback_target(&self.name, CHAMPION)? else {
+            return Err(ServeError::Stage(
+                "no earlier champion to roll back to".into(),
+            ));
+        };
+        let m = ServedModel::from_bundle(&self.registry.load(&self.name, v)?)?;
+        self.registry
+            .rollback_to(&self.name, CHAMPION, Some(v), reason)?;
+        self.swap(State {
+            champion: m,
+            challenger: None,
+        });
+        Ok(v)
+    }
+}
+
+/// The audit line of an override; refused without a reason.
+pub(super) fn override_audit(step: &str, reason: &str, failed: &[String]) -> Result<String> {
+    if reason.trim().is_empty() {
+        return Err(ServeError::BadRequest(
+            "an override needs a reason (it is recorded in the audit)".into(),
+        ));
+    }
+    Ok(if failed.is_empty() {
+        format!("{step}: OVERRIDE ({reason}); the gate would have passed")
+    } else {
+        format!(
+            "{step}: OVERRIDE ({reason}); failed checks: {}",
+            failed.join("; ")
+        )
+    })
+}

@@ -1,0 +1,182 @@
+//! The shadow: a bounded queue of mirrored requests, an idle-priority worker, statistics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, TryRecvError, TrySendError};
+use std::time::Instant;
+
+use keel_core::ValueRef;
+use keel_store::Value;
+use serde::{Deserialize, Serialize};
+
+use super::telemetry::Hist;
+use super::Deployment;
+use keel_model::ServedModel;
+
+/// Shadow comparison statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ShadowStats {
+    /// Requests scored by both.
+    pub compared: u64,
+    /// Of which agreed.
+    pub agreed: u64,
+    /// Mirrored requests dropped because the queue was full.
+    pub dropped: u64,
+    /// Challenger errors in shadow.
+    pub errors: u64,
+    /// Mean absolute score difference.
+    pub mean_abs_diff: f64,
+    /// p99 of the absolute score difference.
+    pub p99_abs_diff: f64,
+    /// Challenger p99 latency in shadow, microseconds.
+    pub p99_us: f64,
+}
+
+pub(super) struct Shadow {
+    pub(super) compared: AtomicU64,
+    pub(super) agreed: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) diff_sum_micro: AtomicU64,
+    pub(super) diff: Hist,
+    pub(super) latency: Hist,
+}
+
+impl Shadow {
+    pub(super) fn new() -> Shadow {
+        Shadow {
+            compared: AtomicU64::new(0),
+            agreed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            diff_sum_micro: AtomicU64::new(0),
+            diff: Hist::new(),
+            latency: Hist::new(),
+        }
+    }
+}
+
+pub(super) struct ShadowJob {
+    pub(super) model: ServedModel,
+    pub(super) inputs: Vec<Value>,
+    pub(super) champion: Vec<f64>,
+}
+
+/// Puts the calling (shadow) thread in the lowest scheduling class: on Linux `SCHED_IDLE`, so
+/// it runs only on cycles no request thread wants and a mirrored request never preempts the
+/// champion; elsewhere the lowest priority. Best effort: failure leaves the default. Also used
+/// by the HTTP server's bulk requests.
+pub(crate) fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadPriority, ThreadSchedulePolicy,
+        };
+        let _ = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    }
+}
+
+impl Deployment {
+    pub(super) fn mirror(&self, job: ShadowJob) {
+        // No lock per mirrored request: the queue is created once, then only `try_send`.
+        let tx = self.shadow_tx.get_or_init(|| {
+            let (s, r) = sync_channel::<ShadowJob>(self.cfg.shadow_queue.max(1));
+            let stats = self.shadow.clone();
+            let tol = self.cfg.agreement_tolerance;
+            std::thread::Builder::new()
+                .name("keel-shadow".into())
+                .spawn(move || {
+                    lower_priority();
+                    // Under load the worker polls (1 ms naps) instead of blocking, so a
+                    // mirrored request never pays for waking it: `try_send` stays a queue
+                    // push. After 100 ms without work it blocks until the next job.
+                    let mut idle = 0u32;
+                    loop {
+                        let job = match r.try_recv() {
+                            Ok(job) => {
+                                idle = 0;
+                                job
+                            }
+                            Err(TryRecvError::Empty) if idle < 100 => {
+                                idle += 1;
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                                continue;
+                            }
+                            Err(TryRecvError::Empty) => match r.recv() {
+                                Ok(job) => {
+                                    idle = 0;
+                                    job
+                                }
+                                Err(_) => break,
+                            },
+                            Err(TryRecvError::Disconnected) => break,
+                        };
+                        let t = Instant::now();
+                        let refs: Vec<ValueRef<'_>> =
+                            job.inputs.iter().map(Value::as_ref).collect();
+                        match job.model.score(&refs) {
+                            Ok(s) => {
+                                stats.latency.record(t.elapsed().as_nanos() as u64);
+                                let d = s
+                                    .iter()
+                                    .zip(&job.champion)
+                                    .map(|(a, b)| (a - b).abs())
+                                    .fold(0.0, f64::max);
+                                let same_side =
+                                    s.len() == 1 && (s[0] >= 0.5) == (job.champion[0] >= 0.5);
+                                stats.compared.fetch_add(1, Ordering::Relaxed);
+                                if d <= tol || same_side {
+                                    stats.agreed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                let micro = (d * 1e6).round().min(6e10) as u64;
+                                stats.diff_sum_micro.fetch_add(micro, Ordering::Relaxed);
+                                stats.diff.record(micro.max(1));
+                            }
+                            Err(_) => {
+                                stats.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+                .ok();
+            s
+        });
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shadow.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Shadow statistics so far.
+    pub fn shadow_stats(&self) -> ShadowStats {
+        let s = &self.shadow;
+        let compared = s.compared.load(Ordering::Relaxed);
+        ShadowStats {
+            compared,
+            agreed: s.agreed.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            mean_abs_diff: if compared == 0 {
+                0.0
+            } else {
+                s.diff_sum_micro.load(Ordering::Relaxed) as f64 / 1e6 / compared as f64
+            },
+            p99_abs_diff: if s.diff.len() == 0 {
+                0.0
+            } else {
+                s.diff.quantile(0.99) as f64 / 1e6
+            },
+            p99_us: s.latency.quantile(0.99) as f64 / 1e3,
+        }
+    }
+}
