@@ -6,7 +6,8 @@
 //! (`binary_data_size` per input, the JSON header's length in the
 //! `Inference-Header-Content-Length` HTTP header, little-endian elements, `BYTES` as 4-byte
 //! length + bytes). Requested outputs and `binary_data` / `binary_data_output` flags are read
-//! too.
+//! too. Responses are encoded here as well ([`encode_infer_response`]: JSON outputs, or binary
+//! ones after the JSON header), so this crate holds the whole protocol.
 //!
 //! The input is untrusted: every shape is checked against the data it claims, element counts
 //! are bounded before anything is reserved, integers are range-checked per datatype, and any
@@ -397,4 +398,134 @@ fn decode_binary(
             })
         })
         .collect()
+}
+
+/// The data of one output tensor of a response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputData {
+    /// `FP64` values, row-major (a non-finite value is sent as JSON `null`).
+    Fp64(Vec<f64>),
+    /// `INT64` values.
+    Int64(Vec<i64>),
+    /// `BYTES` values (UTF-8).
+    Bytes(Vec<String>),
+}
+
+/// One output tensor of a response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    /// Output name.
+    pub name: String,
+    /// Shape (`[N]` or `[N, C]`).
+    pub shape: Vec<usize>,
+    /// The values.
+    pub data: OutputData,
+    /// Sent in Triton's binary extension (after the JSON header) instead of as JSON `data`.
+    pub binary: bool,
+}
+
+/// An encoded response: the body, and the length of its JSON header when binary outputs follow
+/// it (the value of the `Inference-Header-Content-Length` header; `None`: all JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedResponse {
+    /// The HTTP body.
+    pub body: Vec<u8>,
+    /// JSON header length when the body carries binary data.
+    pub header_len: Option<usize>,
+}
+
+/// Encodes an inference response: `{"model_name", "model_version", "id"?, "outputs": [...]}`,
+/// with binary outputs appended after the JSON header (Triton's binary tensor extension, each
+/// output's `parameters.binary_data_size` giving its length; `BYTES` elements as a 4-byte
+/// little-endian length then the bytes).
+pub fn encode_infer_response(
+    model_name: &str,
+    model_version: Option<&str>,
+    id: Option<&str>,
+    outputs: &[OutputTensor],
+) -> Result<EncodedResponse, V2Error> {
+    let mut blob: Vec<u8> = Vec::new();
+    let mut list = Vec::with_capacity(outputs.len());
+    for o in outputs {
+        let (datatype, data, raw): (&str, Json, Vec<u8>) = match &o.data {
+            OutputData::Fp64(v) => (
+                "FP64",
+                if o.binary {
+                    Json::Null
+                } else {
+                    serde_json::json!(v)
+                },
+                if o.binary {
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+            OutputData::Int64(v) => (
+                "INT64",
+                if o.binary {
+                    Json::Null
+                } else {
+                    serde_json::json!(v)
+                },
+                if o.binary {
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+            OutputData::Bytes(v) => (
+                "BYTES",
+                if o.binary {
+                    Json::Null
+                } else {
+                    serde_json::json!(v)
+                },
+                if o.binary {
+                    v.iter()
+                        .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+        };
+        let mut t = serde_json::Map::new();
+        t.insert("name".into(), serde_json::json!(o.name));
+        t.insert("datatype".into(), serde_json::json!(datatype));
+        t.insert("shape".into(), serde_json::json!(o.shape));
+        if o.binary {
+            t.insert(
+                "parameters".into(),
+                serde_json::json!({ "binary_data_size": raw.len() }),
+            );
+            blob.extend_from_slice(&raw);
+        } else {
+            t.insert("data".into(), data);
+        }
+        list.push(Json::Object(t));
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("model_name".into(), serde_json::json!(model_name));
+    if let Some(v) = model_version {
+        body.insert("model_version".into(), serde_json::json!(v));
+    }
+    if let Some(id) = id {
+        body.insert("id".into(), serde_json::json!(id));
+    }
+    body.insert("outputs".into(), Json::Array(list));
+    let mut head = serde_json::to_vec(&Json::Object(body))
+        .map_err(|e| bad(format!("encoding the response: {e}")))?;
+    if !outputs.iter().any(|o| o.binary) {
+        return Ok(EncodedResponse {
+            body: head,
+            header_len: None,
+        });
+    }
+    let header_len = head.len();
+    head.extend_from_slice(&blob);
+    Ok(EncodedResponse {
+        body: head,
+        header_len: Some(header_len),
+    })
 }

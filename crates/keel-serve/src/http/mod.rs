@@ -64,7 +64,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use keel_core::{DType, Field};
 use keel_store::{StoreError, Value};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 use crate::deployment::{Deployment, Request, RequestId, Route};
 use crate::{Result, ServeError};
@@ -839,6 +839,7 @@ fn respond(
     binary_all: bool,
     responses: &[crate::Response],
 ) -> HttpResult<HttpResponse> {
+    use keel_v2::{OutputData, OutputTensor};
     let n = responses.len();
     let width = responses.first().map_or(1, |r| r.scores.len());
     let requested = requested.unwrap_or_else(|| {
@@ -848,9 +849,8 @@ fn respond(
             .collect()
     });
     let mut outputs = Vec::with_capacity(requested.len());
-    let mut blob: Vec<u8> = Vec::new();
-    for (out, bin) in &requested {
-        let (datatype, shape, data, raw): (&str, Json, Json, Vec<u8>) = match out.as_str() {
+    for (out, binary) in requested {
+        let (shape, data) = match out.as_str() {
             "predict" => {
                 let flat: Vec<f64> = responses
                     .iter()
@@ -862,108 +862,59 @@ fn respond(
                         "rows answered with different output widths".into(),
                     ));
                 }
-                let shape = if width == 1 {
-                    json!([n])
-                } else {
-                    json!([n, width])
-                };
-                let raw = if *bin {
-                    flat.iter().flat_map(|x| x.to_le_bytes()).collect()
-                } else {
-                    Vec::new()
-                };
-                // JSON has no NaN: a non-finite score is sent as null.
-                let data = if *bin { Json::Null } else { json!(flat) };
-                ("FP64", shape, data, raw)
+                let shape = if width == 1 { vec![n] } else { vec![n, width] };
+                (shape, OutputData::Fp64(flat))
             }
-            "model_version" => {
-                let v: Vec<i64> = responses
-                    .iter()
-                    .map(|r| i64::from(r.model_version))
-                    .collect();
-                let raw = if *bin {
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-                } else {
-                    Vec::new()
-                };
-                (
-                    "INT64",
-                    json!([n]),
-                    if *bin { Json::Null } else { json!(v) },
-                    raw,
-                )
-            }
-            _ => {
-                let texts: Vec<String> = if out == "missing" {
-                    responses.iter().map(missing_text).collect()
-                } else {
+            "model_version" => (
+                vec![n],
+                OutputData::Int64(
+                    responses
+                        .iter()
+                        .map(|r| i64::from(r.model_version))
+                        .collect(),
+                ),
+            ),
+            "missing" => (
+                vec![n],
+                OutputData::Bytes(responses.iter().map(missing_text).collect()),
+            ),
+            _ => (
+                vec![n],
+                OutputData::Bytes(
                     responses
                         .iter()
                         .map(|r| route_name(r.route).to_string())
-                        .collect()
-                };
-                let v: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let raw = if *bin {
-                    v.iter()
-                        .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                (
-                    "BYTES",
-                    json!([n]),
-                    if *bin { Json::Null } else { json!(v) },
-                    raw,
-                )
-            }
+                        .collect(),
+                ),
+            ),
         };
-        let mut o = Map::new();
-        o.insert("name".into(), json!(out));
-        o.insert("datatype".into(), json!(datatype));
-        o.insert("shape".into(), shape);
-        if *bin {
-            o.insert(
-                "parameters".into(),
-                json!({ "binary_data_size": raw.len() }),
+        outputs.push(OutputTensor {
+            name: out,
+            shape,
+            data,
+            binary,
+        });
+    }
+    let version = responses.first().map(|r| r.model_version.to_string());
+    let encoded = keel_v2::encode_infer_response(name, version.as_deref(), id, &outputs)
+        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.0))?;
+    let mut r = HttpResponse::new(Body::from(encoded.body));
+    match encoded.header_len {
+        None => {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
             );
-            blob.extend_from_slice(&raw);
-        } else {
-            o.insert("data".into(), data);
         }
-        outputs.push(Json::Object(o));
+        Some(len) => {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r.headers_mut()
+                .insert("inference-header-content-length", HeaderValue::from(len));
+        }
     }
-    let mut body = Map::new();
-    body.insert("model_name".into(), json!(name));
-    if let Some(r) = responses.first() {
-        body.insert("model_version".into(), json!(r.model_version.to_string()));
-    }
-    if let Some(id) = id {
-        body.insert("id".into(), json!(id));
-    }
-    body.insert("outputs".into(), Json::Array(outputs));
-    let head = serde_json::to_vec(&Json::Object(body))
-        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if blob.is_empty() && !requested.iter().any(|(_, b)| *b) {
-        let mut r = HttpResponse::new(Body::from(head));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return Ok(r);
-    }
-    let head_len = head.len();
-    let mut all = head;
-    all.extend_from_slice(&blob);
-    let mut r = HttpResponse::new(Body::from(all));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    r.headers_mut().insert(
-        "inference-header-content-length",
-        HeaderValue::from(head_len),
-    );
     Ok(r)
 }
 

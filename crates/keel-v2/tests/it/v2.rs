@@ -190,3 +190,40 @@ fn duplicate_inputs_repeated_outputs_and_long_ids_are_refused() {
     let ok = "x".repeat(MAX_ID_BYTES);
     assert!(parse(&format!(r#"{{"id":"{ok}","inputs":[{t}]}}"#)).is_ok());
 }
+
+#[test]
+fn responses_encode_json_and_binary_outputs() {
+    use keel_v2::{encode_infer_response, OutputData, OutputTensor};
+    let outputs = vec![
+        OutputTensor {
+            name: "predict".into(),
+            shape: vec![2],
+            data: OutputData::Fp64(vec![0.25, f64::NAN]),
+            binary: false,
+        },
+        OutputTensor {
+            name: "route".into(),
+            shape: vec![2],
+            data: OutputData::Bytes(vec!["champion".into(), "canary".into()]),
+            binary: true,
+        },
+    ];
+    let r = encode_infer_response("fraud", Some("3"), Some("req-1"), &outputs).unwrap();
+    let head_len = r.header_len.expect("a binary output follows the header");
+    let head: serde_json::Value = serde_json::from_slice(&r.body[..head_len]).unwrap();
+    assert_eq!(head["model_name"], "fraud");
+    assert_eq!(head["model_version"], "3");
+    assert_eq!(head["id"], "req-1");
+    assert_eq!(head["outputs"][0]["data"], serde_json::json!([0.25, null]));
+    assert_eq!(
+        head["outputs"][1]["parameters"]["binary_data_size"],
+        4 + 8 + 4 + 6
+    );
+    let tail = &r.body[head_len..];
+    assert_eq!(&tail[..4], &8u32.to_le_bytes());
+    assert_eq!(&tail[4..12], b"champion");
+    // All JSON: no header length.
+    let json = encode_infer_response("fraud", None, None, &outputs[..1]).unwrap();
+    assert_eq!(json.header_len, None);
+    assert!(serde_json::from_slice::<serde_json::Value>(&json.body).is_ok());
+}
