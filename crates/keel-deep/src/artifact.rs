@@ -73,6 +73,53 @@ impl Mlp {
     }
 }
 
+/// What a CNN or sequence-model artifact's manifest holds: its config as JSON and free
+/// metadata (the MLP's manifest also lists tensor names and keeps its own layout).
+pub(crate) trait ConfigManifest: Persisted {
+    fn new(config_json: String, metadata: BTreeMap<String, String>) -> Self;
+    fn into_parts(self) -> (String, BTreeMap<String, String>);
+}
+
+/// A model saved as `(manifest envelope, safetensors weights)` with shapes that follow from its
+/// config: the CNN and the sequence encoder. [`save_parts`] and [`load_parts`] are their
+/// `to_parts` / `from_parts`.
+pub(crate) trait ConfigArtifact: Sized {
+    type Config: Serialize + serde::de::DeserializeOwned;
+    type Manifest: ConfigManifest;
+    fn config(&self) -> &Self::Config;
+    /// A model of `cfg` with initial weights (their shapes are what loading checks against).
+    fn fresh(cfg: Self::Config) -> Result<Self>;
+    fn params(&self) -> Vec<(String, &candle_core::Var)>;
+}
+
+/// `(manifest envelope, safetensors weights)` of a model.
+pub(crate) fn save_parts<A: ConfigArtifact>(
+    model: &A,
+    metadata: BTreeMap<String, String>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let weights = safetensors_bytes(&model.params())?;
+    let m = A::Manifest::new(serde_json::to_string(model.config())?, metadata);
+    Ok((envelope::encode(&m)?, weights))
+}
+
+/// The model and metadata of `(manifest envelope, safetensors weights)`: every tensor must be
+/// present, f32, of the config's shape and finite.
+pub(crate) fn load_parts<A: ConfigArtifact>(
+    manifest: &[u8],
+    weights: &[u8],
+) -> Result<(A, BTreeMap<String, String>)> {
+    let (config_json, metadata) = envelope::decode::<A::Manifest>(manifest)?.into_parts();
+    let cfg: A::Config = serde_json::from_str(&config_json)?;
+    Ok((load_weights(cfg, weights)?, metadata))
+}
+
+/// A model of `cfg` with the weights of a safetensors file.
+pub(crate) fn load_weights<A: ConfigArtifact>(cfg: A::Config, weights: &[u8]) -> Result<A> {
+    let model = A::fresh(cfg)?;
+    load_safetensors(weights, &model.params())?;
+    Ok(model)
+}
+
 /// Serialises named f32 parameters as safetensors.
 pub(crate) fn safetensors_bytes(params: &[(String, &candle_core::Var)]) -> Result<Vec<u8>> {
     let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(params.len());
@@ -138,3 +185,86 @@ pub(crate) fn load_safetensors(
     }
     Ok(())
 }
+
+/// The manifest type, its envelope kind and the `to_parts` / `from_parts` /
+/// `from_safetensors` of a model whose tensor shapes follow from its config (the CNN and the
+/// sequence encoder): one definition instead of a copy per architecture.
+macro_rules! config_artifact {
+    ($model:ident, $config:ident, $manifest:ident, $kind:literal, $what:literal) => {
+        #[doc = concat!("The envelope part of a ", $what, " artifact: its config as JSON and free metadata.")]
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub struct $manifest {
+            /// The model config, as JSON.
+            pub config_json: String,
+            /// Free metadata (training run, data version, metrics...).
+            pub metadata: std::collections::BTreeMap<String, String>,
+        }
+
+        impl keel_core::Persisted for $manifest {
+            const KIND: keel_core::Kind = keel_core::Kind(*$kind);
+            const FORMAT_VERSION: u16 = 1;
+        }
+
+        impl $crate::artifact::ConfigManifest for $manifest {
+            fn new(
+                config_json: String,
+                metadata: std::collections::BTreeMap<String, String>,
+            ) -> Self {
+                $manifest {
+                    config_json,
+                    metadata,
+                }
+            }
+            fn into_parts(self) -> (String, std::collections::BTreeMap<String, String>) {
+                (self.config_json, self.metadata)
+            }
+        }
+
+        impl $crate::artifact::ConfigArtifact for $model {
+            type Config = $config;
+            type Manifest = $manifest;
+            fn config(&self) -> &$config {
+                &self.cfg
+            }
+            fn fresh(cfg: $config) -> $crate::Result<$model> {
+                $model::new(cfg, 0)
+            }
+            fn params(&self) -> Vec<(String, &candle_core::Var)> {
+                self.named_parameters()
+            }
+        }
+
+        impl $model {
+            /// Saves as `(manifest envelope, safetensors weights)`.
+            pub fn to_parts(
+                &self,
+                metadata: std::collections::BTreeMap<String, String>,
+            ) -> $crate::Result<(Vec<u8>, Vec<u8>)> {
+                $crate::artifact::save_parts(self, metadata)
+            }
+
+            /// Loads from `(manifest envelope, safetensors weights)`: every tensor must be
+            /// present, f32, of the config's shape and finite; returns the model and its
+            /// metadata.
+            pub fn from_parts(
+                manifest: &[u8],
+                weights: &[u8],
+            ) -> $crate::Result<($model, std::collections::BTreeMap<String, String>)> {
+                $crate::artifact::load_parts(manifest, weights)
+            }
+
+            #[doc = concat!(
+                "Builds a model of `cfg` from safetensors bytes: keel's own, or ",
+                "`safetensors.torch.save_file(model.state_dict())` of the reference PyTorch module ",
+                "(`crates/keel-deep/tests/fixtures/torch_reference.py`; tensor names as [`",
+                stringify!($model),
+                "::named_parameters`]). Missing tensors, other dtypes (f32 only), wrong shapes and ",
+                "non-finite values are typed errors naming the tensor."
+            )]
+            pub fn from_safetensors(cfg: $config, weights: &[u8]) -> $crate::Result<$model> {
+                $crate::artifact::load_weights(cfg, weights)
+            }
+        }
+    };
+}
+pub(crate) use config_artifact;

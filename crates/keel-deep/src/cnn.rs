@@ -2,13 +2,9 @@
 //! average pooling, dropout and a binary / multiclass / regression head. Trained by the shared
 //! deterministic loop; saved as safetensors (PyTorch-style names) plus a `DCNN` manifest.
 
-use std::collections::BTreeMap;
-
 use candle_core::{DType, Tensor, Var};
-use keel_core::{envelope, Kind, Persisted};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{load_safetensors, safetensors_bytes};
 use crate::config::{Head, TrainConfig, MAX_LAYERS, MAX_WIDTH};
 use crate::model::dropout;
 use crate::rng::{rng, Rng};
@@ -244,51 +240,6 @@ impl Cnn {
     pub fn outputs(&self) -> usize {
         self.cfg.head.outputs()
     }
-
-    /// Saves as `(manifest envelope, safetensors weights)`.
-    pub fn to_parts(&self, metadata: BTreeMap<String, String>) -> Result<(Vec<u8>, Vec<u8>)> {
-        let m = CnnManifest {
-            config_json: serde_json::to_string(&self.cfg)?,
-            metadata,
-        };
-        Ok((
-            envelope::encode(&m)?,
-            safetensors_bytes(&self.named_parameters())?,
-        ))
-    }
-
-    /// Loads from `(manifest envelope, safetensors weights)`: every tensor present, f32, of the
-    /// config's shape and finite.
-    pub fn from_parts(manifest: &[u8], weights: &[u8]) -> Result<(Cnn, BTreeMap<String, String>)> {
-        let m: CnnManifest = envelope::decode(manifest)?;
-        let cfg: CnnConfig = serde_json::from_str(&m.config_json)?;
-        Ok((Cnn::from_safetensors(cfg, weights)?, m.metadata))
-    }
-
-    /// Builds a model of `cfg` from safetensors bytes: keel's own, or
-    /// `safetensors.torch.save_file(model.state_dict())` of the reference PyTorch module
-    /// (`crates/keel-deep/tests/fixtures/torch_reference.py`; tensor names as
-    /// [`Cnn::named_parameters`]). Missing tensors, other dtypes (f32 only), wrong shapes and
-    /// non-finite values are typed errors naming the tensor.
-    pub fn from_safetensors(cfg: CnnConfig, weights: &[u8]) -> Result<Cnn> {
-        let model = Cnn::new(cfg, 0)?;
-        load_safetensors(weights, &model.named_parameters())?;
-        Ok(model)
-    }
-}
-
-/// The envelope part of a CNN artifact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CnnManifest {
-    /// The model config, as JSON.
-    pub config_json: String,
-    /// Free metadata.
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl Persisted for CnnManifest {
-    const KIND: Kind = Kind(*b"DCNN");
-    const FORMAT_VERSION: u16 = 1;
 }
 
 /// Labelled images: `pixels` holds `targets.len()` images, row-major, channel first.
@@ -348,3 +299,5 @@ pub fn train_images(
     };
     Ok((model, report))
 }
+
+crate::artifact::config_artifact!(Cnn, CnnConfig, CnnManifest, b"DCNN", "CNN");

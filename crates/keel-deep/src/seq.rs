@@ -7,13 +7,9 @@
 //! cosine, clipping, class weights, early stopping): the same texts, config and seed give
 //! bit-identical weights. Saved as safetensors plus an envelope manifest (kind `DSEQ`).
 
-use std::collections::BTreeMap;
-
 use candle_core::{DType, Tensor, Var};
-use keel_core::{envelope, Kind, Persisted};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{load_safetensors, safetensors_bytes};
 use crate::config::{Head, TrainConfig, MAX_LAYERS, MAX_WIDTH};
 use crate::model::{dropout, layer_norm};
 use crate::rng::{rng, Rng};
@@ -439,52 +435,6 @@ impl SeqModel {
     pub fn outputs(&self) -> usize {
         self.cfg.head.outputs()
     }
-
-    /// Saves as `(manifest envelope, safetensors weights)`.
-    pub fn to_parts(&self, metadata: BTreeMap<String, String>) -> Result<(Vec<u8>, Vec<u8>)> {
-        let weights = safetensors_bytes(&self.named_parameters())?;
-        let m = SeqManifest {
-            config_json: serde_json::to_string(&self.cfg)?,
-            metadata,
-        };
-        Ok((envelope::encode(&m)?, weights))
-    }
-
-    /// Loads from `(manifest envelope, safetensors weights)`: every tensor must be present,
-    /// f32, of the config's shape and finite; returns the model and its metadata.
-    pub fn from_parts(
-        manifest: &[u8],
-        weights: &[u8],
-    ) -> Result<(SeqModel, BTreeMap<String, String>)> {
-        let m: SeqManifest = envelope::decode(manifest)?;
-        let cfg: SeqConfig = serde_json::from_str(&m.config_json)?;
-        Ok((SeqModel::from_safetensors(cfg, weights)?, m.metadata))
-    }
-
-    /// Builds a model of `cfg` from safetensors bytes: keel's own, or
-    /// `safetensors.torch.save_file(model.state_dict())` of the reference PyTorch module
-    /// (`crates/keel-deep/tests/fixtures/torch_reference.py`; tensor names as
-    /// [`SeqModel::named_parameters`]). Missing tensors, other dtypes (f32 only), wrong shapes and
-    /// non-finite values are typed errors naming the tensor.
-    pub fn from_safetensors(cfg: SeqConfig, weights: &[u8]) -> Result<SeqModel> {
-        let model = SeqModel::new(cfg, 0)?;
-        load_safetensors(weights, &model.named_parameters())?;
-        Ok(model)
-    }
-}
-
-/// The envelope part of a sequence-model artifact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeqManifest {
-    /// The model config, as JSON.
-    pub config_json: String,
-    /// Free metadata (training run, data version, metrics...).
-    pub metadata: BTreeMap<String, String>,
-}
-
-impl Persisted for SeqManifest {
-    const KIND: Kind = Kind(*b"DSEQ");
-    const FORMAT_VERSION: u16 = 1;
 }
 
 /// Labelled sequences: texts (tokenised with the config's tokenizer) and targets (0/1, class
@@ -628,3 +578,5 @@ pub fn ticket_corpus(n: usize, seed: u64) -> (Vec<String>, Vec<f32>) {
     }
     (texts, labels)
 }
+
+crate::artifact::config_artifact!(SeqModel, SeqConfig, SeqManifest, b"DSEQ", "sequence-model");

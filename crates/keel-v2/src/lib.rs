@@ -447,60 +447,37 @@ pub fn encode_infer_response(
     let mut blob: Vec<u8> = Vec::new();
     let mut list = Vec::with_capacity(outputs.len());
     for o in outputs {
-        let (datatype, data, raw): (&str, Json, Vec<u8>) = match &o.data {
-            OutputData::Fp64(v) => (
-                "FP64",
-                if o.binary {
-                    Json::Null
-                } else {
-                    serde_json::json!(v)
-                },
-                if o.binary {
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-                } else {
-                    Vec::new()
-                },
-            ),
-            OutputData::Int64(v) => (
-                "INT64",
-                if o.binary {
-                    Json::Null
-                } else {
-                    serde_json::json!(v)
-                },
-                if o.binary {
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-                } else {
-                    Vec::new()
-                },
-            ),
-            OutputData::Bytes(v) => (
-                "BYTES",
-                if o.binary {
-                    Json::Null
-                } else {
-                    serde_json::json!(v)
-                },
-                if o.binary {
-                    v.iter()
-                        .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-            ),
+        let datatype = match &o.data {
+            OutputData::Fp64(_) => "FP64",
+            OutputData::Int64(_) => "INT64",
+            OutputData::Bytes(_) => "BYTES",
         };
         let mut t = serde_json::Map::new();
         t.insert("name".into(), serde_json::json!(o.name));
         t.insert("datatype".into(), serde_json::json!(datatype));
         t.insert("shape".into(), serde_json::json!(o.shape));
         if o.binary {
+            let start = blob.len();
+            match &o.data {
+                OutputData::Fp64(v) => blob.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+                OutputData::Int64(v) => blob.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+                OutputData::Bytes(v) => {
+                    for s in v {
+                        blob.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                        blob.extend_from_slice(s.as_bytes());
+                    }
+                }
+            }
             t.insert(
                 "parameters".into(),
-                serde_json::json!({ "binary_data_size": raw.len() }),
+                serde_json::json!({ "binary_data_size": blob.len() - start }),
             );
-            blob.extend_from_slice(&raw);
         } else {
+            let data = match &o.data {
+                OutputData::Fp64(v) => serde_json::json!(v),
+                OutputData::Int64(v) => serde_json::json!(v),
+                OutputData::Bytes(v) => serde_json::json!(v),
+            };
             t.insert("data".into(), data);
         }
         list.push(Json::Object(t));
