@@ -8,6 +8,21 @@ use keel_store::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// A deployment configuration that logs nothing (tests that do not read the log).
+fn unlogged() -> DeploymentConfig {
+    DeploymentConfig {
+        log_sample_rate: 0.0,
+        ..DeploymentConfig::default()
+    }
+}
+
+/// The entity keys `card0..card{n-1}`.
+fn card_keys(n: usize) -> Vec<Vec<Value>> {
+    (0..n)
+        .map(|i| vec![Value::Str(format!("card{i}"))])
+        .collect()
+}
+
 fn req(i: usize) -> Request {
     Request {
         request_id: format!("req-{i}").into(),
@@ -264,17 +279,8 @@ fn rollback_under_load_fails_no_request() {
 fn precomputed_predictions_match_online_and_the_open_loop_harness_measures_both() {
     let dir = tempfile::tempdir().unwrap();
     let (reg, store) = setup(dir.path());
-    let d = deployment(
-        &reg,
-        &store,
-        DeploymentConfig {
-            log_sample_rate: 0.0,
-            ..DeploymentConfig::default()
-        },
-    );
-    let keys: Vec<Vec<Value>> = (0..200)
-        .map(|i| vec![Value::Str(format!("card{i}"))])
-        .collect();
+    let d = deployment(&reg, &store, unlogged());
+    let keys = card_keys(200);
     let rep = d
         .precompute(&store, ("card_features", 1), &keys, NOW - 1000, 2)
         .unwrap();
@@ -491,17 +497,8 @@ fn precomputed_predictions_keep_every_class_of_a_multiclass_model() {
         .unwrap();
     reg.set_alias("fraud", CHAMPION, v.version, "multiclass")
         .unwrap();
-    let d = deployment(
-        &reg,
-        &store,
-        DeploymentConfig {
-            log_sample_rate: 0.0,
-            ..DeploymentConfig::default()
-        },
-    );
-    let keys: Vec<Vec<Value>> = (0..20)
-        .map(|i| vec![Value::Str(format!("card{i}"))])
-        .collect();
+    let d = deployment(&reg, &store, unlogged());
+    let keys = card_keys(20);
     let rep = d
         .precompute(&store, ("card_features", 1), &keys, NOW - 1000, 2)
         .unwrap();

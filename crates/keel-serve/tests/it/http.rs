@@ -357,33 +357,25 @@ fn v2_protocol_over_loopback() {
     assert_eq!(r["outputs"][2]["data"], json!(["champion"]));
     // Issue 22, finding 5: a request cannot carry gate thresholds; the configured gate
     // (default: 1,000 compared requests) refuses; an override is its own audited call.
+    // An admin call with the token: its status and JSON body.
+    let admin = |path: &str, body: Json| {
+        c.post_auth(&format!("/admin/models/fraud/{path}"), &body, Some(TOKEN))
+    };
+    let refused = |(s, e): (u16, Json), status: u16, needle: &str| {
+        assert_eq!(s, status, "{e}");
+        assert!(e["error"].as_str().unwrap().contains(needle), "{e}");
+    };
     let gate = json!({"to": "canary", "gate": {"min_samples": 0, "min_agreement": 0.0, "max_mean_diff": 1.0}});
-    let (s, e) = c.post_auth("/admin/models/fraud/promote", &gate, Some(TOKEN));
-    assert_eq!(s, 400, "{e}");
-    assert!(
-        e["error"].as_str().unwrap().contains("configuration"),
-        "{e}"
+    refused(admin("promote", gate), 400, "configuration");
+    refused(
+        admin("promote", json!({"to": "canary"})),
+        409,
+        "compared < 1000",
     );
-    let (s, e) = c.post_auth(
-        "/admin/models/fraud/promote",
-        &json!({"to": "canary"}),
-        Some(TOKEN),
-    );
-    assert_eq!(s, 409, "{e}");
-    assert!(
-        e["error"].as_str().unwrap().contains("compared < 1000"),
-        "{e}"
-    );
-    let (s, e) = c.post_auth(
-        "/admin/models/fraud/override",
-        &json!({"to": "canary"}),
-        Some(TOKEN),
-    );
-    assert_eq!(s, 400, "an override needs a reason: {e}");
-    let (s, st) = c.post_auth(
-        "/admin/models/fraud/override",
-        &json!({"to": "canary", "reason": "tested offline"}),
-        Some(TOKEN),
+    refused(admin("override", json!({"to": "canary"})), 400, "reason");
+    let (s, st) = admin(
+        "override",
+        json!({"to": "canary", "reason": "tested offline"}),
     );
     assert_eq!(s, 200, "{st}");
     assert_eq!(st["challenger"]["stage"], "canary");
