@@ -84,15 +84,7 @@ impl CnnConfig {
         if params > MAX_CNN_PARAMS {
             return bad(format!("{params} parameters (at most {MAX_CNN_PARAMS})"));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout {} (0 <= p < 1)", self.dropout));
-        }
-        if let Head::Multiclass { classes } = self.head {
-            if !(2..=MAX_WIDTH).contains(&classes) {
-                return bad(format!("{classes} classes"));
-            }
-        }
-        Ok(())
+        crate::config::check_dropout_and_head(self.dropout, self.head)
     }
 }
 

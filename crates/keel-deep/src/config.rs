@@ -64,6 +64,22 @@ pub struct MlpConfig {
     pub head: Head,
 }
 
+/// The checks every architecture's config shares: dropout in `[0, 1)` and, for a multiclass
+/// head, 2..=[`MAX_WIDTH`] classes.
+pub(crate) fn check_dropout_and_head(dropout: f32, head: Head) -> Result<()> {
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(DeepError::Config(format!("dropout {dropout} (0 <= p < 1)")));
+    }
+    if let Head::Multiclass { classes } = head {
+        if !(2..=MAX_WIDTH).contains(&classes) {
+            return Err(DeepError::Config(format!(
+                "{classes} classes (a multiclass head needs 2..={MAX_WIDTH})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Largest width of any layer and largest embedding table accepted from a config.
 pub const MAX_WIDTH: usize = 1 << 16;
 /// Largest number of layers accepted from a config.
@@ -102,14 +118,7 @@ impl MlpConfig {
                 return bad(format!("embedding {e:?} out of bounds"));
             }
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad("dropout must be in [0, 1)".into());
-        }
-        if let Head::Multiclass { classes } = self.head {
-            if !(2..=MAX_WIDTH).contains(&classes) {
-                return bad("multiclass needs 2.. classes".into());
-            }
-        }
+        check_dropout_and_head(self.dropout, self.head)?;
         Ok(())
     }
 }

@@ -165,15 +165,7 @@ impl SeqConfig {
                 self.parameters()
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout {} (0 <= p < 1)", self.dropout));
-        }
-        if let Head::Multiclass { classes } = self.head {
-            if !(2..=MAX_WIDTH).contains(&classes) {
-                return bad(format!("{classes} classes"));
-            }
-        }
-        Ok(())
+        crate::config::check_dropout_and_head(self.dropout, self.head)
     }
 }
 
