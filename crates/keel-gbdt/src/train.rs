@@ -75,6 +75,64 @@ pub fn train(train: &Frame, valid: Option<&Frame>, cfg: &TrainConfig) -> Result<
     )
 }
 
+/// LightGBM's aliases of `num_iterations` (its documentation, "Core Parameters").
+const NUM_ITERATIONS_ALIASES: &[&str] = &[
+    "num_iteration",
+    "n_iter",
+    "num_tree",
+    "num_trees",
+    "num_round",
+    "num_rounds",
+    "nrounds",
+    "num_boost_round",
+    "n_estimators",
+    "max_iter",
+];
+/// LightGBM's aliases of `early_stopping_round` (keel also took `early_stopping_rounds`).
+const EARLY_STOPPING_ALIASES: &[&str] = &[
+    "early_stopping_rounds",
+    "early_stopping",
+    "n_iter_no_change",
+];
+/// LightGBM's aliases of `metric`.
+const METRIC_ALIASES: &[&str] = &["metrics", "metric_types"];
+
+/// Moves a parameter given under an alias to its canonical name; two spellings with different
+/// values are refused (LightGBM would pick one silently).
+fn canonicalize(
+    params: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    aliases: &[&str],
+) -> Result<()> {
+    for alias in aliases {
+        let Some(v) = params.remove(*alias) else {
+            continue;
+        };
+        match params.get(name) {
+            Some(existing) if existing != &v => {
+                return Err(GbdtError::Input(format!(
+                    "parameter `{name}` given twice: {name} = {existing} and {alias} = {v}"
+                )))
+            }
+            _ => {
+                params.insert(name.to_string(), v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An integer parameter (a number or a numeric string), `None` when absent.
+fn integer(params: &serde_json::Map<String, serde_json::Value>, name: &str) -> Result<Option<i64>> {
+    let Some(v) = params.get(name) else {
+        return Ok(None);
+    };
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .map(Some)
+        .ok_or_else(|| GbdtError::Input(format!("parameter `{name}` = {v}: expected an integer")))
+}
+
 /// [`train`] on a dense row-major matrix: `x` holds `names.len()` values per row, `y` one label
 /// per row, `valid` an optional validation matrix and labels in the same layout; columns
 /// `categorical` (indices) hold integer category codes and train as LightGBM categorical
@@ -112,7 +170,12 @@ pub fn train_dense(
         let list: Vec<String> = categorical.iter().map(usize::to_string).collect();
         params.insert("categorical_feature".into(), list.join(",").into());
     }
-    let early_stopping = params.get("early_stopping_rounds").and_then(|v| v.as_i64());
+    // keel runs the boosting loop itself, so the parameters it reads must be found under any
+    // of LightGBM's aliases (`n_estimators = 50` must not silently train 100 rounds).
+    canonicalize(&mut params, "num_iterations", NUM_ITERATIONS_ALIASES)?;
+    canonicalize(&mut params, "early_stopping_round", EARLY_STOPPING_ALIASES)?;
+    canonicalize(&mut params, "metric", METRIC_ALIASES)?;
+    let early_stopping = integer(&params, "early_stopping_round")?;
     let higher_better = matches!(
         params
             .get("metric")
@@ -120,10 +183,12 @@ pub fn train_dense(
             .unwrap_or_default(),
         "auc" | "average_precision" | "map" | "ndcg" | "accuracy"
     );
-    let num_iterations = params
-        .get("num_iterations")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(100);
+    let num_iterations = integer(&params, "num_iterations")?.unwrap_or(100);
+    if num_iterations < 1 {
+        return Err(GbdtError::Input(format!(
+            "num_iterations = {num_iterations}: at least 1"
+        )));
+    }
     let params = ffi::param_string(&params)?;
     // The dataset is built with the parameters (as LightGBM's Python package does): binning
     // options and `categorical_feature` act only there. lightgbm3's `Dataset` constructors

@@ -107,3 +107,44 @@ fn missing_labels_are_refused() {
         .to_string()
         .contains("missing"));
 }
+
+/// Issue 24: keel runs the boosting loop and read only `num_iterations`, so `n_estimators = 7`
+/// (or any other LightGBM alias, or a numeric string) silently trained 100 rounds. Aliases are
+/// honoured now, and two different spellings of one parameter are refused.
+#[test]
+fn lightgbm_parameter_aliases_are_honoured_and_conflicts_refused() {
+    let data = frame(800, 3);
+    let with = |params: serde_json::Value| TrainConfig {
+        params,
+        ..config(7)
+    };
+    for (params, rounds) in [
+        (
+            serde_json::json!({"objective": "binary", "n_estimators": 7}),
+            7,
+        ),
+        (
+            serde_json::json!({"objective": "binary", "num_boost_round": "9"}),
+            9,
+        ),
+        (
+            serde_json::json!({"objective": "binary", "num_trees": 4, "num_iterations": 4}),
+            4,
+        ),
+        (serde_json::json!({"objective": "binary"}), 100),
+    ] {
+        let t = train(&data, None, &with(params.clone())).unwrap();
+        assert_eq!(t.model.num_iterations(), rounds, "{params}");
+    }
+    for bad in [
+        serde_json::json!({"objective": "binary", "num_iterations": 5, "n_estimators": 7}),
+        serde_json::json!({"objective": "binary", "n_estimators": "many"}),
+        serde_json::json!({"objective": "binary", "n_estimators": 0}),
+    ] {
+        let err = train(&data, None, &with(bad.clone())).unwrap_err();
+        assert!(
+            matches!(err, keel_gbdt::GbdtError::Input(_)),
+            "{bad}: {err}"
+        );
+    }
+}
