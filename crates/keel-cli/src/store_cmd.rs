@@ -44,6 +44,7 @@ pub enum StoreCmd {
         /// Store directory (must exist).
         #[arg(long)]
         path: PathBuf,
+        /// Feature service to read (`keel store apply` defines it).
         #[arg(long)]
         service: String,
         /// Join key values, `name=value`, repeated.
@@ -63,6 +64,7 @@ pub enum StoreCmd {
         /// Comma-separated `view[@version]:feature` refs, or a service name.
         #[arg(long)]
         features: String,
+        /// Output CSV: the entity rows, then one column per feature.
         #[arg(long)]
         output: PathBuf,
         /// Ignore rows created after each entity timestamp.
