@@ -15,12 +15,19 @@ use std::sync::Arc;
 pub const NOW: i64 = 1_800_000_000_000;
 
 pub fn job(iters: u32) -> TrainingJob {
+    job_with(&format!(
+        "objective = \"binary\", num_iterations = {iters}, num_leaves = 15"
+    ))
+}
+
+/// The fraud job with these LightGBM parameters (TOML inline-table contents).
+pub fn job_with(params: &str) -> TrainingJob {
     TrainingJob::from_toml(&format!(
         r#"
 experiment = "fraud"
 model = "fraud"
 label = "label"
-params = {{ objective = "binary", num_iterations = {iters}, num_leaves = 15 }}
+params = {{ {params} }}
 [[transform.columns]]
 column = "amount"
 steps = [{{ op = "log1p" }}]

@@ -489,12 +489,12 @@ fn precomputed_predictions_keep_every_class_of_a_multiclass_model() {
         keel_monitor::synth::Shift::None,
         9,
     ));
-    let v = keel_train::TrainingJob::from_toml(MULTICLASS_JOB)
-        .unwrap()
-        .run(&reg, &data)
-        .unwrap()
-        .version
-        .unwrap();
+    let v =
+        job_with("objective = \"multiclass\", num_class = 2, num_iterations = 10, num_leaves = 7")
+            .run(&reg, &data)
+            .unwrap()
+            .version
+            .unwrap();
     reg.set_alias("fraud", CHAMPION, v.version, "multiclass")
         .unwrap();
     let d = deployment(&reg, &store, unlogged());
@@ -512,18 +512,3 @@ fn precomputed_predictions_keep_every_class_of_a_multiclass_model() {
         assert_eq!(bits(&p.scores), bits(&online.scores), "card{i}");
     }
 }
-
-const MULTICLASS_JOB: &str = r#"
-experiment = "fraud"
-model = "fraud"
-label = "label"
-params = { objective = "multiclass", num_class = 2, num_iterations = 10, num_leaves = 7 }
-[[transform.columns]]
-column = "amount"
-steps = [{ op = "log1p" }]
-[[transform.columns]]
-column = "risk"
-[[transform.columns]]
-column = "country"
-steps = [{ op = "one_hot" }]
-"#;
