@@ -74,6 +74,29 @@ pub enum StoreCmd {
         #[arg(long, default_value = "ms")]
         time_unit: TimeUnit,
     },
+    /// List what the store defines: entities (join keys), view versions (features, TTL) and
+    /// feature services.
+    List {
+        /// Store directory (must exist).
+        #[arg(long)]
+        path: PathBuf,
+        /// `table` for people, `json` for scripts (the definitions as `keel store apply` takes
+        /// them, in JSON).
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Describe one view version (`NAME[@VERSION]`: schema, TTL, retention, entity count,
+    /// watermark) or feature service (its features).
+    Describe {
+        /// Store directory (must exist).
+        #[arg(long)]
+        path: PathBuf,
+        /// A view (`name` or `name@version`) or a feature service.
+        name: String,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+    },
     /// Write a read-only snapshot; prints its id (the data version).
     Checkpoint {
         /// Store directory (must exist).
@@ -83,6 +106,126 @@ pub enum StoreCmd {
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+/// How a command prints data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns with a header.
+    Table,
+    /// JSON on one line.
+    Json,
+}
+
+fn ms_text(ms: Option<i64>) -> String {
+    ms.map_or("-".into(), keel::core::format_timestamp_ms)
+}
+
+fn list(store: &Store, format: OutputFormat) -> Result<()> {
+    let defs = store.definitions()?;
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::to_string(&defs)?);
+        return Ok(());
+    }
+    println!("{:<10} {:<28} DETAILS", "KIND", "NAME");
+    for e in &defs.entities {
+        let keys: Vec<String> = e
+            .join_keys
+            .iter()
+            .map(|k| format!("{}:{}", k.name, k.dtype))
+            .collect();
+        println!(
+            "{:<10} {:<28} join keys {}",
+            "entity",
+            e.name,
+            keys.join(", ")
+        );
+    }
+    for v in &defs.views {
+        println!(
+            "{:<10} {:<28} {} features, entities {}, ttl {}",
+            "view",
+            format!("{}@{}", v.name, v.version),
+            v.features.len(),
+            v.entities.join("+"),
+            v.ttl_ms.map_or("none".into(), |t| format!("{t} ms"))
+        );
+    }
+    for s in &defs.services {
+        println!(
+            "{:<10} {:<28} {} features",
+            "service",
+            s.name,
+            s.features.len()
+        );
+    }
+    Ok(())
+}
+
+fn describe(store: &Store, name: &str, format: OutputFormat) -> Result<()> {
+    if !name.contains('@') {
+        if let Ok(svc) = store.service(name) {
+            let refs: Vec<String> = svc.features.iter().map(ToString::to_string).collect();
+            let keys: Vec<String> = store
+                .service_keys(name)?
+                .iter()
+                .map(|k| format!("{}:{}", k.name, k.dtype))
+                .collect();
+            if format == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"service": svc.name, "key": keys, "features": refs})
+                );
+            } else {
+                println!(
+                    "service {}
+key     {}",
+                    svc.name,
+                    keys.join(", ")
+                );
+                println!("FEATURE");
+                for r in refs {
+                    println!("{r}");
+                }
+            }
+            return Ok(());
+        }
+    }
+    let (view, version) = parse_view(name)?;
+    let v = store.view(&view, version)?;
+    let stats = store.view_stats(&view, version)?;
+    if format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "view": v,
+                "entities_with_rows": stats.entities,
+                "watermark_ms": stats.watermark_ms,
+            })
+        );
+        return Ok(());
+    }
+    println!("view       {}@{}", v.name, v.version);
+    println!(
+        "entities   {} ({} keys with rows)",
+        v.entities.join("+"),
+        stats.entities
+    );
+    println!(
+        "ttl        {}",
+        v.ttl_ms.map_or("none".into(), |t| format!("{t} ms"))
+    );
+    println!(
+        "retention  {}",
+        v.retention_ms.map_or("none".into(), |t| format!("{t} ms"))
+    );
+    println!("watermark  {}", ms_text(stats.watermark_ms));
+    println!("owner      {}", v.owner);
+    println!("{:<28} TYPE", "FEATURE");
+    for f in &v.features {
+        println!("{:<28} {}", f.name, f.dtype);
+    }
+    Ok(())
 }
 
 fn parse_view(s: &str) -> Result<(String, u32)> {
@@ -316,6 +459,16 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 out.ncols(),
                 output.display()
             );
+        }
+        StoreCmd::List { path, format } => {
+            list(&open_store(&path, StoreOptions::default(), false)?, format)?;
+        }
+        StoreCmd::Describe { path, name, format } => {
+            describe(
+                &open_store(&path, StoreOptions::default(), false)?,
+                &name,
+                format,
+            )?;
         }
         StoreCmd::Checkpoint { path, to } => {
             if to.exists() {

@@ -61,6 +61,6 @@ pub use error::{Result, StoreError};
 pub use key::{MAX_KEY, MAX_TS};
 pub use store::{
     AsOfOptions, CheckpointId, Durability, FeatureValue, HistoricalOptions, OnlineResponse, Row,
-    Status, Store, StoreOptions, MAX_VALUE,
+    Status, Store, StoreOptions, ViewStats, MAX_VALUE,
 };
 pub use value::Value;

@@ -116,6 +116,31 @@ fn store_commands() {
     assert_eq!(lines[1], "c1,2026-01-01T12:00:00Z,10.5,1");
     assert_eq!(lines[2], "c1,2026-01-05T00:00:00Z,20.5,");
     assert_eq!(lines[3], "c3,2026-01-05T00:00:00Z,,");
+    // Issue 24: the store is discoverable: list and describe, for people and for scripts.
+    let (ok, out, err) = keel(&["store", "list", "--path", dbs]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("KIND"), "{out}");
+    assert!(out.contains("join keys card_id:string"), "{out}");
+    assert!(out.contains("card_stats@1"), "{out}");
+    assert!(out.contains("service    fraud"), "{out}");
+    let (ok, out, err) = keel(&["store", "list", "--path", dbs, "--format", "json"]);
+    assert!(ok, "{err}");
+    let defs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(defs["views"][0]["name"], "card_stats");
+    assert_eq!(defs["services"][0]["name"], "fraud");
+    let (ok, out, err) = keel(&["store", "describe", "--path", dbs, "card_stats@1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("(2 keys with rows)"), "{out}");
+    assert!(out.contains("txn_count"), "{out}");
+    let (ok, out, err) = keel(&[
+        "store", "describe", "--path", dbs, "fraud", "--format", "json",
+    ]);
+    assert!(ok, "{err}");
+    let svc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(svc["key"], serde_json::json!(["card_id:string"]));
+    let (ok, _, err) = keel(&["store", "describe", "--path", dbs, "nothing"]);
+    assert!(!ok);
+    assert!(err.contains("unknown"), "{err}");
     let (ok, out, err) = keel(&["store", "checkpoint", "--path", dbs, "--to", &p("cp")]);
     assert!(ok, "{err}");
     assert!(out.starts_with("seq-"), "{out}");

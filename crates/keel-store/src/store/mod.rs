@@ -99,6 +99,15 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Counts of a view version ([`Store::view_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewStats {
+    /// Distinct entity keys with at least one row.
+    pub entities: usize,
+    /// The materialisation watermark, when the view was materialised.
+    pub watermark_ms: Option<i64>,
+}
+
 /// Identifies a checkpoint: the data version a training run records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointId {
@@ -307,6 +316,33 @@ impl Store {
         }
         reg.plans.clear();
         Ok(())
+    }
+
+    /// Every definition applied so far: entities, view versions and services, each sorted by
+    /// name (views by name then version).
+    pub fn definitions(&self) -> Result<Definitions> {
+        let cat = self.catalog.read().map_err(|_| poisoned())?;
+        let mut entities: Vec<Entity> = cat.entities.values().cloned().collect();
+        entities.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut views: Vec<FeatureView> = cat.views.values().cloned().collect();
+        views.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        let mut services: Vec<FeatureService> = cat.services.values().cloned().collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Definitions {
+            entities,
+            views,
+            services,
+        })
+    }
+
+    /// What a view version holds: its distinct entity keys (a scan of its keys, one seek per
+    /// entity) and its materialisation watermark.
+    pub fn view_stats(&self, name: &str, version: u32) -> Result<ViewStats> {
+        let v = self.view(name, version)?;
+        Ok(ViewStats {
+            entities: self.backend.entities(&v.cf_name())?.len(),
+            watermark_ms: self.watermark(name, version)?,
+        })
     }
 
     /// A view version's definition.
