@@ -50,6 +50,16 @@ pub enum StoreCmd {
         /// Join key values, `name=value`, repeated.
         #[arg(long = "key", required = true)]
         keys: Vec<String>,
+        /// Read as of this time (RFC 3339, or an integer in `--time-unit`) instead of now: the
+        /// newest row at or before it, TTL judged against it.
+        #[arg(long)]
+        at: Option<String>,
+        /// Unit of an integer `--at`: s, ms, us, ns.
+        #[arg(long, default_value = "ms")]
+        time_unit: TimeUnit,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
     },
     /// Point-in-time join of an entity CSV (join keys + `event_timestamp`, any other columns
     /// such as labels kept as they are, in order) with features. Output times are written as
@@ -367,6 +377,9 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             path,
             service,
             keys,
+            at,
+            time_unit,
+            format,
         } => {
             let store = open_store(&path, StoreOptions::default(), false)?;
             // One `--key` per join key of every entity the service's views are keyed by.
@@ -385,14 +398,52 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                     _ => Value::Str(raw.to_string()),
                 });
             }
-            let r = store.get_online(&service, &[key])?;
-            for (f, v) in r.features.iter().zip(&r.values[0]) {
-                println!(
-                    "{f}\t{}\t{:?}\t{}",
-                    fmt_value(&v.value),
-                    v.status,
-                    v.event_ms.map_or(String::new(), |t| t.to_string())
-                );
+            let r = match &at {
+                Some(t) => {
+                    let ms =
+                        parse_timestamp_ms(t, time_unit).with_context(|| format!("--at {t}"))?;
+                    store.get_as_of(&service, &[key], ms)?
+                }
+                None => store.get_online(&service, &[key])?,
+            };
+            let status = |s: keel::store::Status| match s {
+                keel::store::Status::Present => "present",
+                keel::store::Status::Expired => "expired",
+                _ => "not_found",
+            };
+            if format == OutputFormat::Json {
+                let rows: Vec<serde_json::Value> = r
+                    .features
+                    .iter()
+                    .zip(&r.values[0])
+                    .map(|(f, v)| {
+                        serde_json::json!({
+                            "feature": f.to_string(),
+                            "value": v.value.as_f64().filter(|x| !x.is_nan()).map_or_else(
+                                || match &v.value {
+                                    Value::Str(s) => serde_json::json!(s),
+                                    _ => serde_json::Value::Null,
+                                },
+                                |x| serde_json::json!(x),
+                            ),
+                            "status": status(v.status),
+                            "event_ms": v.event_ms,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("FEATURE\tVALUE\tSTATUS\tEVENT_MS\tEVENT_TIME");
+                for (f, v) in r.features.iter().zip(&r.values[0]) {
+                    println!(
+                        "{f}\t{}\t{}\t{}\t{}",
+                        fmt_value(&v.value),
+                        status(v.status),
+                        v.event_ms.map_or(String::new(), |t| t.to_string()),
+                        v.event_ms
+                            .map_or(String::new(), keel::core::format_timestamp_ms)
+                    );
+                }
             }
         }
         StoreCmd::Historical {

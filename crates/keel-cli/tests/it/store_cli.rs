@@ -93,9 +93,32 @@ fn store_commands() {
     let (ok, out, err) = get(dbs, "c1");
     assert!(ok, "{err}");
     assert!(
-        out.contains("card_stats@1:spend_24h\t20.5\tPresent\t1767312000000"),
+        out.contains(
+            "card_stats@1:spend_24h\t20.5\tpresent\t1767312000000\t2026-01-02T00:00:00.000Z"
+        ),
         "{out}"
     );
+    assert!(out.starts_with("FEATURE\tVALUE\tSTATUS"), "{out}");
+    // Issue 24: `--at` reads as of a time (the older row), `--format json` for scripts.
+    let (ok, out, err) = keel(&[
+        "store",
+        "get",
+        "--path",
+        dbs,
+        "--service",
+        "fraud",
+        "--key",
+        "card_id=c1",
+        "--at",
+        "2026-01-01T12:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["value"], 10.5, "{out}");
+    assert_eq!(rows[0]["status"], "present");
+    assert_eq!(rows[1]["value"], 1.0);
     let (ok, out, err) = keel(&[
         "store",
         "historical",
@@ -158,7 +181,7 @@ fn store_commands() {
     ]);
     assert!(!ok && err.contains("spend_24h"), "{err}");
     let (_, out, _) = get(dbs, "c9");
-    assert!(out.contains("NotFound"), "{out}");
+    assert!(out.contains("not_found"), "{out}");
 }
 
 fn apply(dir: &std::path::Path, defs: &str) -> (bool, String, String) {
@@ -253,7 +276,7 @@ fn second_timestamps_are_refused_with_a_hint_and_offsets_are_accepted() {
     let (ok, out, err) = get(&db, "c2");
     assert!(ok, "{err}");
     assert!(
-        out.contains("spend_24h\t2.5\tPresent\t1769189814000"),
+        out.contains("spend_24h\t2.5\tpresent\t1769189814000"),
         "{out}"
     );
 }
