@@ -25,7 +25,11 @@ mod ml_cmd;
 mod store_cmd;
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "keel: production ML in Rust")]
+#[command(
+    name = "keel",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KEEL_GIT_COMMIT"), ")"),
+    about = "keel: production ML in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,6 +63,11 @@ enum Command {
     /// Serve registered models over the Open Inference Protocol (V2) on HTTP, with Prometheus
     /// metrics and admin calls (shadow, promote, rollback) protected by a token.
     Serve(keel_server::ServeArgs),
+    /// Print a shell completion script: `keel completions bash > /etc/bash_completion.d/keel`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run a training job described in a TOML file; tracks and registers it.
     Train {
         #[command(flatten)]
@@ -128,6 +137,11 @@ fn main() -> Result<()> {
         Command::Train { registry, args } => ml_cmd::train(&registry, args),
         Command::Drift(args) => drift_cmd::run(args),
         Command::Serve(args) => keel_server::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "keel", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

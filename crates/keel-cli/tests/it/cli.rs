@@ -276,3 +276,31 @@ mod serde_json_lite {
         }
     }
 }
+
+/// Issue 24: `keel --version` names the commit it was built from, and shell completions are
+/// one command away.
+#[test]
+fn version_names_the_commit_and_completions_are_generated() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(&format!("keel {} (", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            script.contains("keel") && script.contains("store"),
+            "{shell}: {script:.200}"
+        );
+    }
+}
