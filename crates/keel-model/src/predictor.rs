@@ -20,21 +20,33 @@ pub trait Predictor: Send + Sync {
     /// Scores `rows` rows of `inputs()` features each (row-major) into `out` (`rows *
     /// outputs()` values), as one batch. The default scores row by row.
     fn predict_batch(&self, features: &[f64], rows: usize, out: &mut [f64]) -> Result<()> {
+        check_batch(self.inputs(), self.outputs(), features, rows, out)?;
         let (w, k) = (self.inputs(), self.outputs());
-        if features.len() != rows * w || out.len() != rows * k {
-            return Err(ModelError::Shape(format!(
-                "a batch of {rows} rows needs {} features and {} outputs, got {} and {}",
-                rows * w,
-                rows * k,
-                features.len(),
-                out.len()
-            )));
-        }
         for (x, o) in features.chunks(w.max(1)).zip(out.chunks_mut(k.max(1))) {
             self.predict(x, o)?;
         }
         Ok(())
     }
+}
+
+/// The shape every `predict_batch` takes: `rows * inputs` features, `rows * outputs` values.
+fn check_batch(
+    inputs: usize,
+    outputs: usize,
+    features: &[f64],
+    rows: usize,
+    out: &[f64],
+) -> Result<()> {
+    if features.len() != rows * inputs || out.len() != rows * outputs {
+        return Err(ModelError::Shape(format!(
+            "a batch of {rows} rows needs {} features and {} outputs, got {} and {}",
+            rows * inputs,
+            rows * outputs,
+            features.len(),
+            out.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A GBDT scored by keel's pure-Rust engine.
@@ -52,10 +64,12 @@ impl Predictor for GbdtPredictor {
         self.0.num_features()
     }
     fn predict_batch(&self, features: &[f64], rows: usize, out: &mut [f64]) -> Result<()> {
+        check_batch(self.inputs(), self.outputs(), features, rows, out)?;
         let scores = self
             .0
             .predict(features, &keel_gbdt::PredictOptions::default())?;
-        if scores.len() != out.len() || features.len() != rows * self.inputs() {
+        // XGBoost's `multi:softmax` answers one class index per row, not `outputs()` values.
+        if scores.len() != out.len() {
             return Err(ModelError::Shape(format!(
                 "a batch of {rows} rows scored into {} values, expected {}",
                 scores.len(),
@@ -114,14 +128,8 @@ impl Predictor for DeepPredictor {
         self.0.config().numeric + self.0.config().embeddings.len()
     }
     fn predict_batch(&self, features: &[f64], rows: usize, out: &mut [f64]) -> Result<()> {
+        check_batch(self.inputs(), self.outputs(), features, rows, out)?;
         let w = self.inputs();
-        if features.len() != rows * w || out.len() != rows * self.outputs() {
-            return Err(ModelError::Shape(format!(
-                "a batch of {rows} rows needs {} features and {} outputs",
-                rows * w,
-                rows * self.outputs()
-            )));
-        }
         let n = self.0.config().numeric;
         let mut num = Vec::with_capacity(rows * n);
         let mut codes = Vec::with_capacity(rows * (w - n));

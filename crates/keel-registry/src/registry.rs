@@ -343,12 +343,8 @@ impl Registry {
     /// signing for versions registered before it. Verifies the version's files first.
     pub fn sign(&self, name: &str, version: u32, key: &SigningKey) -> Result<()> {
         let _l = self.lock()?;
-        let (_, manifest) = self.version_bytes(name, version)?;
-        Registry {
-            trusted: None,
-            ..self.clone()
-        }
-        .load(name, version)?;
+        let (mv, manifest) = self.version_bytes(name, version)?;
+        self.read_files(name, version, mv)?;
         let dir = self.model_dir(name)?.join(format!("v{version}"));
         write_atomic(&dir, SIGNATURE, key.sign_manifest(&manifest).as_bytes())
     }
@@ -688,6 +684,11 @@ impl Registry {
     pub fn load(&self, name: &str, version: u32) -> Result<LoadedVersion> {
         let (mv, manifest) = self.version_bytes(name, version)?;
         self.check_signature(name, version, &manifest)?;
+        self.read_files(name, version, mv)
+    }
+
+    /// Reads every file of a version's manifest, verifying size and sha256.
+    fn read_files(&self, name: &str, version: u32, mv: ModelVersion) -> Result<LoadedVersion> {
         let dir = self.model_dir(name)?.join(format!("v{version}"));
         let mut files = BTreeMap::new();
         for f in &mv.files {

@@ -242,7 +242,7 @@ fn router_with(
         .fallback(|| async { HttpError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            shed_load,
+            admit,
         ))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response_with_state(
@@ -288,7 +288,7 @@ const MAX_URI_BYTES: usize = 8 << 10;
 
 /// Refuses URIs over [`MAX_URI_BYTES`] (414); admits a request while fewer than
 /// `max_concurrent_requests` are in flight; beyond that, 503 at once (nothing queues).
-async fn shed_load(
+async fn admit(
     State(s): State<Arc<AppState>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,

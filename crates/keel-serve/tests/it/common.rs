@@ -122,3 +122,19 @@ pub fn deployment(reg: &Registry, store: &Arc<Store>, cfg: DeploymentConfig) -> 
     .unwrap()
     .with_clock(Arc::new(ManualClock::new(NOW)))
 }
+
+/// Starts `d` on a free loopback port with two runtime threads and `cfg`'s other settings.
+#[cfg(feature = "http")]
+pub fn serve_on_loopback(
+    d: Arc<Deployment>,
+    cfg: keel_serve::http::ServerConfig,
+) -> keel_serve::Result<keel_serve::http::RunningServer> {
+    keel_serve::http::start(
+        vec![d],
+        keel_serve::http::ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            threads: 2,
+            ..cfg
+        },
+    )
+}

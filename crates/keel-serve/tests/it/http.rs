@@ -5,7 +5,7 @@
 #![cfg(feature = "http")]
 
 use crate::common::*;
-use keel_serve::http::{self, ServerConfig};
+use keel_serve::http::ServerConfig;
 use keel_serve::*;
 use keel_store::Value;
 use serde_json::{json, Value as Json};
@@ -128,15 +128,13 @@ fn v2_protocol_over_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let (reg, store) = setup(dir.path());
     let d = Arc::new(deployment(&reg, &store, DeploymentConfig::default()));
-    let server = http::start(
-        vec![d.clone()],
+    let server = serve_on_loopback(
+        d.clone(),
         ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
             admin_token: Some(TOKEN.into()),
             max_body_bytes: 64 << 10,
             max_rows: 100,
             max_response_values: 50,
-            threads: 2,
             ..Default::default()
         },
     )
@@ -454,10 +452,9 @@ fn v2_protocol_over_loopback() {
 
     // Without a token admin is disabled (the default), on any address; short tokens are
     // refused at start.
-    let server = http::start(
-        vec![d.clone()],
+    let server = serve_on_loopback(
+        d.clone(),
         ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
     )
@@ -468,10 +465,9 @@ fn v2_protocol_over_loopback() {
     assert!(e["error"].as_str().unwrap().contains("disabled"), "{e}");
     assert_eq!(c.get("/admin/models/fraud").0, 403);
     server.stop().unwrap();
-    let err = http::start(
-        vec![d],
+    let err = serve_on_loopback(
+        d,
         ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
             admin_token: Some("short".into()),
             ..Default::default()
         },
@@ -487,10 +483,9 @@ fn store_less_model_takes_every_feature_as_a_tensor() {
     let d = Arc::new(
         Deployment::from_registry(reg, "fraud", None, DeploymentConfig::default()).unwrap(),
     );
-    let server = http::start(
-        vec![d.clone()],
+    let server = serve_on_loopback(
+        d.clone(),
         ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
     )
@@ -548,10 +543,9 @@ fn tritonclient_speaks_to_keel() {
     let dir = tempfile::tempdir().unwrap();
     let (reg, store) = setup(dir.path());
     let d = Arc::new(deployment(&reg, &store, DeploymentConfig::default()));
-    let server = http::start(
-        vec![d.clone()],
+    let server = serve_on_loopback(
+        d.clone(),
         ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         },
     )
@@ -658,11 +652,9 @@ fn emfile_server_child_process() {
     };
     let (reg, store) = setup(std::path::Path::new(&dir));
     let d = Arc::new(deployment(&reg, &store, DeploymentConfig::default()));
-    let server = http::start(
-        vec![d],
+    let server = serve_on_loopback(
+        d,
         ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            threads: 2,
             ..Default::default()
         },
     )

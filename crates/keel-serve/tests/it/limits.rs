@@ -5,7 +5,7 @@
 #![cfg(feature = "http")]
 
 use crate::common::*;
-use keel_serve::http::{self, RunningServer, ServerConfig};
+use keel_serve::http::{RunningServer, ServerConfig};
 use keel_serve::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,15 +18,7 @@ const INFER: &str =
 fn server(dir: &std::path::Path, cfg: ServerConfig) -> RunningServer {
     let (reg, store) = setup(dir);
     let d = Arc::new(deployment(&reg, &store, DeploymentConfig::default()));
-    http::start(
-        vec![d],
-        ServerConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            threads: 2,
-            ..cfg
-        },
-    )
-    .unwrap()
+    serve_on_loopback(d, cfg).unwrap()
 }
 
 fn connect(s: &RunningServer) -> TcpStream {
