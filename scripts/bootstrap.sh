@@ -33,9 +33,11 @@ _keel_apt_install() {
   _keel_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# 1. clang/libclang, protoc, a C++ toolchain, python venv support.
+# 1. clang/libclang, protoc, a C++ toolchain, python venv support; redis-server and redis-cli
+#    (the shared online store's tests start their own servers on loopback ports; the Debian
+#    package's system service is not used).
 if command -v apt-get >/dev/null 2>&1; then
-  _keel_apt_install clang libclang-dev protobuf-compiler g++ make python3-venv pkg-config ccache
+  _keel_apt_install clang libclang-dev protobuf-compiler g++ make python3-venv pkg-config ccache redis-server redis-tools
 else
   _keel_log "not a Debian machine: install clang, libclang, protoc, cmake>=3.28 yourself"
 fi

@@ -58,6 +58,17 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The operation has no meaning on this backend (a RocksDB checkpoint or SST bulk load on
+    /// Redis); `instead` names what to use there.
+    #[error("{operation} is not supported on {backend}: {instead}")]
+    Unsupported {
+        /// The operation refused.
+        operation: &'static str,
+        /// The backend (`"redis"`).
+        backend: &'static str,
+        /// What the backend offers instead.
+        instead: String,
+    },
     /// File-system failure (checkpoints, bulk loads).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

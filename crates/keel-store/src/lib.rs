@@ -38,7 +38,10 @@
 //! The key layout is documented byte by byte in `docs/store.md`.
 //!
 //! ## Crate features
-//! None. RocksDB (C++) is always linked: this crate is not part of the edge build.
+//! - `redis`: the shared online store on Redis / Valkey / Redis Cluster
+//!   ([`Store::connect`], [`redis::RedisBackend`]), for services that run as several replicas.
+//!
+//! RocksDB (C++) is always linked: this crate is not part of the edge build.
 #![deny(missing_docs)]
 
 mod backend;
@@ -52,8 +55,11 @@ mod key;
 mod store;
 mod value;
 
+#[cfg(feature = "redis")]
+pub use backend::redis;
 pub use backend::{
-    Backend, Batch, Found, Lookup, NewestLayout, RecoveryReport, RocksBackend, RocksOptions, RowRef,
+    Backend, Batch, Found, Lookup, ManyFound, NewestLayout, NewestRead, RecoveryReport,
+    RocksBackend, RocksOptions, RowRef,
 };
 pub use defs::{Definitions, Entity, FeatureRef, FeatureService, FeatureView, MAX_NAME};
 pub use defs_toml::parse_duration_ms;

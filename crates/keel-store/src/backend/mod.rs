@@ -1,6 +1,8 @@
 //! Storage backends behind the store's online path. RocksDB (embedded) is the default; a shared
 //! backend (Redis/Valkey cluster) implements the same trait without touching the store's logic.
 
+#[cfg(feature = "redis")]
+pub mod redis;
 mod rocks;
 
 pub(crate) use rocks::newest_of;
@@ -104,11 +106,49 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<()> {
         newest_from_history(self, view, prefixes, found)
     }
+    /// [`Backend::newest_each`] for several views at once, answered through
+    /// `found(read, index, row)`: what an online read of a service asks. The default asks
+    /// [`Backend::newest_each`] view by view; a network backend sends every lookup in one
+    /// round trip.
+    fn newest_many(&self, reads: &[NewestRead<'_>], found: &mut ManyFound<'_>) -> Result<()> {
+        for (r, read) in reads.iter().enumerate() {
+            self.newest_each(read.view, read.prefixes, &mut |i, row| found(r, i, row))?;
+        }
+        Ok(())
+    }
     /// Every row of entity `prefix`, oldest first (for tests and tools).
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>>;
     /// The distinct entity prefixes of a view's history, in key order: what a delete of one
     /// entity searches in views keyed by several entities.
     fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>>;
+    /// Applies a view's history retention now (RocksDB: a full compaction; Redis: a trim of
+    /// every entity). The default does nothing.
+    fn compact(&self, _view: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Whether other processes write through the same storage (a shared network store). The
+    /// store then keeps no row cache (another process's write could not invalidate it) and
+    /// follows [`Backend::catalog_generation`].
+    fn shared(&self) -> bool {
+        false
+    }
+    /// A number that changes whenever any process applies definitions (0 when never, and
+    /// always 0 for a store only this process writes).
+    fn catalog_generation(&self) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// The callback of [`Backend::newest_many`]: `(read, index, row)`.
+pub type ManyFound<'f> = dyn FnMut(usize, usize, Option<RowRef<'_>>) -> Result<()> + 'f;
+
+/// One view's part of [`Backend::newest_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewestRead<'a> {
+    /// The view's storage name.
+    pub view: &'a str,
+    /// Entity prefixes, sorted.
+    pub prefixes: &'a [&'a [u8]],
 }
 
 /// [`Backend::newest_each`] answered by [`Backend::latest_each`] with no time bound.

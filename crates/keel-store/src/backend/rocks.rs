@@ -633,7 +633,7 @@ impl RocksBackend {
     }
 
     /// Runs a full compaction of a view and its newest rows (applies retention now).
-    pub fn compact(&self, view: &str) -> Result<()> {
+    pub fn compact_view(&self, view: &str) -> Result<()> {
         let cf = self.cf(view)?;
         self.db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
         if let Some(nw) = self.db.cf_handle(&self.layout.family(view)) {
@@ -924,6 +924,10 @@ impl Backend for RocksBackend {
         })?;
         out.reverse(); // stored newest first
         Ok(out)
+    }
+
+    fn compact(&self, view: &str) -> Result<()> {
+        self.compact_view(view)
     }
 
     fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>> {

@@ -9,7 +9,9 @@ use crate::value::{StoredRow, Value};
 use keel_core::envelope;
 use keel_core::{Clock, Field, SystemClock};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 mod catalog;
 mod historical;
@@ -72,6 +74,10 @@ pub struct StoreOptions {
     /// structure). See [`NewestLayout`]; changing it rebuilds the family at the next
     /// writable open.
     pub newest_layout: NewestLayout,
+    /// On a shared backend (Redis), how often a read checks whether another process applied
+    /// definitions, and reloads them if so (default 1 s; one `GET` per interval). Embedded
+    /// stores ignore it.
+    pub catalog_refresh: Duration,
 }
 
 impl Default for StoreOptions {
@@ -83,6 +89,7 @@ impl Default for StoreOptions {
             row_cache_entries: 16_384,
             newest_rows: true,
             newest_layout: NewestLayout::Checked,
+            catalog_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -97,6 +104,10 @@ pub struct Store {
     cache: RowCache,
     opts: StoreOptions,
     path: PathBuf,
+    /// The backend's catalog generation the catalog was loaded at, and when it was last
+    /// checked (shared backends).
+    catalog_gen: AtomicU64,
+    catalog_checked: Mutex<Instant>,
 }
 
 /// Counts of a view version ([`Store::view_stats`]).
@@ -179,33 +190,98 @@ impl Store {
 
     fn from_rocks(rocks: Arc<RocksBackend>, opts: StoreOptions, path: &Path) -> Result<Store> {
         let backend: Arc<dyn Backend> = Arc::clone(&rocks) as Arc<dyn Backend>;
+        Self::build(backend, Some(rocks), opts, path.to_path_buf())
+    }
+
+    /// A store over any backend (the trait a shared Redis/Valkey backend implements). A
+    /// shared backend gets no row cache (another process's writes could not invalidate it)
+    /// and a catalog that follows other processes' `apply` (see
+    /// [`StoreOptions::catalog_refresh`]).
+    pub fn with_backend(backend: Arc<dyn Backend>, opts: StoreOptions) -> Result<Store> {
+        Self::build(backend, None, opts, PathBuf::new())
+    }
+
+    /// Opens the shared store at a Redis URL: `redis://HOST:PORT` or
+    /// `redis+cluster://HOST:PORT,HOST:PORT,...`, optionally with `?prefix=NAME` (see
+    /// [`RedisUrl`](crate::redis::RedisUrl)), with default [`RedisOptions`](crate::redis::RedisOptions).
+    #[cfg(feature = "redis")]
+    pub fn connect(url: &str, opts: StoreOptions) -> Result<Store> {
+        Self::connect_with(url, opts, crate::redis::RedisOptions::default())
+    }
+
+    /// [`Store::connect`] with Redis options (pool size, timeouts, key prefix).
+    #[cfg(feature = "redis")]
+    pub fn connect_with(
+        url: &str,
+        opts: StoreOptions,
+        redis: crate::redis::RedisOptions,
+    ) -> Result<Store> {
+        let backend = crate::redis::RedisBackend::connect(url, Arc::clone(&opts.clock), redis)?;
+        Self::with_backend(Arc::new(backend), opts)
+    }
+
+    fn build(
+        backend: Arc<dyn Backend>,
+        rocks: Option<Arc<RocksBackend>>,
+        opts: StoreOptions,
+        path: PathBuf,
+    ) -> Result<Store> {
+        let cache = if backend.shared() {
+            0
+        } else {
+            opts.row_cache_entries
+        };
         let store = Store {
             backend,
-            rocks: Some(rocks),
+            rocks,
             catalog: RwLock::default(),
-            cache: RowCache::new(opts.row_cache_entries),
+            cache: RowCache::new(cache),
             opts,
-            path: path.to_path_buf(),
+            path,
+            catalog_gen: AtomicU64::new(0),
+            catalog_checked: Mutex::new(Instant::now()),
         };
         store.load_registry()?;
         Ok(store)
     }
 
-    /// A store over any backend (the trait a shared Redis/Valkey backend implements).
-    pub fn with_backend(backend: Arc<dyn Backend>, opts: StoreOptions) -> Result<Store> {
-        let store = Store {
-            backend,
-            rocks: None,
-            catalog: RwLock::default(),
-            cache: RowCache::new(opts.row_cache_entries),
-            opts,
-            path: PathBuf::new(),
-        };
-        store.load_registry()?;
-        Ok(store)
+    /// Reloads the definitions if another process applied some since they were loaded
+    /// (shared backends; a no-op on an embedded store). Returns whether they changed. Reads
+    /// call this by themselves at most once per [`StoreOptions::catalog_refresh`].
+    pub fn refresh_catalog(&self) -> Result<bool> {
+        if !self.backend.shared() {
+            return Ok(false);
+        }
+        let gen = self.backend.catalog_generation()?;
+        if let Ok(mut at) = self.catalog_checked.lock() {
+            *at = Instant::now();
+        }
+        if gen == self.catalog_gen.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.load_registry()?;
+        Ok(true)
+    }
+
+    /// [`Store::refresh_catalog`] when the refresh interval has passed.
+    fn maybe_refresh(&self) -> Result<()> {
+        if !self.backend.shared() {
+            return Ok(());
+        }
+        let due = self
+            .catalog_checked
+            .lock()
+            .map(|at| at.elapsed() >= self.opts.catalog_refresh)
+            .unwrap_or(true);
+        if due {
+            self.refresh_catalog()?;
+        }
+        Ok(())
     }
 
     fn load_registry(&self) -> Result<()> {
+        // Read first: definitions applied after this are picked up by the next refresh.
+        let gen = self.backend.catalog_generation()?;
         let mut reg = Catalog::default();
         let layout = self.backend.registry_get(LAYOUT_KEY)?;
         for (_, b) in self.backend.registry_scan("entity/")? {
@@ -214,6 +290,10 @@ impl Store {
         }
         for (_, b) in self.backend.registry_scan("view/")? {
             let v: FeatureView = envelope::decode(&b)?;
+            if self.backend.shared() {
+                // Views another process defined (RocksDB reads its own at open).
+                self.backend.ensure_view(&v.cf_name(), v.retention_ms)?;
+            }
             reg.views.insert((v.name.clone(), v.version), v);
         }
         if !reg.views.is_empty() && layout.as_deref() != Some(KEY_LAYOUT) {
@@ -228,12 +308,15 @@ impl Store {
             reg.services.insert(s.name.clone(), s);
         }
         *self.catalog.write().map_err(|_| poisoned())? = reg;
+        self.catalog_gen.store(gen, Ordering::Release);
         Ok(())
     }
 
     /// Validates and stores definitions atomically. Re-applying an identical definition is a
     /// no-op; changing a view version's entities or features is refused (make a new version).
     pub fn apply(&self, defs: &Definitions) -> Result<()> {
+        // Validate against every definition applied so far, by any process.
+        self.refresh_catalog()?;
         let mut reg = self.catalog.write().map_err(|_| poisoned())?;
         let mut entities = reg.entities.clone();
         for e in &defs.entities {
@@ -315,12 +398,19 @@ impl Store {
             reg.services.insert(s.name.clone(), s.clone());
         }
         reg.plans.clear();
+        drop(reg);
+        if self.backend.shared() {
+            // Our own apply: the generation it produced needs no reload here.
+            let gen = self.backend.catalog_generation()?;
+            self.catalog_gen.store(gen, Ordering::Release);
+        }
         Ok(())
     }
 
     /// Every definition applied so far: entities, view versions and services, each sorted by
     /// name (views by name then version).
     pub fn definitions(&self) -> Result<Definitions> {
+        self.maybe_refresh()?;
         let cat = self.catalog.read().map_err(|_| poisoned())?;
         let mut entities: Vec<Entity> = cat.entities.values().cloned().collect();
         entities.sort_by(|a, b| a.name.cmp(&b.name));
@@ -347,6 +437,7 @@ impl Store {
 
     /// A view version's definition.
     pub fn view(&self, name: &str, version: u32) -> Result<FeatureView> {
+        self.maybe_refresh()?;
         let reg = self.catalog.read().map_err(|_| poisoned())?;
         reg.views
             .get(&(name.to_string(), version))
@@ -359,6 +450,7 @@ impl Store {
 
     /// A feature service's definition.
     pub fn service(&self, name: &str) -> Result<FeatureService> {
+        self.maybe_refresh()?;
         let reg = self.catalog.read().map_err(|_| poisoned())?;
         reg.services
             .get(name)
@@ -376,6 +468,7 @@ impl Store {
 
     /// The resolved plan of a feature service, built once and cached until the next `apply`.
     fn service_plan(&self, service: &str) -> Result<Arc<Plan>> {
+        self.maybe_refresh()?;
         if let Some(p) = self
             .catalog
             .read()
@@ -458,10 +551,14 @@ impl Store {
     /// Writes a consistent read-only snapshot to `dir` (RocksDB checkpoint). Its id is the data
     /// version to record with a model; open it with [`Store::open_read_only`].
     pub fn checkpoint(&self, dir: impl AsRef<Path>) -> Result<CheckpointId> {
-        let rocks = self
-            .rocks
-            .as_ref()
-            .ok_or_else(|| StoreError::Definition("checkpoints need the RocksDB backend".into()))?;
+        let rocks = self.rocks.as_ref().ok_or_else(|| StoreError::Unsupported {
+            operation: "checkpoint",
+            backend: "redis",
+            instead: "Redis has no read-only snapshot to open; train from a checkpoint of the \
+                      embedded store the rows were materialised from, or record the view \
+                      version and watermark as the data version"
+                .into(),
+        })?;
         let sequence = rocks.checkpoint(dir.as_ref())?;
         Ok(CheckpointId {
             sequence,
@@ -471,9 +568,7 @@ impl Store {
 
     /// Compacts a view version now, applying its history retention.
     pub fn compact(&self, view: &str, version: u32) -> Result<()> {
-        if let Some(r) = &self.rocks {
-            r.compact(&cf_name(view, version))?;
-        }
+        self.backend.compact(&cf_name(view, version))?;
         // Retention may have dropped a cached row.
         self.cache.clear();
         Ok(())

@@ -1,7 +1,7 @@
 //! Reads: online and as-of lookups of a feature service.
 
 use super::Store;
-use crate::backend::Lookup;
+use crate::backend::{Lookup, NewestRead};
 use crate::cache::Newest;
 use crate::defs::FeatureRef;
 use crate::error::{Result, StoreError};
@@ -112,15 +112,18 @@ impl Store {
             });
         }
         let cached = online && self.cache.enabled();
-        // One backend call per view version for the keys the cache cannot answer;
-        // hits[view][entity].
-        let mut hits: Vec<Vec<Newest>> = Vec::with_capacity(plan.views.len());
+        // Per view: each entity's prefix, and its row once known (`None`: not yet).
+        let mut prefixes: Vec<Vec<Vec<u8>>> = Vec::with_capacity(plan.views.len());
+        let mut got: Vec<Vec<Option<Newest>>> = Vec::with_capacity(plan.views.len());
+        // Per view: the entities the cache cannot answer, in storage order (one iterator
+        // sweeps forward through neighbouring blocks).
+        let mut misses: Vec<Vec<usize>> = Vec::with_capacity(plan.views.len());
         for pv in &plan.views {
-            let prefixes = keys
+            let p = keys
                 .iter()
                 .map(|k| pv.service_prefix(k))
                 .collect::<Result<Vec<_>>>()?;
-            let mut got: Vec<Option<Newest>> = prefixes
+            let g: Vec<Option<Newest>> = p
                 .iter()
                 .map(|p| {
                     // A cached newest row answers unless it lies after T.
@@ -130,52 +133,80 @@ impl Store {
                         .filter(|n| n.as_ref().is_none_or(|h| h.0 <= at_ms))
                 })
                 .collect();
-            let mut misses: Vec<usize> = (0..keys.len()).filter(|&e| got[e].is_none()).collect();
-            // In storage order, one iterator sweeps forward through neighbouring blocks.
-            misses.sort_unstable_by(|&a, &b| prefixes[a].cmp(&prefixes[b]));
-            if misses.is_empty() {
-                hits.push(got.into_iter().map(Option::unwrap_or_default).collect());
-                continue;
-            }
-            let epoch = self.cache.epoch();
-            // Online reads fetch each entity's newest row (what the cache holds); if that row
-            // lies after T, the row at T is read from history in a second pass.
-            let mut future = Vec::new();
-            if online {
-                let wanted: Vec<&[u8]> = misses.iter().map(|&e| &prefixes[e][..]).collect();
-                self.backend.newest_each(&pv.cf, &wanted, &mut |i, f| {
-                    let e = misses[i];
+            let mut m: Vec<usize> = (0..keys.len()).filter(|&e| g[e].is_none()).collect();
+            m.sort_unstable_by(|&a, &b| p[a].cmp(&p[b]));
+            prefixes.push(p);
+            got.push(g);
+            misses.push(m);
+        }
+        let epoch = self.cache.epoch();
+        // Online reads fetch each entity's newest row (what the cache holds), every view in
+        // one backend call (one round trip on a network store); a newest row after T sends
+        // its entity to history in a second pass.
+        let mut future: Vec<Vec<usize>> = vec![Vec::new(); plan.views.len()];
+        if online {
+            let wanted: Vec<Vec<&[u8]>> = misses
+                .iter()
+                .zip(&prefixes)
+                .map(|(m, p)| m.iter().map(|&e| &p[e][..]).collect())
+                .collect();
+            let reads: Vec<NewestRead<'_>> = plan
+                .views
+                .iter()
+                .zip(&wanted)
+                .filter(|(_, w)| !w.is_empty())
+                .map(|(pv, w)| NewestRead {
+                    view: &pv.cf,
+                    prefixes: w,
+                })
+                .collect();
+            // `reads` skips views with nothing to ask: map back to view indices.
+            let index: Vec<usize> = (0..plan.views.len())
+                .filter(|&v| !wanted[v].is_empty())
+                .collect();
+            if !reads.is_empty() {
+                self.backend.newest_many(&reads, &mut |r, i, f| {
+                    let v = index[r];
+                    let pv = &plan.views[v];
+                    let e = misses[v][i];
                     let newest: Newest = f.map(|f| pv.decode(f)).transpose()?.map(Arc::new);
                     if cached {
                         self.cache
-                            .insert(&pv.cf, &prefixes[e], newest.clone(), epoch);
+                            .insert(&pv.cf, &prefixes[v][e], newest.clone(), epoch);
                     }
                     if newest.as_ref().is_some_and(|h| h.0 > at_ms) {
-                        future.push(e);
+                        future[v].push(e);
                     } else {
-                        got[e] = Some(newest);
+                        got[v][e] = Some(newest);
                     }
                     Ok(())
                 })?;
-            } else {
-                future = misses;
             }
-            if !future.is_empty() {
-                let lookups: Vec<Lookup<'_>> = future
-                    .iter()
-                    .map(|&e| Lookup {
-                        prefix: &prefixes[e],
-                        event_bound: at_ms,
-                        created_cutoff,
-                    })
-                    .collect();
-                self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {
-                    got[future[i]] = Some(f.map(|f| pv.decode(f)).transpose()?.map(Arc::new));
-                    Ok(())
-                })?;
-            }
-            hits.push(got.into_iter().map(Option::unwrap_or_default).collect());
+        } else {
+            future = misses;
         }
+        for (v, pv) in plan.views.iter().enumerate() {
+            if future[v].is_empty() {
+                continue;
+            }
+            let lookups: Vec<Lookup<'_>> = future[v]
+                .iter()
+                .map(|&e| Lookup {
+                    prefix: &prefixes[v][e],
+                    event_bound: at_ms,
+                    created_cutoff,
+                })
+                .collect();
+            let (fut, g) = (&future[v], &mut got[v]);
+            self.backend.latest_each(&pv.cf, &lookups, &mut |i, f| {
+                g[fut[i]] = Some(f.map(|f| pv.decode(f)).transpose()?.map(Arc::new));
+                Ok(())
+            })?;
+        }
+        let hits: Vec<Vec<Newest>> = got
+            .into_iter()
+            .map(|g| g.into_iter().map(Option::unwrap_or_default).collect())
+            .collect();
         let values = (0..keys.len())
             .map(|e| {
                 plan.slots

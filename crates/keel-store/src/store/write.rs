@@ -202,10 +202,14 @@ impl Store {
     /// none of them, then all of them.
     pub fn bulk_load(&self, view: &str, version: u32, rows: &[Row]) -> Result<()> {
         let v = self.view(view, version)?;
-        let rocks = self
-            .rocks
-            .as_ref()
-            .ok_or_else(|| StoreError::Definition("bulk load needs the RocksDB backend".into()))?;
+        let rocks = self.rocks.as_ref().ok_or_else(|| StoreError::Unsupported {
+            operation: "SST bulk load",
+            backend: "redis",
+            instead: "write the rows with Store::write (one transaction), or apply a new view \
+                      version, fill it with `keel store materialize`, then switch the \
+                      feature service to it in one apply"
+                .into(),
+        })?;
         let mut batch = Batch::default();
         self.encode_rows(&v, rows, &mut batch)?;
         let mut pairs: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();

@@ -152,3 +152,71 @@ pub fn plain_table_options() -> rocksdb::Options {
     });
     o
 }
+
+/// The backends every semantic test runs on: one test body, parametrised by backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Embedded RocksDB in a temporary directory.
+    Rocks,
+    /// A `redis-server` started for the test on a free loopback port.
+    Redis,
+}
+
+/// Where one test's store lives; opening it twice opens the same store.
+pub enum Place {
+    Rocks(tempfile::TempDir),
+    Redis(keel_store::redis::LocalRedis),
+}
+
+impl Place {
+    pub fn new(kind: Kind) -> Place {
+        match kind {
+            Kind::Rocks => Place::Rocks(tempfile::tempdir().unwrap()),
+            Kind::Redis => {
+                Place::Redis(keel_store::redis::LocalRedis::start(&[]).expect(
+                    "redis-server (Debian package redis-server; scripts/test.sh installs it)",
+                ))
+            }
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Place::Rocks(_) => Kind::Rocks,
+            Place::Redis(_) => Kind::Redis,
+        }
+    }
+
+    /// Opens the store at `now` with the default row cache (Redis: none, it is shared).
+    pub fn open(&self, now: i64) -> (Store, Arc<ManualClock>) {
+        self.open_cached(now, StoreOptions::default().row_cache_entries)
+    }
+
+    /// [`Place::open`] with a row cache of `row_cache_entries`.
+    pub fn open_cached(&self, now: i64, row_cache_entries: usize) -> (Store, Arc<ManualClock>) {
+        match self {
+            Place::Rocks(dir) => open_cached(dir.path(), now, row_cache_entries),
+            Place::Redis(r) => {
+                let clock = Arc::new(ManualClock::new(now));
+                let store = Store::connect(
+                    &r.url(),
+                    StoreOptions {
+                        clock: clock.clone(),
+                        row_cache_entries,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                (store, clock)
+            }
+        }
+    }
+}
+
+/// Runs `test` on each backend in turn, each with a new, empty store.
+pub fn on_each_backend(test: impl Fn(&Place)) {
+    for kind in [Kind::Rocks, Kind::Redis] {
+        let place = Place::new(kind);
+        test(&place);
+    }
+}

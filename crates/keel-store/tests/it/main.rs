@@ -6,6 +6,7 @@ mod crash;
 mod fuzz_corpus;
 mod golden;
 mod model;
+mod redis;
 mod store;
 
 /// The tested crate's directory, read when the test runs (cargo sets it): a test binary that

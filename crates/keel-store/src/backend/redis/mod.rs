@@ -1,0 +1,749 @@
+//! The shared online store: a [`Backend`] on Redis, Valkey or a Redis Cluster (feature
+//! `redis`), so every replica of a service reads the features a stream or batch job writes.
+//!
+//! The client is [redis-rs](https://docs.rs/redis) (synchronous connections in an `r2d2`
+//! pool): the store's API is synchronous, and redis-rs is the maintained client with both
+//! pipelines and scripts. Cluster routing (slot map, per-shard pipelines sent in parallel,
+//! `MOVED` refreshes) is done here, on plain pooled connections, so one code path serves a
+//! single server (one node owning every slot) and a cluster.
+//!
+//! Layout, key by key, in `docs/store.md` ("Redis layout"). In short, with prefix `P` and
+//! `T` the hex of an entity's 8-byte hash (a hash tag: an entity's keys in every view live on
+//! one shard):
+//!
+//! - `P:{T}:h:VIEW:ENTITY`: history, a sorted set of `desc(event) ++ desc(created)`;
+//! - `P:{T}:v:VIEW:ENTITY`: the rows of that history, a hash from member to encoded row;
+//! - `P:{T}:n:VIEW:ENTITY`: the newest member and its row, one string (an online read is a
+//!   `GET`);
+//! - `P:{reg}:defs` (hash) and `P:{reg}:gen` (counter): definitions and watermarks, and a
+//!   generation bumped by every `apply` so other processes reload their catalog.
+
+mod local;
+mod scripts;
+mod topology;
+
+pub use local::{LocalRedis, LocalRedisCluster};
+
+use super::{Backend, Batch, Found, Lookup, ManyFound, NewestRead, RowRef};
+use crate::error::{Result, StoreError};
+use crate::key;
+use keel_core::Clock;
+use redis::Value as Reply;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use topology::{Node, Topology};
+
+/// How [`RedisBackend::connect`] talks to Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Prefix of every key keel writes (default `keel`; `[A-Za-z0-9_.-]`, at most 64
+    /// characters). Stores with different prefixes share a server without seeing each other.
+    pub prefix: String,
+    /// Connections kept per server (default 16). A caller waits at most `connect_timeout`
+    /// for one when all are busy.
+    pub pool_size: u32,
+    /// Time to open a connection, or to wait for a pooled one (default 2 s).
+    pub connect_timeout: Duration,
+    /// Time allowed for each reply (default 2 s): a server that stops answering fails the
+    /// call with a typed error instead of hanging it.
+    pub io_timeout: Duration,
+    /// Rows per server-side write script call (default 2,048); a batch is split into calls
+    /// inside one transaction, so big batches never stall the server in one long script.
+    pub rows_per_call: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            prefix: "keel".into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(2),
+            rows_per_call: 2048,
+        }
+    }
+}
+
+/// Where a store lives, parsed from a URL: `redis://HOST:PORT[/DB]` (one server),
+/// `redis+cluster://HOST:PORT,HOST:PORT,...` (a cluster, seeded by any of its masters), each
+/// optionally ending in `?prefix=NAME` (see [`RedisOptions::prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// The server URLs given (`redis://...`), one for a single server.
+    pub seeds: Vec<String>,
+    /// Whether the seeds are cluster nodes.
+    pub cluster: bool,
+    /// The key prefix from `?prefix=`, when given.
+    pub prefix: Option<String>,
+}
+
+impl RedisUrl {
+    /// Parses a store URL; anything else is a typed [`StoreError::Definition`].
+    pub fn parse(url: &str) -> Result<RedisUrl> {
+        let bad = |why: &str| StoreError::Definition(format!("store URL `{url:.200}`: {why}"));
+        let (body, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        let mut prefix = None;
+        if let Some(q) = query {
+            for pair in q.split('&') {
+                match pair.split_once('=') {
+                    Some(("prefix", p)) => prefix = Some(p.to_string()),
+                    _ => return Err(bad("the only query parameter is prefix=NAME")),
+                }
+            }
+        }
+        let (cluster, rest) = if let Some(r) = body.strip_prefix("redis+cluster://") {
+            (true, r)
+        } else if let Some(r) = body.strip_prefix("redis://") {
+            (false, r)
+        } else {
+            return Err(bad(
+                "expected redis://HOST:PORT or redis+cluster://HOST:PORT,...",
+            ));
+        };
+        let seeds: Vec<String> = rest
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("redis://{s}"))
+            .collect();
+        if seeds.is_empty() || (!cluster && seeds.len() > 1) {
+            return Err(bad(
+                "one HOST:PORT for redis://, one or more for redis+cluster://",
+            ));
+        }
+        if seeds.len() > 64 {
+            return Err(bad("at most 64 seed nodes"));
+        }
+        Ok(RedisUrl {
+            seeds,
+            cluster,
+            prefix,
+        })
+    }
+}
+
+/// A [`Backend`] on Redis / Valkey (one server) or a Redis Cluster. `Send + Sync`; calls
+/// from many threads share a connection pool per server.
+pub struct RedisBackend {
+    topology: Topology,
+    prefix: String,
+    clock: Arc<dyn Clock>,
+    opts: RedisOptions,
+    /// View storage name -> history retention (ms), from the definitions in Redis.
+    retention: RwLock<HashMap<String, Option<i64>>>,
+    /// SHA-1 of [`scripts::LATEST`] and [`scripts::TRIM`] (loaded on demand).
+    latest_sha: String,
+    trim_sha: String,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("topology", &self.topology)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn err(e: redis::RedisError) -> StoreError {
+    StoreError::backend("redis", e)
+}
+
+fn protocol(what: &str) -> StoreError {
+    StoreError::backend("redis", format!("unexpected reply: {what}"))
+}
+
+/// The first server error anywhere in a reply (transactions nest theirs in EXEC's array).
+fn first_error(r: &Reply) -> Option<StoreError> {
+    match r {
+        Reply::ServerError(e) => Some(err(e.clone().into())),
+        Reply::Array(items) => items.iter().find_map(first_error),
+        _ => None,
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the store at `url` (see [`RedisUrl`]); the URL's `?prefix=` overrides
+    /// `opts.prefix`. Fails with a typed error when no server answers within the timeouts.
+    pub fn connect(url: &str, clock: Arc<dyn Clock>, mut opts: RedisOptions) -> Result<Self> {
+        let parsed = RedisUrl::parse(url)?;
+        if let Some(p) = parsed.prefix {
+            opts.prefix = p;
+        }
+        let ok = !opts.prefix.is_empty()
+            && opts.prefix.len() <= 64
+            && opts
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            return Err(StoreError::Definition(format!(
+                "Redis key prefix `{:.80}` must be 1..=64 characters of [A-Za-z0-9_.-]",
+                opts.prefix
+            )));
+        }
+        if opts.pool_size == 0 || opts.rows_per_call == 0 {
+            return Err(StoreError::Definition(
+                "Redis pool_size and rows_per_call must be at least 1".into(),
+            ));
+        }
+        let topology = Topology::connect(&parsed.seeds, parsed.cluster, &opts)?;
+        Ok(RedisBackend {
+            topology,
+            prefix: opts.prefix.clone(),
+            clock,
+            opts,
+            retention: RwLock::default(),
+            latest_sha: sha1(scripts::LATEST),
+            trim_sha: sha1(scripts::TRIM),
+        })
+    }
+
+    /// Whether this backend talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.topology.is_cluster()
+    }
+
+    /// Key `P:{T}:KIND:VIEW:ENTITY` of entity prefix `prefix` (hash ++ entity bytes).
+    fn entity_key(&self, kind: u8, view: &str, prefix: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + view.len() + prefix.len() + 24);
+        k.extend_from_slice(self.prefix.as_bytes());
+        k.extend_from_slice(b":{");
+        let hash = &prefix[..prefix.len().min(8)];
+        for b in hash {
+            k.extend_from_slice(format!("{b:02x}").as_bytes());
+        }
+        k.extend_from_slice(b"}:");
+        k.push(kind);
+        k.push(b':');
+        k.extend_from_slice(view.as_bytes());
+        k.push(b':');
+        k.extend_from_slice(&prefix[prefix.len().min(8)..]);
+        k
+    }
+
+    fn registry_key(&self, what: &str) -> String {
+        format!("{}:{{reg}}:{what}", self.prefix)
+    }
+
+    /// The retention cutoff member of `view` now (`""`: keep everything): members at or after
+    /// it in lexicographic order are rows with `event < now - retention`.
+    fn cutoff_member(&self, view: &str) -> Result<Vec<u8>> {
+        let known = self
+            .retention
+            .read()
+            .ok()
+            .and_then(|m| m.get(view).copied());
+        let retention = match known {
+            Some(r) => r,
+            None => self.load_retention(view)?,
+        };
+        Ok(match retention {
+            Some(ms) => {
+                let cutoff = self.clock.now_ms().saturating_sub(ms);
+                if cutoff <= 0 {
+                    Vec::new()
+                } else {
+                    let mut m = key::desc_ts_bytes(cutoff - 1).to_vec();
+                    m.extend_from_slice(&[0; 8]);
+                    m
+                }
+            }
+            None => Vec::new(),
+        })
+    }
+
+    /// Reads every view definition's retention from Redis (a view defined by another process).
+    fn load_retention(&self, view: &str) -> Result<Option<i64>> {
+        let mut found = None;
+        let mut all = HashMap::new();
+        for (_, bytes) in self.registry_scan("view/")? {
+            if let Ok(v) = keel_core::envelope::decode::<crate::FeatureView>(&bytes) {
+                if v.cf_name() == view {
+                    found = v.retention_ms;
+                }
+                all.insert(v.cf_name(), v.retention_ms);
+            }
+        }
+        if let Ok(mut m) = self.retention.write() {
+            m.extend(all);
+        }
+        Ok(found)
+    }
+
+    /// Runs a pipeline of `EVALSHA` calls on `node`; a server that lost its scripts
+    /// (restarted) gets them loaded again and the calls are retried once.
+    fn eval_pipeline(
+        &self,
+        node: &Node,
+        pipe: &redis::Pipeline,
+        scripts: &[&str],
+    ) -> Result<Vec<Reply>> {
+        let replies = node.query(pipe)?;
+        let missing = replies
+            .iter()
+            .any(|r| matches!(r, Reply::ServerError(e) if e.code() == "NOSCRIPT"));
+        if !missing {
+            return Ok(replies);
+        }
+        let mut load = redis::pipe();
+        for s in scripts {
+            load.cmd("SCRIPT").arg("LOAD").arg(*s);
+        }
+        for r in node.query(&load)? {
+            if let Some(e) = first_error(&r) {
+                return Err(e);
+            }
+        }
+        node.query(pipe)
+    }
+
+    /// Every key of one kind of a view, over every node (`SCAN`).
+    fn scan_view(&self, kind: u8, view: &str) -> Result<Vec<Vec<u8>>> {
+        let pattern = format!("{}:{{*}}:{}:{}:*", self.prefix, kind as char, view);
+        self.topology.scan(&pattern)
+    }
+
+    /// The entity prefix (hash ++ entity bytes) of a history key found by [`Self::scan_view`].
+    fn prefix_of_key(&self, key: &[u8], view: &str) -> Option<Vec<u8>> {
+        let head = self.prefix.len() + 2;
+        let tag = key.get(head..head + 16)?;
+        let rest = key.get(head + 16 + 4 + view.len() + 1..)?;
+        let mut out = Vec::with_capacity(8 + rest.len());
+        for pair in tag.chunks(2) {
+            let s = std::str::from_utf8(pair).ok()?;
+            out.push(u8::from_str_radix(s, 16).ok()?);
+        }
+        out.extend_from_slice(rest);
+        Some(out)
+    }
+}
+
+fn sha1(script: &str) -> String {
+    redis::Script::new(script).get_hash().to_string()
+}
+
+/// A history member's (event, created).
+fn member_times(m: &[u8]) -> Option<(i64, i64)> {
+    (m.len() == 16).then(|| (key::desc_ts_from(&m[..8]), key::desc_ts_from(&m[8..])))
+}
+
+/// A newest-row value (`member ++ row`) lent as a row.
+fn newest_row<'a>(view: &str, v: &'a [u8]) -> Result<RowRef<'a>> {
+    let (event, created) =
+        v.get(..16)
+            .and_then(member_times)
+            .ok_or_else(|| StoreError::Corrupt {
+                view: view.to_string(),
+                source: keel_core::EnvelopeError::Corrupt("newest-row header".into()),
+            })?;
+    Ok(RowRef {
+        event,
+        created,
+        value: &v[16..],
+    })
+}
+
+impl Backend for RedisBackend {
+    fn registry_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let reg = self.registry_key("defs");
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET").arg(&reg).arg(key);
+        match self.topology.query_key(reg.as_bytes(), &pipe)?.pop() {
+            Some(Reply::BulkString(b)) => Ok(Some(b)),
+            Some(Reply::Nil) => Ok(None),
+            Some(other) => Err(first_error(&other).unwrap_or_else(|| protocol("HGET"))),
+            None => Err(protocol("no reply")),
+        }
+    }
+
+    fn registry_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let reg = self.registry_key("defs");
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(&reg);
+        let reply = self.topology.query_key(reg.as_bytes(), &pipe)?.pop();
+        let pairs = match reply {
+            Some(Reply::Array(items)) => items,
+            Some(Reply::Map(m)) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            Some(other) => return Err(first_error(&other).unwrap_or_else(|| protocol("HGETALL"))),
+            None => return Err(protocol("no reply")),
+        };
+        let mut out = BTreeMap::new();
+        let mut it = pairs.into_iter();
+        while let (Some(Reply::BulkString(k)), Some(Reply::BulkString(v))) = (it.next(), it.next())
+        {
+            let k = String::from_utf8_lossy(&k).into_owned();
+            if k.starts_with(prefix) {
+                out.insert(k, v);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn ensure_view(&self, name: &str, retention_ms: Option<i64>) -> Result<()> {
+        if let Ok(mut m) = self.retention.write() {
+            m.insert(name.to_string(), retention_ms);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: &Batch, _sync: bool) -> Result<()> {
+        for (view, from, to) in &batch.delete_ranges {
+            if *to != key::prefix_end(from) {
+                return Err(StoreError::Unsupported {
+                    operation: "range delete other than one whole entity",
+                    backend: "redis",
+                    instead: format!("delete entities of `{view}` one by one"),
+                });
+            }
+        }
+        // Rows per (view, entity), in batch order (a key written twice keeps the later value).
+        let mut entities: BTreeMap<(&str, &[u8]), EntityRows<'_>> = BTreeMap::new();
+        for (view, k, v) in &batch.puts {
+            let plen = k
+                .len()
+                .checked_sub(16)
+                .ok_or_else(|| protocol("short row key"))?;
+            entities
+                .entry((view.as_str(), &k[..plen]))
+                .or_default()
+                .push((&k[plen..], v));
+        }
+        let mut cutoffs: HashMap<&str, Vec<u8>> = HashMap::new();
+        for (view, _) in entities.keys() {
+            if !cutoffs.contains_key(view) {
+                cutoffs.insert(view, self.cutoff_member(view)?);
+            }
+        }
+        // One transaction per group of keys that must share a node (and, on a cluster, a
+        // slot): the whole batch on one server, each slot on a cluster.
+        let mut groups: BTreeMap<u16, Txn> = BTreeMap::new();
+        for (view, from, _) in &batch.delete_ranges {
+            let keys = [b'h', b'v', b'n'].map(|kind| self.entity_key(kind, view, from));
+            let slot = self.topology.group_of(&keys[0]);
+            let mut cmd = redis::cmd("DEL");
+            for k in &keys {
+                cmd.arg(k);
+            }
+            groups
+                .entry(slot)
+                .or_insert_with(|| Txn::new(&keys[0]))
+                .commands
+                .push(cmd);
+        }
+        // Write script calls: per group, per view, at most `rows_per_call` rows each.
+        let mut calls: BTreeMap<(u16, &str), Vec<EntityCall<'_, '_>>> = BTreeMap::new();
+        for ((view, prefix), rows) in &entities {
+            let key = self.entity_key(b'h', view, prefix);
+            let slot = self.topology.group_of(&key);
+            groups.entry(slot).or_insert_with(|| Txn::new(&key));
+            calls.entry((slot, view)).or_default().push((prefix, rows));
+        }
+        for ((slot, view), list) in calls {
+            let Some(txn) = groups.get_mut(&slot) else {
+                continue;
+            };
+            let mut start = 0;
+            let mut rows = 0;
+            for (i, (_, r)) in list.iter().enumerate() {
+                rows += r.len();
+                if rows >= self.opts.rows_per_call || i + 1 == list.len() {
+                    txn.commands
+                        .push(self.write_call(view, &cutoffs[view], &list[start..=i]));
+                    start = i + 1;
+                    rows = 0;
+                }
+            }
+        }
+        if !batch.registry.is_empty() {
+            // Definitions and watermarks: with the rows on one server; after them on a cluster
+            // (a watermark never runs ahead of the rows it covers).
+            let reg = self.registry_key("defs");
+            let slot = if self.topology.is_cluster() {
+                u16::MAX
+            } else {
+                self.topology.group_of(reg.as_bytes())
+            };
+            let txn = groups
+                .entry(slot)
+                .or_insert_with(|| Txn::new(reg.as_bytes()));
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&reg);
+            for (k, v) in &batch.registry {
+                hset.arg(k).arg(v);
+            }
+            txn.commands.push(hset);
+            let defines = batch.registry.iter().any(|(k, _)| {
+                ["entity/", "view/", "service/"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            });
+            if defines {
+                let mut incr = redis::cmd("INCR");
+                incr.arg(self.registry_key("gen"));
+                txn.commands.push(incr);
+            }
+        }
+        let registry = groups.remove(&u16::MAX);
+        self.topology.transact(groups.into_iter().collect())?;
+        if let Some(txn) = registry {
+            self.topology.transact(vec![(0, txn)])?;
+        }
+        Ok(())
+    }
+
+    fn latest(
+        &self,
+        view: &str,
+        prefix: &[u8],
+        event_bound: i64,
+        created_cutoff: Option<i64>,
+    ) -> Result<Option<Found>> {
+        let mut out = None;
+        let one = Lookup {
+            prefix,
+            event_bound,
+            created_cutoff,
+        };
+        self.latest_each(view, &[one], &mut |_, f| {
+            out = f.map(|f| Found {
+                event: f.event,
+                created: f.created,
+                value: f.value.to_vec(),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn latest_each(
+        &self,
+        view: &str,
+        lookups: &[Lookup<'_>],
+        found: &mut dyn FnMut(usize, Option<RowRef<'_>>) -> Result<()>,
+    ) -> Result<()> {
+        let keys: Vec<[Vec<u8>; 2]> = lookups
+            .iter()
+            .map(|l| [b'h', b'v'].map(|kind| self.entity_key(kind, view, l.prefix)))
+            .collect();
+        let replies = self
+            .topology
+            .fan_out(keys.iter().map(|k| &k[0][..]), |node, indices| {
+                let mut pipe = redis::pipe();
+                for &i in indices {
+                    let l = &lookups[i];
+                    let mut start = Vec::with_capacity(16);
+                    start.extend_from_slice(&key::desc_ts_bytes(l.event_bound));
+                    start.extend_from_slice(&key::desc_ts_bytes(i64::MAX));
+                    let cut = l
+                        .created_cutoff
+                        .map(|c| key::desc_ts_bytes(c).to_vec())
+                        .unwrap_or_default();
+                    pipe.cmd("EVALSHA")
+                        .arg(&self.latest_sha)
+                        .arg(2)
+                        .arg(&keys[i][0])
+                        .arg(&keys[i][1])
+                        .arg(start)
+                        .arg(cut);
+                }
+                self.eval_pipeline(node, &pipe, &[scripts::LATEST])
+            })?;
+        for (i, r) in replies.iter().enumerate() {
+            let row = match r {
+                Reply::Nil => None,
+                Reply::Array(pair) => match pair.as_slice() {
+                    [Reply::BulkString(m), Reply::BulkString(v)] => {
+                        let (event, created) =
+                            member_times(m).ok_or_else(|| protocol("history member"))?;
+                        Some(RowRef {
+                            event,
+                            created,
+                            value: v,
+                        })
+                    }
+                    _ => return Err(protocol("history lookup")),
+                },
+                other => return Err(first_error(other).unwrap_or_else(|| protocol("lookup"))),
+            };
+            found(i, row)?;
+        }
+        Ok(())
+    }
+
+    fn newest_each(
+        &self,
+        view: &str,
+        prefixes: &[&[u8]],
+        found: &mut dyn FnMut(usize, Option<RowRef<'_>>) -> Result<()>,
+    ) -> Result<()> {
+        let read = NewestRead { view, prefixes };
+        self.newest_many(std::slice::from_ref(&read), &mut |_, i, row| found(i, row))
+    }
+
+    fn newest_many(&self, reads: &[NewestRead<'_>], found: &mut ManyFound<'_>) -> Result<()> {
+        let mut keys = Vec::new();
+        let mut owner = Vec::new();
+        for (r, read) in reads.iter().enumerate() {
+            for (i, p) in read.prefixes.iter().enumerate() {
+                keys.push(self.entity_key(b'n', read.view, p));
+                owner.push((r, i));
+            }
+        }
+        let replies = self
+            .topology
+            .fan_out(keys.iter().map(|k| &k[..]), |node, indices| {
+                let mut pipe = redis::pipe();
+                for &i in indices {
+                    pipe.cmd("GET").arg(&keys[i]);
+                }
+                node.query(&pipe)
+            })?;
+        for (reply, &(r, i)) in replies.iter().zip(&owner) {
+            let row = match reply {
+                Reply::Nil => None,
+                Reply::BulkString(v) => Some(newest_row(reads[r].view, v)?),
+                other => return Err(first_error(other).unwrap_or_else(|| protocol("GET"))),
+            };
+            found(r, i, row)?;
+        }
+        Ok(())
+    }
+
+    fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>> {
+        let key = self.entity_key(b'v', view, prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(&key);
+        let pairs = match self.topology.query_key(&key, &pipe)?.pop() {
+            Some(Reply::Array(items)) => items,
+            Some(Reply::Map(m)) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            Some(other) => return Err(first_error(&other).unwrap_or_else(|| protocol("HGETALL"))),
+            None => return Err(protocol("no reply")),
+        };
+        let mut rows = Vec::with_capacity(pairs.len() / 2);
+        let mut it = pairs.into_iter();
+        while let (Some(Reply::BulkString(m)), Some(Reply::BulkString(value))) =
+            (it.next(), it.next())
+        {
+            let (event, created) = member_times(&m).ok_or_else(|| protocol("history member"))?;
+            rows.push(Found {
+                event,
+                created,
+                value,
+            });
+        }
+        rows.sort_by_key(|f| (f.event, f.created));
+        Ok(rows)
+    }
+
+    fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = self
+            .scan_view(b'h', view)?
+            .iter()
+            .filter_map(|k| self.prefix_of_key(k, view))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn catalog_generation(&self) -> Result<u64> {
+        let gen = self.registry_key("gen");
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&gen);
+        match self.topology.query_key(gen.as_bytes(), &pipe)?.pop() {
+            Some(Reply::Nil) => Ok(0),
+            Some(Reply::BulkString(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| protocol("catalog generation")),
+            Some(other) => Err(first_error(&other).unwrap_or_else(|| protocol("GET"))),
+            None => Err(protocol("no reply")),
+        }
+    }
+
+    fn compact(&self, view: &str) -> Result<()> {
+        let cutoff = self.cutoff_member(view)?;
+        if cutoff.is_empty() {
+            return Ok(());
+        }
+        let prefixes = self.entities(view)?;
+        let keys: Vec<[Vec<u8>; 3]> = prefixes
+            .iter()
+            .map(|p| [b'h', b'v', b'n'].map(|kind| self.entity_key(kind, view, p)))
+            .collect();
+        for chunk in keys.chunks(1024) {
+            self.topology
+                .fan_out(chunk.iter().map(|k| &k[0][..]), |node, indices| {
+                    let mut pipe = redis::pipe();
+                    for &i in indices {
+                        let [h, v, n] = &chunk[i];
+                        pipe.cmd("EVALSHA")
+                            .arg(&self.trim_sha)
+                            .arg(3)
+                            .arg(h)
+                            .arg(v)
+                            .arg(n)
+                            .arg(&cutoff);
+                    }
+                    let replies = self.eval_pipeline(node, &pipe, &[scripts::TRIM])?;
+                    match replies.iter().find_map(first_error) {
+                        Some(e) => Err(e),
+                        None => Ok(replies),
+                    }
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The commands of one transaction (`MULTI` ... `EXEC`).
+pub(super) struct Txn {
+    /// A key of the group: where the transaction is sent.
+    pub(super) route: Vec<u8>,
+    pub(super) commands: Vec<redis::Cmd>,
+}
+
+impl Txn {
+    fn new(route: &[u8]) -> Txn {
+        Txn {
+            route: route.to_vec(),
+            commands: Vec::new(),
+        }
+    }
+}
+
+/// Rows of one entity of a batch: `(times, row)` in batch order.
+type EntityRows<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+/// An entity prefix and its rows, as one write-script call takes them.
+type EntityCall<'a, 'b> = (&'a [u8], &'b EntityRows<'a>);
+
+impl RedisBackend {
+    /// One call of the write script for the rows of several entities of `view`.
+    fn write_call(&self, view: &str, cutoff: &[u8], entities: &[EntityCall<'_, '_>]) -> redis::Cmd {
+        let mut c = redis::cmd("EVAL");
+        c.arg(scripts::WRITE).arg(entities.len() * 3);
+        for (prefix, _) in entities {
+            for kind in [b'h', b'v', b'n'] {
+                c.arg(self.entity_key(kind, view, prefix));
+            }
+        }
+        c.arg(cutoff);
+        for (_, rows) in entities {
+            c.arg(rows.len());
+            for (times, row) in rows.iter() {
+                c.arg(*times).arg(*row);
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,293 @@
+//! What only a shared Redis store has: several processes on one store, a cluster, a server
+//! that goes away, operations with no Redis meaning.
+
+use crate::common::*;
+use keel_store::redis::{LocalRedis, LocalRedisCluster, RedisBackend, RedisOptions, RedisUrl};
+use keel_store::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn row(card: &str, event: i64, spend: f64) -> Row {
+    Row {
+        key: vec![card.into()],
+        event_ms: event,
+        created_ms: Some(event),
+        values: vec![spend.into(), 1i64.into(), "FR".into()],
+    }
+}
+
+fn connect(url: &str, now: i64) -> Store {
+    Store::connect(
+        url,
+        StoreOptions {
+            clock: Arc::new(keel_core::ManualClock::new(now)),
+            catalog_refresh: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_apply_in_one_process_is_seen_by_another_without_restart() {
+    let redis = LocalRedis::start(&[]).unwrap();
+    let a = connect(&redis.url(), 10 * DAY);
+    let b = connect(&redis.url(), 10 * DAY);
+    assert!(matches!(
+        b.get_online("fraud", &[vec!["c1".into()]]),
+        Err(StoreError::Unknown { .. })
+    ));
+    a.apply(&defs()).unwrap();
+    a.write("card_stats", 1, &[row("c1", 9 * DAY, 5.0)])
+        .unwrap();
+    // b learns the definitions at its next read (catalog_refresh 0 here; 1 s by default).
+    let r = b.get_online("fraud", &[vec!["c1".into()]]).unwrap();
+    assert_eq!(r.values[0][0].value, 5.0.into());
+    // A redefined service moves in b too.
+    let mut moved = defs();
+    moved.views.clear();
+    moved.services[0].features = vec![FeatureRef::parse("card_stats@1:country").unwrap()];
+    a.apply(&moved).unwrap();
+    let r = b.get_online("fraud", &[vec!["c1".into()]]).unwrap();
+    assert_eq!(r.features.len(), 1);
+    assert_eq!(r.values[0][0].value, "FR".into());
+    // And a write through b is read by a at once (no row cache on a shared store).
+    b.write("card_stats", 1, &[row("c1", 9 * DAY + 1, 6.0)])
+        .unwrap();
+    let h = a.history("card_stats", 1, &["c1".into()]).unwrap();
+    assert_eq!(h.len(), 2);
+    // Stores under other prefixes on the same server see nothing of it.
+    let other = connect(&format!("{}?prefix=other", redis.url()), 10 * DAY);
+    assert!(other.definitions().unwrap().views.is_empty());
+}
+
+#[test]
+fn operations_without_a_redis_meaning_are_typed_unsupported() {
+    let redis = LocalRedis::start(&[]).unwrap();
+    let store = connect(&redis.url(), 10 * DAY);
+    store.apply(&defs()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    match store.checkpoint(dir.path().join("cp")) {
+        Err(StoreError::Unsupported {
+            operation: "checkpoint",
+            backend: "redis",
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match store.bulk_load("card_stats", 1, &[row("c1", DAY, 1.0)]) {
+        Err(StoreError::Unsupported {
+            operation: "SST bulk load",
+            instead,
+            ..
+        }) => assert!(instead.contains("materialize"), "{instead}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store
+        .history("card_stats", 1, &["c1".into()])
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn bad_urls_and_prefixes_are_refused() {
+    for url in [
+        "http://x",
+        "redis://",
+        "redis://a:1,b:2",
+        "redis://127.0.0.1:1?db=2",
+    ] {
+        assert!(
+            matches!(RedisUrl::parse(url), Err(StoreError::Definition(_))),
+            "{url}"
+        );
+    }
+    let u = RedisUrl::parse("redis+cluster://a:1,b:2?prefix=p1").unwrap();
+    assert!(u.cluster);
+    assert_eq!(u.seeds, ["redis://a:1", "redis://b:2"]);
+    assert_eq!(u.prefix.as_deref(), Some("p1"));
+    let clock = Arc::new(keel_core::ManualClock::new(0));
+    let err = RedisBackend::connect(
+        "redis://127.0.0.1:1?prefix=a*b",
+        clock.clone(),
+        RedisOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("prefix"), "{err}");
+    // Nobody listens on port 1: a typed backend error, quickly.
+    let t = std::time::Instant::now();
+    let err =
+        RedisBackend::connect("redis://127.0.0.1:1", clock, RedisOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Backend {
+                backend: "redis",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A Redis that goes away: each read fails with a typed error (no hang, no panic) and the
+/// store answers again once the server is back, without being reopened.
+#[test]
+fn reads_fail_typed_while_redis_is_down_and_recover_after() {
+    let mut redis = LocalRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).unwrap();
+    let store = Store::connect_with(
+        &redis.url(),
+        StoreOptions {
+            clock: Arc::new(keel_core::ManualClock::new(10 * DAY)),
+            ..Default::default()
+        },
+        {
+            let mut o = RedisOptions::default();
+            o.connect_timeout = Duration::from_millis(300);
+            o.io_timeout = Duration::from_millis(500);
+            o
+        },
+    )
+    .unwrap();
+    store.apply(&defs()).unwrap();
+    store
+        .write("card_stats", 1, &[row("c1", 9 * DAY, 5.0)])
+        .unwrap();
+    let key = [vec![Value::from("c1")]];
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..60 {
+        if i == 10 {
+            redis.kill();
+        }
+        if i == 30 {
+            redis.restart().unwrap();
+        }
+        let t = std::time::Instant::now();
+        match store.get_online("fraud", &key) {
+            Ok(r) => {
+                assert_eq!(
+                    r.values[0][0].value,
+                    5.0.into(),
+                    "the append-only file kept it"
+                );
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        StoreError::Backend {
+                            backend: "redis",
+                            ..
+                        }
+                    ),
+                    "{e}"
+                );
+                assert!(
+                    (10..30).contains(&i),
+                    "read {i} failed after the restart: {e}"
+                );
+                failed += 1;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(3), "read {i} hung");
+    }
+    assert_eq!(failed, 20, "every read while down failed, typed");
+    assert_eq!(ok, 40);
+}
+
+/// A batch is all or nothing for readers: a reader polling while big batches land never
+/// sees part of one (every entity of a batch carries the batch's number).
+#[test]
+fn readers_never_see_half_a_batch() {
+    let redis = LocalRedis::start(&[]).unwrap();
+    let writer = connect(&redis.url(), 10 * DAY);
+    writer.apply(&defs()).unwrap();
+    let mut opts = RedisOptions::default();
+    opts.rows_per_call = 7; // many script calls per batch, inside one transaction
+    let url = redis.url();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let keys: Vec<Vec<Value>> = (0..200).map(|i| vec![format!("c{i}").into()]).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let w = Store::connect_with(
+                &url,
+                StoreOptions {
+                    clock: Arc::new(keel_core::ManualClock::new(10 * DAY)),
+                    ..Default::default()
+                },
+                opts,
+            )
+            .unwrap();
+            for b in 1..=30 {
+                let rows: Vec<Row> = (0..200)
+                    .map(|i| row(&format!("c{i}"), DAY + b, b as f64))
+                    .collect();
+                w.write("card_stats", 1, &rows).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let reader = connect(&url, 10 * DAY);
+        let mut seen = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || seen == 0 {
+            let r = reader.get_as_of("fraud", &keys, 10 * DAY).unwrap();
+            let first = &r.values[0][0].value;
+            for v in &r.values {
+                assert_eq!(&v[0].value, first, "a batch was half visible");
+            }
+            seen += 1;
+        }
+    });
+}
+
+/// A real 3-master Redis Cluster: an entity's views share a slot, reads of many entities fan
+/// out per shard, and the suite's semantics hold.
+#[test]
+fn a_three_master_cluster_keeps_the_semantics() {
+    let cluster = LocalRedisCluster::start(3).unwrap();
+    let url = cluster.url();
+    let store = connect(&url, 10 * DAY);
+    store.apply(&defs()).unwrap();
+    let rows: Vec<Row> = (0..300)
+        .flat_map(|i| {
+            [
+                row(&format!("c{i}"), 5 * DAY, i as f64),
+                row(&format!("c{i}"), 9 * DAY, 1000.0 + i as f64),
+            ]
+        })
+        .collect();
+    store.write("card_stats", 1, &rows).unwrap();
+    let keys: Vec<Vec<Value>> = (0..300).map(|i| vec![format!("c{i}").into()]).collect();
+    let online = store.get_online("fraud", &keys).unwrap();
+    let past = store.get_as_of("fraud", &keys, 6 * DAY).unwrap();
+    for i in 0..300 {
+        assert_eq!(online.values[i][0].value, (1000.0 + i as f64).into());
+        assert_eq!(past.values[i][0].value, (i as f64).into());
+    }
+    // Rows are spread over every master.
+    for node in cluster.nodes() {
+        let mut c = ::redis::Client::open(node.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let n: i64 = ::redis::cmd("DBSIZE").query(&mut c).unwrap();
+        assert!(n > 50, "a master holds only {n} keys");
+    }
+    // Deletes, definitions from another process, history, retention: as on one server.
+    assert_eq!(store.delete_entity("card", &["c7".into()]).unwrap(), 1);
+    let other = connect(&url, 10 * DAY);
+    let r = other
+        .get_online("fraud", &[vec!["c7".into()], vec!["c8".into()]])
+        .unwrap();
+    assert_eq!(r.values[0][0].status, Status::NotFound);
+    assert_eq!(r.values[1][0].value, 1008.0.into());
+    assert_eq!(store.view_stats("card_stats", 1).unwrap().entities, 299);
+    assert_eq!(
+        other
+            .history("card_stats", 1, &["c8".into()])
+            .unwrap()
+            .len(),
+        2
+    );
+}
