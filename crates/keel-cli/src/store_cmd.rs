@@ -6,7 +6,8 @@ use keel::core::{
     parse_timestamp_ms, Column, ColumnBuilder, DType, Field, Frame, Schema, TimeUnit, ValueRef,
 };
 use keel::store::{
-    Definitions, Durability, FeatureRef, HistoricalOptions, Store, StoreOptions, Value,
+    Definitions, Durability, FeatureRef, HistoricalOptions, MaterializeOptions, Store,
+    StoreOptions, Value,
 };
 use std::path::{Path, PathBuf};
 
@@ -14,9 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum StoreCmd {
     /// Apply entity, view and service definitions from a TOML file.
     Apply {
-        /// Store directory (created if missing).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// TOML with `[[entities]]`, `[[views]]` and `[[services]]` tables.
         #[arg(long)]
         definitions: PathBuf,
@@ -26,9 +26,8 @@ pub enum StoreCmd {
     /// (integers outside 1975..2200 are refused with a hint); empty fields are missing. Each
     /// batch is synced to disk before the command reports it written.
     Ingest {
-        /// Store directory (created if missing).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// View name, `name@version` (default version 1).
         #[arg(long)]
         view: String,
@@ -41,9 +40,8 @@ pub enum StoreCmd {
     },
     /// Latest values of a feature service for one entity key.
     Get {
-        /// Store directory (must exist).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// Feature service to read (`keel store apply` defines it).
         #[arg(long)]
         service: String,
@@ -65,9 +63,8 @@ pub enum StoreCmd {
     /// such as labels kept as they are, in order) with features. Output times are written as
     /// they came in.
     Historical {
-        /// Store directory (must exist).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// Entity CSV with a header.
         #[arg(long)]
         entities: PathBuf,
@@ -87,9 +84,8 @@ pub enum StoreCmd {
     /// List what the store defines: entities (join keys), view versions (features, TTL) and
     /// feature services.
     List {
-        /// Store directory (must exist).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// `table` for people, `json` for scripts (the definitions as `keel store apply` takes
         /// them, in JSON).
         #[arg(long, default_value = "table")]
@@ -98,24 +94,74 @@ pub enum StoreCmd {
     /// Describe one view version (`NAME[@VERSION]`: schema, TTL, retention, entity count,
     /// watermark) or feature service (its features).
     Describe {
-        /// Store directory (must exist).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// A view (`name` or `name@version`) or a feature service.
         name: String,
         /// `table` for people, `json` for scripts.
         #[arg(long, default_value = "table")]
         format: OutputFormat,
     },
+    /// Copy a view's rows from an embedded store into another (a shared Redis one), from the
+    /// target's watermark (or `--since`) up to `--until` (default now), then move the
+    /// watermark: Feast's `materialize-incremental`. Each entity's newest row in the window,
+    /// or with `--history` every row still within the view's TTL.
+    Materialize {
+        /// The embedded store to copy from (a directory; must exist).
+        #[arg(long)]
+        from: PathBuf,
+        /// The store to copy into: a directory, or `redis://HOST:PORT` /
+        /// `redis+cluster://HOST:PORT,...` (optionally `?prefix=NAME`).
+        #[arg(long)]
+        to: String,
+        /// View name, `name@version` (default version 1).
+        #[arg(long)]
+        view: String,
+        /// Copy rows with event time after this (RFC 3339, or an integer in `--time-unit`)
+        /// instead of after the target's watermark.
+        #[arg(long)]
+        since: Option<String>,
+        /// Copy rows up to this event time (default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Copy every row within the view's TTL, not only each entity's newest.
+        #[arg(long)]
+        history: bool,
+        /// Unit of integer times: s, ms, us, ns.
+        #[arg(long, default_value = "ms")]
+        time_unit: TimeUnit,
+    },
     /// Write a read-only snapshot; prints its id (the data version).
     Checkpoint {
-        /// Store directory (must exist).
-        #[arg(long)]
-        path: PathBuf,
+        #[command(flatten)]
+        store: StoreAt,
         /// Snapshot directory (must not exist).
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+/// Where a store lives: an embedded store's directory, or a shared store's URL.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct StoreAt {
+    /// Embedded store directory (RocksDB).
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Shared store: `redis://HOST:PORT`, or `redis+cluster://HOST:PORT,HOST:PORT,...`;
+    /// optionally `?prefix=NAME` (default keys start with `keel:`).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+impl StoreAt {
+    fn describe(&self) -> String {
+        match (&self.path, &self.url) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(u)) => u.clone(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// How a command prints data.
@@ -250,9 +296,20 @@ fn parse_view(s: &str) -> Result<(String, u32)> {
     })
 }
 
-/// Opens the store (only an existing one unless `create`) and says on stderr when recovery had
-/// to drop writes after a damaged write-ahead-log tail.
-fn open_store(path: &Path, opts: StoreOptions, create: bool) -> Result<Store> {
+/// Opens the store at a directory or URL (an embedded one must exist unless `create`).
+fn open_store(at: &StoreAt, opts: StoreOptions, create: bool) -> Result<Store> {
+    match (&at.path, &at.url) {
+        (Some(path), _) => open_dir(path, opts, create),
+        (None, Some(url)) => {
+            Store::connect(url, opts).with_context(|| format!("connecting to {url}"))
+        }
+        (None, None) => bail!("give --path DIR or --url redis://HOST:PORT"),
+    }
+}
+
+/// Opens an embedded store (only an existing one unless `create`) and says on stderr when
+/// recovery had to drop writes after a damaged write-ahead-log tail.
+fn open_dir(path: &Path, opts: StoreOptions, create: bool) -> Result<Store> {
     let store = if create {
         Store::open_with(path, opts)?
     } else {
@@ -339,12 +396,12 @@ fn fmt_value(v: &Value) -> String {
 
 pub fn run(cmd: StoreCmd) -> Result<()> {
     match cmd {
-        StoreCmd::Apply { path, definitions } => {
+        StoreCmd::Apply { store, definitions } => {
             let text = std::fs::read_to_string(&definitions)
                 .with_context(|| format!("reading {}", definitions.display()))?;
             let defs = Definitions::from_toml(&text)
                 .with_context(|| format!("parsing {}", definitions.display()))?;
-            open_store(&path, StoreOptions::default(), true)?.apply(&defs)?;
+            open_store(&store, StoreOptions::default(), true)?.apply(&defs)?;
             println!(
                 "applied {} entities, {} views, {} services",
                 defs.entities.len(),
@@ -353,7 +410,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             );
         }
         StoreCmd::Ingest {
-            path,
+            store,
             view,
             input,
             time_unit,
@@ -362,7 +419,7 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 durability: Durability::Synced,
                 ..StoreOptions::default()
             };
-            let store = open_store(&path, synced, true)?;
+            let store = open_store(&store, synced, true)?;
             let (name, version) = parse_view(&view)?;
             let v = store.view(&name, version)?;
             let mut fields = store.join_keys(&v)?;
@@ -374,14 +431,14 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             println!("wrote {} rows into {}@{}", rows.len(), name, version);
         }
         StoreCmd::Get {
-            path,
+            store,
             service,
             keys,
             at,
             time_unit,
             format,
         } => {
-            let store = open_store(&path, StoreOptions::default(), false)?;
+            let store = open_store(&store, StoreOptions::default(), false)?;
             // One `--key` per join key of every entity the service's views are keyed by.
             let join = store.service_keys(&service)?;
             let mut key = Vec::new();
@@ -447,14 +504,14 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             }
         }
         StoreCmd::Historical {
-            path,
+            store,
             entities,
             features,
             output,
             no_backfill_leak,
             time_unit,
         } => {
-            let store = open_store(&path, StoreOptions::default(), false)?;
+            let store = open_store(&store, StoreOptions::default(), false)?;
             let refs: Vec<FeatureRef> = if features.contains(':') {
                 features
                     .split(',')
@@ -511,21 +568,93 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 output.display()
             );
         }
-        StoreCmd::List { path, format } => {
-            list(&open_store(&path, StoreOptions::default(), false)?, format)?;
+        StoreCmd::List { store, format } => {
+            list(&open_store(&store, StoreOptions::default(), false)?, format)?;
         }
-        StoreCmd::Describe { path, name, format } => {
+        StoreCmd::Describe {
+            store,
+            name,
+            format,
+        } => {
             describe(
-                &open_store(&path, StoreOptions::default(), false)?,
+                &open_store(&store, StoreOptions::default(), false)?,
                 &name,
                 format,
             )?;
         }
-        StoreCmd::Checkpoint { path, to } => {
+        StoreCmd::Materialize {
+            from,
+            to,
+            view,
+            since,
+            until,
+            history,
+            time_unit,
+        } => {
+            let source = open_dir(&from, StoreOptions::default(), false)?;
+            let target = if to.starts_with("redis://") || to.starts_with("redis+cluster://") {
+                StoreAt {
+                    path: None,
+                    url: Some(to.clone()),
+                }
+            } else {
+                StoreAt {
+                    path: Some(PathBuf::from(&to)),
+                    url: None,
+                }
+            };
+            let target_store = open_store(&target, StoreOptions::default(), true)?;
+            let (name, version) = parse_view(&view)?;
+            let time = |t: &Option<String>, what: &str| -> Result<Option<i64>> {
+                t.as_ref()
+                    .map(|t| {
+                        parse_timestamp_ms(t, time_unit).with_context(|| format!("{what} {t}"))
+                    })
+                    .transpose()
+            };
+            let until_ms = time(&until, "--until")?
+                .unwrap_or_else(|| keel::core::Clock::now_ms(&keel::core::SystemClock));
+            let opts = MaterializeOptions {
+                since_ms: time(&since, "--since")?,
+                history,
+                ..Default::default()
+            };
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} entities ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = target_store.materialize_from(
+                &source,
+                &name,
+                version,
+                until_ms,
+                &opts,
+                &mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )?;
+            bar.finish_and_clear();
+            println!(
+                "materialized {} rows of {} entities of {}@{} into {} (watermark {} -> {})",
+                report.rows,
+                report.entities,
+                name,
+                version,
+                target.describe(),
+                report
+                    .from_ms
+                    .map_or("none".to_string(), keel::core::format_timestamp_ms),
+                keel::core::format_timestamp_ms(report.until_ms)
+            );
+        }
+        StoreCmd::Checkpoint { store, to } => {
             if to.exists() {
                 bail!("{} exists", to.display());
             }
-            let id = open_store(&path, StoreOptions::default(), false)?.checkpoint(&to)?;
+            let id = open_store(&store, StoreOptions::default(), false)?.checkpoint(&to)?;
             println!("{id}\t{}", id.path.display());
         }
     }

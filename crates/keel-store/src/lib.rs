@@ -66,7 +66,7 @@ pub use defs_toml::parse_duration_ms;
 pub use error::{Result, StoreError};
 pub use key::{MAX_KEY, MAX_TS};
 pub use store::{
-    AsOfOptions, CheckpointId, Durability, FeatureValue, HistoricalOptions, OnlineResponse, Row,
-    Status, Store, StoreOptions, ViewStats, MAX_VALUE,
+    AsOfOptions, CheckpointId, Durability, FeatureValue, HistoricalOptions, MaterializeOptions,
+    MaterializeReport, OnlineResponse, Row, Status, Store, StoreOptions, ViewStats, MAX_VALUE,
 };
 pub use value::Value;

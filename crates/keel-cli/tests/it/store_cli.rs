@@ -364,3 +364,154 @@ fn historical_keeps_every_entity_column_in_order_and_times_as_given() {
     assert_eq!(lines[1], "r-1,0.10,2026-01-02T05:00:00+05:00,c1,10.5,1");
     assert_eq!(lines[2], "r-2,1,2026-01-03T00:00:00Z,c9,,");
 }
+
+/// Issue 19: every verb takes `--url redis://...`; `materialize` copies a view from an
+/// embedded store into Redis incrementally, behind a watermark.
+#[test]
+fn store_commands_on_redis_and_incremental_materialize() {
+    let redis = keel::store::redis::LocalRedis::start(&[]).unwrap();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(p("defs.toml"), DEFS).unwrap();
+    std::fs::write(
+        p("day1.csv"),
+        "card_id,event_timestamp,spend_24h,txn_count\n\
+         c1,2026-01-01T00:00:00Z,10.5,1\n\
+         c1,2026-01-02T00:00:00Z,20.5,2\n\
+         c2,2026-01-02T06:00:00Z,3.0,3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p("day3.csv"),
+        "card_id,event_timestamp,spend_24h,txn_count\nc1,2026-01-03T00:00:00Z,30.5,3\n",
+    )
+    .unwrap();
+    let db = p("db");
+    let ok = |args: &[&str]| {
+        let (ok, out, err) = keel(args);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    ok(&[
+        "store",
+        "apply",
+        "--path",
+        &db,
+        "--definitions",
+        &p("defs.toml"),
+    ]);
+    ok(&[
+        "store",
+        "ingest",
+        "--path",
+        &db,
+        "--view",
+        "card_stats",
+        "--input",
+        &p("day1.csv"),
+    ]);
+    // The service is applied on Redis; materialize brings the view's rows.
+    ok(&[
+        "store",
+        "apply",
+        "--url",
+        &url,
+        "--definitions",
+        &p("defs.toml"),
+    ]);
+    let out = ok(&[
+        "store",
+        "materialize",
+        "--from",
+        &db,
+        "--to",
+        &url,
+        "--view",
+        "card_stats@1",
+        "--until",
+        "2026-01-02T12:00:00Z",
+    ]);
+    assert!(out.contains("materialized 2 rows of 2 entities"), "{out}");
+    assert!(
+        out.contains("watermark none -> 2026-01-02T12:00:00.000Z"),
+        "{out}"
+    );
+    let get = |card: &str| {
+        ok(&[
+            "store",
+            "get",
+            "--url",
+            &url,
+            "--service",
+            "fraud",
+            "--key",
+            &format!("card_id={card}"),
+            "--format",
+            "json",
+        ])
+    };
+    let rows: serde_json::Value = serde_json::from_str(&get("c1")).unwrap();
+    assert_eq!(rows[0]["value"], 20.5, "the newest row of c1");
+    // Nothing new: nothing copied. A later row: only it.
+    let out = ok(&[
+        "store",
+        "materialize",
+        "--from",
+        &db,
+        "--to",
+        &url,
+        "--view",
+        "card_stats@1",
+        "--until",
+        "2026-01-02T12:00:00Z",
+    ]);
+    assert!(out.contains("materialized 0 rows"), "{out}");
+    ok(&[
+        "store",
+        "ingest",
+        "--path",
+        &db,
+        "--view",
+        "card_stats",
+        "--input",
+        &p("day3.csv"),
+    ]);
+    let out = ok(&[
+        "store",
+        "materialize",
+        "--from",
+        &db,
+        "--to",
+        &url,
+        "--view",
+        "card_stats@1",
+        "--until",
+        "2026-01-04T00:00:00Z",
+    ]);
+    assert!(out.contains("materialized 1 rows of 1 entities"), "{out}");
+    let rows: serde_json::Value = serde_json::from_str(&get("c1")).unwrap();
+    assert_eq!(rows[0]["value"], 30.5);
+    let out = ok(&["store", "list", "--url", &url, "--format", "json"]);
+    assert!(out.contains("card_stats"), "{out}");
+    let out = ok(&["store", "describe", "--url", &url, "card_stats@1"]);
+    assert!(out.contains("2026-01-04"), "the watermark: {out}");
+    // Checkpoints have no Redis meaning: a typed refusal naming what to do instead.
+    let (done, _, err) = keel(&["store", "checkpoint", "--url", &url, "--to", &p("cp")]);
+    assert!(!done);
+    assert!(
+        err.contains("checkpoint is not supported on redis"),
+        "{err}"
+    );
+    // --path and --url together, or neither: refused by the parser.
+    let (done, _, err) = keel(&["store", "list", "--path", &db, "--url", &url]);
+    assert!(!done && err.contains("cannot be used with"), "{err}");
+    let (done, _, err) = keel(&["store", "list"]);
+    assert!(!done && err.contains("required"), "{err}");
+    // A Redis nobody runs: a clear error, quickly.
+    let (done, _, err) = keel(&["store", "list", "--url", "redis://127.0.0.1:1"]);
+    assert!(
+        !done && err.contains("connecting to redis://127.0.0.1:1"),
+        "{err}"
+    );
+}

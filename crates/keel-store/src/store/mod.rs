@@ -21,7 +21,7 @@ mod write;
 use catalog::{Catalog, Plan};
 pub use historical::HistoricalOptions;
 pub use read::{AsOfOptions, FeatureValue, OnlineResponse, Status};
-pub use write::Row;
+pub use write::{MaterializeOptions, MaterializeReport, Row};
 
 /// Registry entry naming the row-key layout (docs/store.md); a store in another layout is
 /// refused at open rather than misread.

@@ -230,3 +230,152 @@ pub(super) fn coerce(v: Value, dtype: DType) -> Value {
         (v, _) => v,
     }
 }
+
+/// What [`Store::materialize_from`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaterializeReport {
+    /// Entities with at least one row copied.
+    pub entities: usize,
+    /// Rows copied.
+    pub rows: usize,
+    /// The watermark before the copy (`None`: first copy).
+    pub from_ms: Option<i64>,
+    /// The watermark now.
+    pub until_ms: i64,
+}
+
+/// Options of [`Store::materialize_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaterializeOptions {
+    /// Copy rows with event time after this instead of after the target's watermark.
+    pub since_ms: Option<i64>,
+    /// Copy every row in the window that is still within the view's TTL of `until`, not only
+    /// each entity's newest (as-of reads on the target then see history too).
+    pub history: bool,
+    /// Entities per write batch (default 0: 10,000).
+    pub batch_entities: usize,
+}
+
+impl Store {
+    /// Incremental materialisation from another store (an embedded RocksDB store into a shared
+    /// Redis one, as Feast's `materialize-incremental`): copies, for view `view@version`, the
+    /// rows with `watermark < event <= until_ms` (each entity's newest, or with
+    /// [`MaterializeOptions::history`] every row within the TTL), defining the view here first
+    /// if it is missing, then moves this store's watermark to `until_ms` in the last batch.
+    /// Batches are atomic; a copy cut short leaves the watermark where it was, and running it
+    /// again copies the same rows again (writes are idempotent). `progress(entities_done,
+    /// entities_total)` is called after each batch.
+    pub fn materialize_from(
+        &self,
+        source: &Store,
+        view: &str,
+        version: u32,
+        until_ms: i64,
+        opts: &MaterializeOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<MaterializeReport> {
+        check_ts(until_ms)?;
+        let v = source.view(view, version)?;
+        // The definitions the view needs, applied here (a no-op when already identical).
+        let src = source.definitions()?;
+        let defs = crate::Definitions {
+            entities: src
+                .entities
+                .into_iter()
+                .filter(|e| v.entities.contains(&e.name))
+                .collect(),
+            views: vec![v.clone()],
+            services: Vec::new(),
+        };
+        self.apply(&defs)?;
+        let from = match opts.since_ms {
+            Some(s) => Some(s),
+            None => self.watermark(view, version)?,
+        };
+        let lower = match (opts.history, v.ttl_ms) {
+            (true, Some(ttl)) => from
+                .unwrap_or(i64::MIN)
+                .max(until_ms.saturating_sub(ttl) - 1),
+            _ => from.unwrap_or(i64::MIN),
+        };
+        let cf = v.cf_name();
+        let entities = source.backend.entities(&cf)?;
+        let step = if opts.batch_entities == 0 {
+            10_000
+        } else {
+            opts.batch_entities
+        };
+        let width = v.features.len();
+        let mut report = MaterializeReport {
+            entities: 0,
+            rows: 0,
+            from_ms: from,
+            until_ms,
+        };
+        let wm_key = format!("watermark/{}/{:010}", view, version);
+        let chunks: Vec<&[Vec<u8>]> = entities.chunks(step).collect();
+        if chunks.is_empty() {
+            let mut batch = Batch::default();
+            batch
+                .registry
+                .push((wm_key, key::ts_bytes(until_ms).to_vec()));
+            self.commit(&batch, self.opts.durability == Durability::Synced)?;
+            return Ok(report);
+        }
+        for (c, chunk) in chunks.iter().enumerate() {
+            let mut batch = Batch::default();
+            for prefix in *chunk {
+                let rows = source.backend.history(&cf, prefix)?;
+                let window = rows
+                    .iter()
+                    .filter(|f| f.event > lower && f.event <= until_ms);
+                let picked: Vec<&crate::backend::Found> = if opts.history {
+                    window.collect()
+                } else {
+                    window
+                        .max_by_key(|f| (f.event, f.created))
+                        .into_iter()
+                        .collect()
+                };
+                if picked.is_empty() {
+                    continue;
+                }
+                report.entities += 1;
+                for f in picked {
+                    // Rows are checked before they are copied: a damaged source row stops the
+                    // copy with a typed error instead of spreading.
+                    let row: StoredRow =
+                        keel_core::envelope::decode(&f.value).map_err(|source| {
+                            StoreError::Corrupt {
+                                view: cf.clone(),
+                                source,
+                            }
+                        })?;
+                    if row.0.len() != width {
+                        return Err(StoreError::Corrupt {
+                            view: cf.clone(),
+                            source: keel_core::EnvelopeError::Corrupt(format!(
+                                "{} values for {width} features",
+                                row.0.len()
+                            )),
+                        });
+                    }
+                    let mut k = prefix.clone();
+                    key::push_times(&mut k, f.event, f.created);
+                    batch.puts.push((cf.clone(), k, f.value.clone()));
+                    report.rows += 1;
+                }
+            }
+            if c + 1 == chunks.len() {
+                let wm = from.map_or(until_ms, |f| f.max(until_ms));
+                batch
+                    .registry
+                    .push((wm_key.clone(), key::ts_bytes(wm).to_vec()));
+                report.until_ms = wm;
+            }
+            self.commit(&batch, self.opts.durability == Durability::Synced)?;
+            progress(((c + 1) * step).min(entities.len()), entities.len());
+        }
+        Ok(report)
+    }
+}
