@@ -11,14 +11,14 @@
 //! `T` the hex of an entity's 8-byte hash (a hash tag: an entity's keys in every view live on
 //! one shard):
 //!
-//! - `P:{T}:h:VIEW:ENTITY`: history, a sorted set of `desc(event) ++ desc(created)`;
-//! - `P:{T}:v:VIEW:ENTITY`: the rows of that history, a hash from member to encoded row;
-//! - `P:{T}:n:VIEW:ENTITY`: the newest member and its row, one string (an online read is a
-//!   `GET`);
+//! - `P:{T}:h:VIEW:ENTITY`: the entity's history in one sorted set, every score 0, members
+//!   `desc(event) ++ desc(created) ++ row`, so the newest row is the first member (an online
+//!   read is one `ZRANGE key 0 0`) and "the newest at or before T" one range lookup;
 //! - `P:{reg}:defs` (hash) and `P:{reg}:gen` (counter): definitions and watermarks, and a
 //!   generation bumped by every `apply` so other processes reload their catalog.
 
 mod local;
+mod resp;
 mod scripts;
 mod topology;
 
@@ -29,6 +29,7 @@ use crate::error::{Result, StoreError};
 use crate::key;
 use keel_core::Clock;
 use redis::Value as Reply;
+use resp::Packed;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -49,8 +50,8 @@ pub struct RedisOptions {
     /// Time allowed for each reply (default 2 s): a server that stops answering fails the
     /// call with a typed error instead of hanging it.
     pub io_timeout: Duration,
-    /// Rows per server-side write script call (default 2,048); a batch is split into calls
-    /// inside one transaction, so big batches never stall the server in one long script.
+    /// Rows per `ZADD` (default 1,000): an entity with more rows in one batch is written in
+    /// several commands of the same transaction.
     pub rows_per_call: usize,
 }
 
@@ -61,7 +62,7 @@ impl Default for RedisOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(2),
-            rows_per_call: 2048,
+            rows_per_call: 1000,
         }
     }
 }
@@ -135,9 +136,8 @@ pub struct RedisBackend {
     opts: RedisOptions,
     /// View storage name -> history retention (ms), from the definitions in Redis.
     retention: RwLock<HashMap<String, Option<i64>>>,
-    /// SHA-1 of [`scripts::LATEST`] and [`scripts::TRIM`] (loaded on demand).
+    /// SHA-1 of [`scripts::LATEST`] (loaded on demand).
     latest_sha: String,
-    trim_sha: String,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -199,7 +199,6 @@ impl RedisBackend {
             opts,
             retention: RwLock::default(),
             latest_sha: sha1(scripts::LATEST),
-            trim_sha: sha1(scripts::TRIM),
         })
     }
 
@@ -214,8 +213,10 @@ impl RedisBackend {
         k.extend_from_slice(self.prefix.as_bytes());
         k.extend_from_slice(b":{");
         let hash = &prefix[..prefix.len().min(8)];
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in hash {
-            k.extend_from_slice(format!("{b:02x}").as_bytes());
+            k.push(HEX[usize::from(b >> 4)]);
+            k.push(HEX[usize::from(b & 15)]);
         }
         k.extend_from_slice(b"}:");
         k.push(kind);
@@ -277,12 +278,7 @@ impl RedisBackend {
 
     /// Runs a pipeline of `EVALSHA` calls on `node`; a server that lost its scripts
     /// (restarted) gets them loaded again and the calls are retried once.
-    fn eval_pipeline(
-        &self,
-        node: &Node,
-        pipe: &redis::Pipeline,
-        scripts: &[&str],
-    ) -> Result<Vec<Reply>> {
+    fn eval_pipeline(&self, node: &Node, pipe: &Packed, scripts: &[&str]) -> Result<Vec<Reply>> {
         let replies = node.query(pipe)?;
         let missing = replies
             .iter()
@@ -290,9 +286,9 @@ impl RedisBackend {
         if !missing {
             return Ok(replies);
         }
-        let mut load = redis::pipe();
+        let mut load = Packed::default();
         for s in scripts {
-            load.cmd("SCRIPT").arg("LOAD").arg(*s);
+            load.cmd(&[b"SCRIPT", b"LOAD", s.as_bytes()]);
         }
         for r in node.query(&load)? {
             if let Some(e) = first_error(&r) {
@@ -332,27 +328,27 @@ fn member_times(m: &[u8]) -> Option<(i64, i64)> {
     (m.len() == 16).then(|| (key::desc_ts_from(&m[..8]), key::desc_ts_from(&m[8..])))
 }
 
-/// A newest-row value (`member ++ row`) lent as a row.
-fn newest_row<'a>(view: &str, v: &'a [u8]) -> Result<RowRef<'a>> {
+/// A member (`desc(event) ++ desc(created) ++ row`) lent as a row.
+fn member_row<'a>(view: &str, m: &'a [u8]) -> Result<RowRef<'a>> {
     let (event, created) =
-        v.get(..16)
+        m.get(..16)
             .and_then(member_times)
             .ok_or_else(|| StoreError::Corrupt {
                 view: view.to_string(),
-                source: keel_core::EnvelopeError::Corrupt("newest-row header".into()),
+                source: keel_core::EnvelopeError::Corrupt("history member header".into()),
             })?;
     Ok(RowRef {
         event,
         created,
-        value: &v[16..],
+        value: &m[16..],
     })
 }
 
 impl Backend for RedisBackend {
     fn registry_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let reg = self.registry_key("defs");
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGET").arg(&reg).arg(key);
+        let mut pipe = Packed::default();
+        pipe.cmd(&[b"HGET", reg.as_bytes(), key.as_bytes()]);
         match self.topology.query_key(reg.as_bytes(), &pipe)?.pop() {
             Some(Reply::BulkString(b)) => Ok(Some(b)),
             Some(Reply::Nil) => Ok(None),
@@ -363,8 +359,8 @@ impl Backend for RedisBackend {
 
     fn registry_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let reg = self.registry_key("defs");
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL").arg(&reg);
+        let mut pipe = Packed::default();
+        pipe.cmd(&[b"HGETALL", reg.as_bytes()]);
         let reply = self.topology.query_key(reg.as_bytes(), &pipe)?.pop();
         let pairs = match reply {
             Some(Reply::Array(items)) => items,
@@ -413,49 +409,49 @@ impl Backend for RedisBackend {
                 .or_default()
                 .push((&k[plen..], v));
         }
-        let mut cutoffs: HashMap<&str, Vec<u8>> = HashMap::new();
-        for (view, _) in entities.keys() {
-            if !cutoffs.contains_key(view) {
-                cutoffs.insert(view, self.cutoff_member(view)?);
-            }
-        }
         // One transaction per group of keys that must share a node (and, on a cluster, a
         // slot): the whole batch on one server, each slot on a cluster.
         let mut groups: BTreeMap<u16, Txn> = BTreeMap::new();
         for (view, from, _) in &batch.delete_ranges {
-            let keys = [b'h', b'v', b'n'].map(|kind| self.entity_key(kind, view, from));
-            let slot = self.topology.group_of(&keys[0]);
-            let mut cmd = redis::cmd("DEL");
-            for k in &keys {
-                cmd.arg(k);
-            }
+            let key = self.entity_key(b'h', view, from);
+            let slot = self.topology.group_of(&key);
             groups
                 .entry(slot)
-                .or_insert_with(|| Txn::new(&keys[0]))
+                .or_insert_with(|| Txn::new(&key))
                 .commands
-                .push(cmd);
+                .cmd(&[b"DEL", &key]);
         }
-        // Write script calls: per group, per view, at most `rows_per_call` rows each.
-        let mut calls: BTreeMap<(u16, &str), Vec<EntityCall<'_, '_>>> = BTreeMap::new();
-        for ((view, prefix), rows) in &entities {
+        for ((view, prefix), rows) in &mut entities {
             let key = self.entity_key(b'h', view, prefix);
             let slot = self.topology.group_of(&key);
-            groups.entry(slot).or_insert_with(|| Txn::new(&key));
-            calls.entry((slot, view)).or_default().push((prefix, rows));
-        }
-        for ((slot, view), list) in calls {
-            let Some(txn) = groups.get_mut(&slot) else {
-                continue;
-            };
-            let mut start = 0;
-            let mut rows = 0;
-            for (i, (_, r)) in list.iter().enumerate() {
-                rows += r.len();
-                if rows >= self.opts.rows_per_call || i + 1 == list.len() {
-                    txn.commands
-                        .push(self.write_call(view, &cutoffs[view], &list[start..=i]));
-                    start = i + 1;
-                    rows = 0;
+            let txn = groups.entry(slot).or_insert_with(|| Txn::new(&key));
+            // A member written twice in the batch keeps its later row (stable sort, then the
+            // last of each run).
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            let mut kept: Vec<(&[u8], &[u8])> = Vec::with_capacity(rows.len());
+            for &(t, r) in rows.iter() {
+                match kept.last_mut() {
+                    Some(last) if last.0 == t => *last = (t, r),
+                    _ => kept.push((t, r)),
+                }
+            }
+            // A row stored earlier at the same (event, created) is replaced: members embed
+            // the row, so the old member is removed by its 16-byte times prefix.
+            for (t, _) in &kept {
+                txn.commands
+                    .begin(4)
+                    .arg(b"ZREMRANGEBYLEX")
+                    .arg(&key)
+                    .arg2(b"[", t)
+                    .arg2(b"(", &times_after(t));
+            }
+            for chunk in kept.chunks(self.opts.rows_per_call) {
+                txn.commands
+                    .begin(2 + 2 * chunk.len())
+                    .arg(b"ZADD")
+                    .arg(&key);
+                for (t, r) in chunk {
+                    txn.commands.arg(b"0").arg2(t, r);
                 }
             }
         }
@@ -471,21 +467,21 @@ impl Backend for RedisBackend {
             let txn = groups
                 .entry(slot)
                 .or_insert_with(|| Txn::new(reg.as_bytes()));
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&reg);
+            txn.commands
+                .begin(2 + 2 * batch.registry.len())
+                .arg(b"HSET")
+                .arg(reg.as_bytes());
             for (k, v) in &batch.registry {
-                hset.arg(k).arg(v);
+                txn.commands.arg(k.as_bytes()).arg(v);
             }
-            txn.commands.push(hset);
             let defines = batch.registry.iter().any(|(k, _)| {
                 ["entity/", "view/", "service/"]
                     .iter()
                     .any(|p| k.starts_with(p))
             });
             if defines {
-                let mut incr = redis::cmd("INCR");
-                incr.arg(self.registry_key("gen"));
-                txn.commands.push(incr);
+                txn.commands
+                    .cmd(&[b"INCR", self.registry_key("gen").as_bytes()]);
             }
         }
         let registry = groups.remove(&u16::MAX);
@@ -526,14 +522,14 @@ impl Backend for RedisBackend {
         lookups: &[Lookup<'_>],
         found: &mut dyn FnMut(usize, Option<RowRef<'_>>) -> Result<()>,
     ) -> Result<()> {
-        let keys: Vec<[Vec<u8>; 2]> = lookups
+        let keys: Vec<Vec<u8>> = lookups
             .iter()
-            .map(|l| [b'h', b'v'].map(|kind| self.entity_key(kind, view, l.prefix)))
+            .map(|l| self.entity_key(b'h', view, l.prefix))
             .collect();
         let replies = self
             .topology
-            .fan_out(keys.iter().map(|k| &k[0][..]), |node, indices| {
-                let mut pipe = redis::pipe();
+            .fan_out(keys.iter().map(|k| &k[..]), |node, indices| {
+                let mut pipe = Packed::default();
                 for &i in indices {
                     let l = &lookups[i];
                     let mut start = Vec::with_capacity(16);
@@ -543,31 +539,21 @@ impl Backend for RedisBackend {
                         .created_cutoff
                         .map(|c| key::desc_ts_bytes(c).to_vec())
                         .unwrap_or_default();
-                    pipe.cmd("EVALSHA")
-                        .arg(&self.latest_sha)
-                        .arg(2)
-                        .arg(&keys[i][0])
-                        .arg(&keys[i][1])
-                        .arg(start)
-                        .arg(cut);
+                    pipe.cmd(&[
+                        b"EVALSHA",
+                        self.latest_sha.as_bytes(),
+                        b"1",
+                        &keys[i],
+                        &start,
+                        &cut,
+                    ]);
                 }
                 self.eval_pipeline(node, &pipe, &[scripts::LATEST])
             })?;
         for (i, r) in replies.iter().enumerate() {
             let row = match r {
                 Reply::Nil => None,
-                Reply::Array(pair) => match pair.as_slice() {
-                    [Reply::BulkString(m), Reply::BulkString(v)] => {
-                        let (event, created) =
-                            member_times(m).ok_or_else(|| protocol("history member"))?;
-                        Some(RowRef {
-                            event,
-                            created,
-                            value: v,
-                        })
-                    }
-                    _ => return Err(protocol("history lookup")),
-                },
+                Reply::BulkString(m) => Some(member_row(view, m)?),
                 other => return Err(first_error(other).unwrap_or_else(|| protocol("lookup"))),
             };
             found(i, row)?;
@@ -590,24 +576,27 @@ impl Backend for RedisBackend {
         let mut owner = Vec::new();
         for (r, read) in reads.iter().enumerate() {
             for (i, p) in read.prefixes.iter().enumerate() {
-                keys.push(self.entity_key(b'n', read.view, p));
+                keys.push(self.entity_key(b'h', read.view, p));
                 owner.push((r, i));
             }
         }
         let replies = self
             .topology
             .fan_out(keys.iter().map(|k| &k[..]), |node, indices| {
-                let mut pipe = redis::pipe();
+                let mut pipe = Packed::default();
                 for &i in indices {
-                    pipe.cmd("GET").arg(&keys[i]);
+                    pipe.cmd(&[b"ZRANGE", &keys[i], b"0", b"0"]);
                 }
                 node.query(&pipe)
             })?;
         for (reply, &(r, i)) in replies.iter().zip(&owner) {
             let row = match reply {
-                Reply::Nil => None,
-                Reply::BulkString(v) => Some(newest_row(reads[r].view, v)?),
-                other => return Err(first_error(other).unwrap_or_else(|| protocol("GET"))),
+                Reply::Array(m) => match m.first() {
+                    None => None,
+                    Some(Reply::BulkString(v)) => Some(member_row(reads[r].view, v)?),
+                    Some(_) => return Err(protocol("ZRANGE member")),
+                },
+                other => return Err(first_error(other).unwrap_or_else(|| protocol("ZRANGE"))),
             };
             found(r, i, row)?;
         }
@@ -615,28 +604,27 @@ impl Backend for RedisBackend {
     }
 
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>> {
-        let key = self.entity_key(b'v', view, prefix);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL").arg(&key);
-        let pairs = match self.topology.query_key(&key, &pipe)?.pop() {
+        let key = self.entity_key(b'h', view, prefix);
+        let mut pipe = Packed::default();
+        pipe.cmd(&[b"ZRANGE", &key, b"0", b"-1"]);
+        let members = match self.topology.query_key(&key, &pipe)?.pop() {
             Some(Reply::Array(items)) => items,
-            Some(Reply::Map(m)) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            Some(other) => return Err(first_error(&other).unwrap_or_else(|| protocol("HGETALL"))),
+            Some(other) => return Err(first_error(&other).unwrap_or_else(|| protocol("ZRANGE"))),
             None => return Err(protocol("no reply")),
         };
-        let mut rows = Vec::with_capacity(pairs.len() / 2);
-        let mut it = pairs.into_iter();
-        while let (Some(Reply::BulkString(m)), Some(Reply::BulkString(value))) =
-            (it.next(), it.next())
-        {
-            let (event, created) = member_times(&m).ok_or_else(|| protocol("history member"))?;
+        let mut rows = Vec::with_capacity(members.len());
+        // Stored newest first.
+        for m in members.iter().rev() {
+            let Reply::BulkString(m) = m else {
+                return Err(protocol("ZRANGE member"));
+            };
+            let row = member_row(view, m)?;
             rows.push(Found {
-                event,
-                created,
-                value,
+                event: row.event,
+                created: row.created,
+                value: row.value.to_vec(),
             });
         }
-        rows.sort_by_key(|f| (f.event, f.created));
         Ok(rows)
     }
 
@@ -657,8 +645,8 @@ impl Backend for RedisBackend {
 
     fn catalog_generation(&self) -> Result<u64> {
         let gen = self.registry_key("gen");
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&gen);
+        let mut pipe = Packed::default();
+        pipe.cmd(&[b"GET", gen.as_bytes()]);
         match self.topology.query_key(gen.as_bytes(), &pipe)?.pop() {
             Some(Reply::Nil) => Ok(0),
             Some(Reply::BulkString(b)) => std::str::from_utf8(&b)
@@ -676,47 +664,42 @@ impl Backend for RedisBackend {
             return Ok(());
         }
         let prefixes = self.entities(view)?;
-        let keys: Vec<[Vec<u8>; 3]> = prefixes
+        let keys: Vec<Vec<u8>> = prefixes
             .iter()
-            .map(|p| [b'h', b'v', b'n'].map(|kind| self.entity_key(kind, view, p)))
+            .map(|p| self.entity_key(b'h', view, p))
             .collect();
+        let from = [b"[".as_slice(), &cutoff].concat();
         for chunk in keys.chunks(1024) {
-            self.topology
-                .fan_out(chunk.iter().map(|k| &k[0][..]), |node, indices| {
-                    let mut pipe = redis::pipe();
-                    for &i in indices {
-                        let [h, v, n] = &chunk[i];
-                        pipe.cmd("EVALSHA")
-                            .arg(&self.trim_sha)
-                            .arg(3)
-                            .arg(h)
-                            .arg(v)
-                            .arg(n)
-                            .arg(&cutoff);
-                    }
-                    let replies = self.eval_pipeline(node, &pipe, &[scripts::TRIM])?;
-                    match replies.iter().find_map(first_error) {
-                        Some(e) => Err(e),
-                        None => Ok(replies),
-                    }
-                })?;
+            let replies =
+                self.topology
+                    .fan_out(chunk.iter().map(|k| &k[..]), |node, indices| {
+                        let mut pipe = Packed::default();
+                        for &i in indices {
+                            pipe.cmd(&[b"ZREMRANGEBYLEX", &chunk[i], &from, b"+"]);
+                        }
+                        node.query(&pipe)
+                    })?;
+            if let Some(e) = replies.iter().find_map(first_error) {
+                return Err(e);
+            }
         }
         Ok(())
     }
 }
 
 /// The commands of one transaction (`MULTI` ... `EXEC`).
-pub(super) struct Txn {
+struct Txn {
     /// A key of the group: where the transaction is sent.
-    pub(super) route: Vec<u8>,
-    pub(super) commands: Vec<redis::Cmd>,
+    route: Vec<u8>,
+    /// The commands between `MULTI` and `EXEC`.
+    commands: Packed,
 }
 
 impl Txn {
     fn new(route: &[u8]) -> Txn {
         Txn {
             route: route.to_vec(),
-            commands: Vec::new(),
+            commands: Packed::default(),
         }
     }
 }
@@ -724,26 +707,17 @@ impl Txn {
 /// Rows of one entity of a batch: `(times, row)` in batch order.
 type EntityRows<'a> = Vec<(&'a [u8], &'a [u8])>;
 
-/// An entity prefix and its rows, as one write-script call takes them.
-type EntityCall<'a, 'b> = (&'a [u8], &'b EntityRows<'a>);
-
-impl RedisBackend {
-    /// One call of the write script for the rows of several entities of `view`.
-    fn write_call(&self, view: &str, cutoff: &[u8], entities: &[EntityCall<'_, '_>]) -> redis::Cmd {
-        let mut c = redis::cmd("EVAL");
-        c.arg(scripts::WRITE).arg(entities.len() * 3);
-        for (prefix, _) in entities {
-            for kind in [b'h', b'v', b'n'] {
-                c.arg(self.entity_key(kind, view, prefix));
-            }
+/// The 16-byte times string right after `t` (the exclusive end of the members that start
+/// with `t`). Times are `desc()` of non-negative timestamps, whose first byte is at most 0x7F:
+/// the increment never overflows.
+fn times_after(t: &[u8]) -> Vec<u8> {
+    let mut out = t.to_vec();
+    for b in out.iter_mut().rev() {
+        let (v, carry) = b.overflowing_add(1);
+        *b = v;
+        if !carry {
+            break;
         }
-        c.arg(cutoff);
-        for (_, rows) in entities {
-            c.arg(rows.len());
-            for (times, row) in rows.iter() {
-                c.arg(*times).arg(*row);
-            }
-        }
-        c
     }
+    out
 }

@@ -1,6 +1,7 @@
 //! Which server holds a key, and pooled connections to each: one server owning every slot, or
 //! a cluster's masters with its slot map (refreshed on `MOVED`/`ASK` and on connection errors).
 
+use super::resp::Packed;
 use super::{err, first_error, protocol, RedisOptions, Txn};
 use crate::error::{Result, StoreError};
 use redis::{ConnectionLike, Value as Reply};
@@ -73,15 +74,13 @@ impl Node {
     /// [`Reply::ServerError`] items. A connection that failed (a server restarted since it was
     /// pooled) is dropped and the pipeline sent once more on a new one: every pipeline keel
     /// sends is idempotent.
-    pub(super) fn query(&self, pipe: &redis::Pipeline) -> Result<Vec<Reply>> {
-        let mut pipe = pipe.clone();
-        pipe.ignore_errors();
+    pub(super) fn query(&self, pipe: &Packed) -> Result<Vec<Reply>> {
         let mut last = None;
         for _ in 0..2 {
             let mut conn = self.pool.get().map_err(|e| {
                 StoreError::backend("redis", format!("no connection to {}: {e}", self.addr))
             })?;
-            match pipe.query::<Vec<Reply>>(&mut *conn) {
+            match conn.req_packed_commands(&pipe.bytes, 0, pipe.count) {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_io_error() || e.is_connection_dropped() => last = Some(e),
                 Err(e) => return Err(err(e)),
@@ -157,8 +156,8 @@ impl Topology {
             self.cluster_map()?
         } else {
             let node = Node::open(&self.seeds[0], &self.opts)?;
-            let mut ping = redis::pipe();
-            ping.cmd("PING");
+            let mut ping = Packed::default();
+            ping.cmd(&[b"PING"]);
             if let Some(e) = node.query(&ping)?.iter().find_map(first_error) {
                 return Err(e);
             }
@@ -185,8 +184,8 @@ impl Topology {
         let mut last = None;
         for addr in known {
             let node = Node::open(&addr, &self.opts)?;
-            let mut q = redis::pipe();
-            q.cmd("CLUSTER").arg("SLOTS");
+            let mut q = Packed::default();
+            q.cmd(&[b"CLUSTER", b"SLOTS"]);
             match node.query(&q) {
                 Ok(mut r) => match r.pop() {
                     Some(Reply::Array(ranges)) => return self.build_map(&ranges),
@@ -272,7 +271,7 @@ impl Topology {
     }
 
     /// Sends `pipe` to the node holding `key` (every key of the pipeline must share its slot).
-    pub(super) fn query_key(&self, key: &[u8], pipe: &redis::Pipeline) -> Result<Vec<Reply>> {
+    pub(super) fn query_key(&self, key: &[u8], pipe: &Packed) -> Result<Vec<Reply>> {
         self.fan_out(std::iter::once(key), |node, _| node.query(pipe))
     }
 
@@ -344,20 +343,18 @@ impl Topology {
             return Ok(());
         }
         let replies = self.fan_out(groups.iter().map(|(_, t)| &t.route[..]), |node, idx| {
-            let mut pipe = redis::pipe();
+            let mut pipe = Packed::default();
             for &i in idx {
-                pipe.cmd("MULTI");
-                for c in &groups[i].1.commands {
-                    pipe.add_command(c.clone());
-                }
-                pipe.cmd("EXEC");
+                pipe.cmd(&[b"MULTI"]);
+                pipe.append(&groups[i].1.commands);
+                pipe.cmd(&[b"EXEC"]);
             }
             let replies = node.query(&pipe)?;
             // One reply per transaction: EXEC's (the last of its commands' replies).
             let mut out = Vec::with_capacity(idx.len());
             let mut at = 0;
             for &i in idx {
-                let n = groups[i].1.commands.len() + 2;
+                let n = groups[i].1.commands.count + 2;
                 let part = replies
                     .get(at..at + n)
                     .ok_or_else(|| protocol("transaction replies"))?;
@@ -379,13 +376,15 @@ impl Topology {
         for node in &map.nodes {
             let mut cursor = 0u64;
             loop {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000);
+                let mut pipe = Packed::default();
+                pipe.cmd(&[
+                    b"SCAN",
+                    cursor.to_string().as_bytes(),
+                    b"MATCH",
+                    pattern.as_bytes(),
+                    b"COUNT",
+                    b"1000",
+                ]);
                 let reply = node.query(&pipe)?.pop();
                 let Some(Reply::Array(parts)) = reply else {
                     return Err(reply
