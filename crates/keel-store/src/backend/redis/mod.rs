@@ -276,10 +276,28 @@ impl RedisBackend {
         Ok(found)
     }
 
-    /// Runs a pipeline of `EVALSHA` calls on `node`; a server that lost its scripts
-    /// (restarted) gets them loaded again and the calls are retried once.
+    /// Sends a pipeline of reads to `node`; on one server they run as one transaction, so a
+    /// read of many entities sees a batch written by another client wholly or not at all (on
+    /// a cluster each entity is read by one command, atomic per entity).
+    fn read(&self, node: &Node, pipe: &Packed) -> Result<Vec<Reply>> {
+        if self.topology.is_cluster() {
+            return node.query(pipe);
+        }
+        let mut txn = Packed::default();
+        txn.cmd(&[b"MULTI"]);
+        txn.append(pipe);
+        txn.cmd(&[b"EXEC"]);
+        match node.query(&txn)?.pop() {
+            Some(Reply::Array(replies)) if replies.len() == pipe.count => Ok(replies),
+            Some(other) => Err(first_error(&other).unwrap_or_else(|| protocol("EXEC"))),
+            None => Err(protocol("no reply")),
+        }
+    }
+
+    /// Runs a pipeline of `EVALSHA` calls on `node` as [`Self::read`] does; a server that lost
+    /// its scripts (restarted) gets them loaded again and the calls are retried once.
     fn eval_pipeline(&self, node: &Node, pipe: &Packed, scripts: &[&str]) -> Result<Vec<Reply>> {
-        let replies = node.query(pipe)?;
+        let replies = self.read(node, pipe)?;
         let missing = replies
             .iter()
             .any(|r| matches!(r, Reply::ServerError(e) if e.code() == "NOSCRIPT"));
@@ -295,7 +313,7 @@ impl RedisBackend {
                 return Err(e);
             }
         }
-        node.query(pipe)
+        self.read(node, pipe)
     }
 
     /// Every key of one kind of a view, over every node (`SCAN`).
@@ -587,7 +605,7 @@ impl Backend for RedisBackend {
                 for &i in indices {
                     pipe.cmd(&[b"ZRANGE", &keys[i], b"0", b"0"]);
                 }
-                node.query(&pipe)
+                self.read(node, &pipe)
             })?;
         for (reply, &(r, i)) in replies.iter().zip(&owner) {
             let row = match reply {
