@@ -17,6 +17,7 @@
 //! - `P:{reg}:defs` (hash) and `P:{reg}:gen` (counter): definitions and watermarks, and a
 //!   generation bumped by every `apply` so other processes reload their catalog.
 
+mod conn;
 mod local;
 mod resp;
 mod scripts;
@@ -27,13 +28,16 @@ pub use local::{LocalRedis, LocalRedisCluster};
 use super::{Backend, Batch, Found, Lookup, ManyFound, NewestRead, RowRef};
 use crate::error::{Result, StoreError};
 use crate::key;
+use conn::{Reply, Response};
 use keel_core::Clock;
-use redis::Value as Reply;
 use resp::Packed;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use topology::{Node, Topology};
+use topology::{Node, Pick, Topology};
+
+#[doc(hidden)]
+pub use conn::fuzz_replies;
 
 /// How [`RedisBackend::connect`] talks to Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,21 +153,13 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-pub(crate) fn err(e: redis::RedisError) -> StoreError {
-    StoreError::backend("redis", e)
-}
-
 fn protocol(what: &str) -> StoreError {
     StoreError::backend("redis", format!("unexpected reply: {what}"))
 }
 
-/// The first server error anywhere in a reply (transactions nest theirs in EXEC's array).
-fn first_error(r: &Reply) -> Option<StoreError> {
-    match r {
-        Reply::ServerError(e) => Some(err(e.clone().into())),
-        Reply::Array(items) => items.iter().find_map(first_error),
-        _ => None,
-    }
+/// A reply's error, or a protocol error naming what was expected.
+fn unexpected(r: &Reply<'_>, what: &str) -> StoreError {
+    r.first_error().unwrap_or_else(|| protocol(what))
 }
 
 impl RedisBackend {
@@ -279,39 +275,35 @@ impl RedisBackend {
     /// Sends a pipeline of reads to `node`; on one server they run as one transaction, so a
     /// read of many entities sees a batch written by another client wholly or not at all (on
     /// a cluster each entity is read by one command, atomic per entity).
-    fn read(&self, node: &Node, pipe: &Packed) -> Result<Vec<Reply>> {
-        if self.topology.is_cluster() {
-            return node.query(pipe);
+    fn read(&self, node: &Node, pipe: &Packed) -> Result<(Response, Pick)> {
+        if self.topology.is_cluster() || pipe.count == 1 {
+            return Ok((node.query(pipe)?, Pick::All));
         }
         let mut txn = Packed::default();
         txn.cmd(&[b"MULTI"]);
         txn.append(pipe);
         txn.cmd(&[b"EXEC"]);
-        match node.query(&txn)?.pop() {
-            Some(Reply::Array(replies)) if replies.len() == pipe.count => Ok(replies),
-            Some(other) => Err(first_error(&other).unwrap_or_else(|| protocol("EXEC"))),
-            None => Err(protocol("no reply")),
-        }
+        Ok((node.query(&txn)?, Pick::Exec))
     }
 
     /// Runs a pipeline of `EVALSHA` calls on `node` as [`Self::read`] does; a server that lost
     /// its scripts (restarted) gets them loaded again and the calls are retried once.
-    fn eval_pipeline(&self, node: &Node, pipe: &Packed, scripts: &[&str]) -> Result<Vec<Reply>> {
-        let replies = self.read(node, pipe)?;
-        let missing = replies
-            .iter()
-            .any(|r| matches!(r, Reply::ServerError(e) if e.code() == "NOSCRIPT"));
-        if !missing {
-            return Ok(replies);
+    fn eval_pipeline(
+        &self,
+        node: &Node,
+        pipe: &Packed,
+        scripts: &[&str],
+    ) -> Result<(Response, Pick)> {
+        let (resp, pick) = self.read(node, pipe)?;
+        if !resp.has_error(b"NOSCRIPT") {
+            return Ok((resp, pick));
         }
         let mut load = Packed::default();
         for s in scripts {
             load.cmd(&[b"SCRIPT", b"LOAD", s.as_bytes()]);
         }
-        for r in node.query(&load)? {
-            if let Some(e) = first_error(&r) {
-                return Err(e);
-            }
+        if let Some(e) = node.query(&load)?.first_error() {
+            return Err(e);
         }
         self.read(node, pipe)
     }
@@ -367,11 +359,12 @@ impl Backend for RedisBackend {
         let reg = self.registry_key("defs");
         let mut pipe = Packed::default();
         pipe.cmd(&[b"HGET", reg.as_bytes(), key.as_bytes()]);
-        match self.topology.query_key(reg.as_bytes(), &pipe)?.pop() {
-            Some(Reply::BulkString(b)) => Ok(Some(b)),
-            Some(Reply::Nil) => Ok(None),
-            Some(other) => Err(first_error(&other).unwrap_or_else(|| protocol("HGET"))),
-            None => Err(protocol("no reply")),
+        let got = self.topology.query_key(reg.as_bytes(), &pipe)?;
+        let r = got.replies()?[0];
+        match r.bulk() {
+            Some(b) => Ok(Some(b.to_vec())),
+            None if r.is_nil() => Ok(None),
+            None => Err(unexpected(&r, "HGET")),
         }
     }
 
@@ -379,20 +372,19 @@ impl Backend for RedisBackend {
         let reg = self.registry_key("defs");
         let mut pipe = Packed::default();
         pipe.cmd(&[b"HGETALL", reg.as_bytes()]);
-        let reply = self.topology.query_key(reg.as_bytes(), &pipe)?.pop();
-        let pairs = match reply {
-            Some(Reply::Array(items)) => items,
-            Some(Reply::Map(m)) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-            Some(other) => return Err(first_error(&other).unwrap_or_else(|| protocol("HGETALL"))),
-            None => return Err(protocol("no reply")),
-        };
+        let got = self.topology.query_key(reg.as_bytes(), &pipe)?;
+        let r = got.replies()?[0];
+        let pairs = r.items().ok_or_else(|| unexpected(&r, "HGETALL"))?;
         let mut out = BTreeMap::new();
-        let mut it = pairs.into_iter();
-        while let (Some(Reply::BulkString(k)), Some(Reply::BulkString(v))) = (it.next(), it.next())
-        {
-            let k = String::from_utf8_lossy(&k).into_owned();
-            if k.starts_with(prefix) {
-                out.insert(k, v);
+        for kv in pairs.chunks(2) {
+            if let [k, v] = kv {
+                let (Some(k), Some(v)) = (k.bulk(), v.bulk()) else {
+                    return Err(protocol("HGETALL pair"));
+                };
+                let k = String::from_utf8_lossy(k).into_owned();
+                if k.starts_with(prefix) {
+                    out.insert(k, v.to_vec());
+                }
             }
         }
         Ok(out.into_iter().collect())
@@ -435,14 +427,27 @@ impl Backend for RedisBackend {
             let slot = self.topology.group_of(&key);
             groups
                 .entry(slot)
-                .or_insert_with(|| Txn::new(&key))
+                .or_insert_with(|| Txn::new(&key, 0))
                 .commands
                 .cmd(&[b"DEL", &key]);
         }
+        // Room for every row once, with its key and command framing (a transaction per slot on
+        // a cluster gets a share as it grows).
+        let estimate = if self.topology.is_cluster() {
+            0
+        } else {
+            batch
+                .puts
+                .iter()
+                .map(|(v, k, r)| 2 * (k.len() + v.len() + self.prefix.len() + 32) + r.len() + 96)
+                .sum()
+        };
         for ((view, prefix), rows) in &mut entities {
             let key = self.entity_key(b'h', view, prefix);
             let slot = self.topology.group_of(&key);
-            let txn = groups.entry(slot).or_insert_with(|| Txn::new(&key));
+            let txn = groups
+                .entry(slot)
+                .or_insert_with(|| Txn::new(&key, estimate));
             // A member written twice in the batch keeps its later row (stable sort, then the
             // last of each run).
             rows.sort_by(|a, b| a.0.cmp(b.0));
@@ -484,7 +489,7 @@ impl Backend for RedisBackend {
             };
             let txn = groups
                 .entry(slot)
-                .or_insert_with(|| Txn::new(reg.as_bytes()));
+                .or_insert_with(|| Txn::new(reg.as_bytes(), 0));
             txn.commands
                 .begin(2 + 2 * batch.registry.len())
                 .arg(b"HSET")
@@ -568,11 +573,11 @@ impl Backend for RedisBackend {
                 }
                 self.eval_pipeline(node, &pipe, &[scripts::LATEST])
             })?;
-        for (i, r) in replies.iter().enumerate() {
-            let row = match r {
-                Reply::Nil => None,
-                Reply::BulkString(m) => Some(member_row(view, m)?),
-                other => return Err(first_error(other).unwrap_or_else(|| protocol("lookup"))),
+        for (i, r) in replies.replies()?.iter().enumerate() {
+            let row = match r.bulk() {
+                Some(m) => Some(member_row(view, m)?),
+                None if r.is_nil() => None,
+                None => return Err(unexpected(r, "history lookup")),
             };
             found(i, row)?;
         }
@@ -607,14 +612,14 @@ impl Backend for RedisBackend {
                 }
                 self.read(node, &pipe)
             })?;
-        for (reply, &(r, i)) in replies.iter().zip(&owner) {
-            let row = match reply {
-                Reply::Array(m) => match m.first() {
-                    None => None,
-                    Some(Reply::BulkString(v)) => Some(member_row(reads[r].view, v)?),
-                    Some(_) => return Err(protocol("ZRANGE member")),
+        for (reply, &(r, i)) in replies.replies()?.iter().zip(&owner) {
+            let row = match reply.first_item() {
+                Some(None) => None,
+                Some(Some(m)) => match m.bulk() {
+                    Some(v) => Some(member_row(reads[r].view, v)?),
+                    None => return Err(protocol("ZRANGE member")),
                 },
-                other => return Err(first_error(other).unwrap_or_else(|| protocol("ZRANGE"))),
+                None => return Err(unexpected(reply, "ZRANGE")),
             };
             found(r, i, row)?;
         }
@@ -625,17 +630,13 @@ impl Backend for RedisBackend {
         let key = self.entity_key(b'h', view, prefix);
         let mut pipe = Packed::default();
         pipe.cmd(&[b"ZRANGE", &key, b"0", b"-1"]);
-        let members = match self.topology.query_key(&key, &pipe)?.pop() {
-            Some(Reply::Array(items)) => items,
-            Some(other) => return Err(first_error(&other).unwrap_or_else(|| protocol("ZRANGE"))),
-            None => return Err(protocol("no reply")),
-        };
+        let got = self.topology.query_key(&key, &pipe)?;
+        let r = got.replies()?[0];
+        let members = r.items().ok_or_else(|| unexpected(&r, "ZRANGE"))?;
         let mut rows = Vec::with_capacity(members.len());
         // Stored newest first.
         for m in members.iter().rev() {
-            let Reply::BulkString(m) = m else {
-                return Err(protocol("ZRANGE member"));
-            };
+            let m = m.bulk().ok_or_else(|| protocol("ZRANGE member"))?;
             let row = member_row(view, m)?;
             rows.push(Found {
                 event: row.event,
@@ -665,14 +666,15 @@ impl Backend for RedisBackend {
         let gen = self.registry_key("gen");
         let mut pipe = Packed::default();
         pipe.cmd(&[b"GET", gen.as_bytes()]);
-        match self.topology.query_key(gen.as_bytes(), &pipe)?.pop() {
-            Some(Reply::Nil) => Ok(0),
-            Some(Reply::BulkString(b)) => std::str::from_utf8(&b)
+        let got = self.topology.query_key(gen.as_bytes(), &pipe)?;
+        let r = got.replies()?[0];
+        match r.bulk() {
+            None if r.is_nil() => Ok(0),
+            Some(b) => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| protocol("catalog generation")),
-            Some(other) => Err(first_error(&other).unwrap_or_else(|| protocol("GET"))),
-            None => Err(protocol("no reply")),
+            None => Err(unexpected(&r, "GET")),
         }
     }
 
@@ -695,9 +697,9 @@ impl Backend for RedisBackend {
                         for &i in indices {
                             pipe.cmd(&[b"ZREMRANGEBYLEX", &chunk[i], &from, b"+"]);
                         }
-                        node.query(&pipe)
+                        Ok((node.query(&pipe)?, Pick::All))
                     })?;
-            if let Some(e) = replies.iter().find_map(first_error) {
+            if let Some(e) = replies.replies()?.iter().find_map(Reply::first_error) {
                 return Err(e);
             }
         }
@@ -709,15 +711,18 @@ impl Backend for RedisBackend {
 struct Txn {
     /// A key of the group: where the transaction is sent.
     route: Vec<u8>,
-    /// The commands between `MULTI` and `EXEC`.
+    /// `MULTI` and the commands after it (`EXEC` is added when it is sent).
     commands: Packed,
 }
 
 impl Txn {
-    fn new(route: &[u8]) -> Txn {
+    /// A transaction routed by `route`, its buffer sized for about `bytes` of commands.
+    fn new(route: &[u8], bytes: usize) -> Txn {
+        let mut commands = Packed::with_capacity(bytes + 64);
+        commands.cmd(&[b"MULTI"]);
         Txn {
             route: route.to_vec(),
-            commands: Packed::default(),
+            commands,
         }
     }
 }

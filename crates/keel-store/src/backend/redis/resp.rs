@@ -12,6 +12,14 @@ pub(super) struct Packed {
 }
 
 impl Packed {
+    /// An empty pipeline with room for `bytes` of commands.
+    pub(super) fn with_capacity(bytes: usize) -> Packed {
+        Packed {
+            bytes: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
     /// Starts a command of `args` arguments (its name included); write them with
     /// [`Packed::arg`] / [`Packed::arg2`].
     pub(super) fn begin(&mut self, args: usize) -> &mut Self {

@@ -1,41 +1,40 @@
 //! Which server holds a key, and pooled connections to each: one server owning every slot, or
 //! a cluster's masters with its slot map (refreshed on `MOVED`/`ASK` and on connection errors).
 
+use super::conn::{Conn, Reply, Response, Target};
 use super::resp::Packed;
-use super::{err, first_error, protocol, RedisOptions, Txn};
+use super::{protocol, RedisOptions, Txn};
 use crate::error::{Result, StoreError};
-use redis::{ConnectionLike, Value as Reply};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const SLOTS: usize = 16_384;
 
-/// Opens connections with a connect timeout and sets the per-reply timeouts.
+/// Opens connections for the pool.
 #[derive(Debug)]
 struct Manager {
-    client: redis::Client,
+    target: Target,
     connect: Duration,
     io: Duration,
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = redis::Connection;
-    type Error = redis::RedisError;
+    type Connection = Conn;
+    type Error = StoreError;
 
-    fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
-        let c = self.client.get_connection_with_timeout(self.connect)?;
-        c.set_read_timeout(Some(self.io))?;
-        c.set_write_timeout(Some(self.io))?;
-        Ok(c)
+    fn connect(&self) -> Result<Conn> {
+        Conn::open(&self.target, self.connect, self.io)
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
-        redis::cmd("PING").query::<()>(conn)
+    fn is_valid(&self, conn: &mut Conn) -> Result<()> {
+        let mut ping = Packed::default();
+        ping.cmd(&[b"PING"]);
+        conn.request(&ping).map(|_| ())
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
-        !conn.is_open()
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken
     }
 }
 
@@ -52,41 +51,38 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    fn open(addr: &str, opts: &RedisOptions) -> Result<Node> {
-        let client = redis::Client::open(addr).map_err(err)?;
+    fn open(url: &str, opts: &RedisOptions) -> Result<Node> {
+        let target = Target::parse(url)?;
+        let addr = format!("{}:{}", target.host, target.port);
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(opts.connect_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Manager {
-                client,
+                target,
                 connect: opts.connect_timeout,
                 io: opts.io_timeout,
             });
-        Ok(Node {
-            addr: addr.to_string(),
-            pool,
-        })
+        Ok(Node { addr, pool })
     }
 
-    /// Sends a pipeline and returns every reply; server errors come back as
-    /// [`Reply::ServerError`] items. A connection that failed (a server restarted since it was
-    /// pooled) is dropped and the pipeline sent once more on a new one: every pipeline keel
-    /// sends is idempotent.
-    pub(super) fn query(&self, pipe: &Packed) -> Result<Vec<Reply>> {
+    /// Sends a pipeline and returns its replies (server errors are replies too). A connection
+    /// that failed (a server restarted since it was pooled) is dropped and the pipeline sent
+    /// once more on a new one: every pipeline keel sends is idempotent.
+    pub(super) fn query(&self, pipe: &Packed) -> Result<Response> {
         let mut last = None;
         for _ in 0..2 {
             let mut conn = self.pool.get().map_err(|e| {
                 StoreError::backend("redis", format!("no connection to {}: {e}", self.addr))
             })?;
-            match conn.req_packed_commands(&pipe.bytes, 0, pipe.count) {
+            match conn.request(pipe) {
                 Ok(r) => return Ok(r),
-                Err(e) if e.is_io_error() || e.is_connection_dropped() => last = Some(e),
-                Err(e) => return Err(err(e)),
+                Err(e) => last = Some(e),
             }
         }
-        Err(last.map(err).unwrap_or_else(|| protocol("no reply")))
+        Err(last.unwrap_or_else(|| protocol("no reply")))
     }
 }
 
@@ -121,6 +117,51 @@ pub(super) fn slot(key: &[u8]) -> u16 {
         })
         .unwrap_or(key);
     crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS as u16
+}
+
+/// Replies gathered from several nodes, in the order of the keys asked for.
+pub(super) struct Gathered {
+    responses: Vec<Response>,
+    /// Per key: (response, reply index within what the node's closure selected).
+    at: Vec<(usize, usize)>,
+    /// Per response: the replies the closure selected (top-level, or an EXEC's items).
+    picks: Vec<Pick>,
+}
+
+/// Which replies of a response answer the keys: every top-level reply, or the items of the
+/// last one (a transaction's EXEC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pick {
+    All,
+    Exec,
+}
+
+impl Gathered {
+    /// The replies, one per key asked for.
+    pub(super) fn replies(&self) -> Result<Vec<Reply<'_>>> {
+        let mut per: Vec<Vec<Reply<'_>>> = Vec::with_capacity(self.responses.len());
+        for (r, pick) in self.responses.iter().zip(&self.picks) {
+            per.push(match pick {
+                Pick::All => r.replies(),
+                Pick::Exec => match r.last() {
+                    Some(exec) => match exec.items() {
+                        Some(items) => items,
+                        None => return Err(exec.first_error().unwrap_or_else(|| protocol("EXEC"))),
+                    },
+                    None => return Err(protocol("no reply")),
+                },
+            });
+        }
+        self.at
+            .iter()
+            .map(|&(r, i)| {
+                per[r]
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| protocol("reply count"))
+            })
+            .collect()
+    }
 }
 
 impl Topology {
@@ -158,7 +199,7 @@ impl Topology {
             let node = Node::open(&self.seeds[0], &self.opts)?;
             let mut ping = Packed::default();
             ping.cmd(&[b"PING"]);
-            if let Some(e) = node.query(&ping)?.iter().find_map(first_error) {
+            if let Some(e) = node.query(&ping)?.first_error() {
                 return Err(e);
             }
             Map {
@@ -178,7 +219,7 @@ impl Topology {
             .current()
             .nodes
             .iter()
-            .map(|n| n.addr.clone())
+            .map(|n| format!("redis://{}", n.addr))
             .chain(self.seeds.iter().cloned())
             .collect();
         let mut last = None;
@@ -187,10 +228,11 @@ impl Topology {
             let mut q = Packed::default();
             q.cmd(&[b"CLUSTER", b"SLOTS"]);
             match node.query(&q) {
-                Ok(mut r) => match r.pop() {
-                    Some(Reply::Array(ranges)) => return self.build_map(&ranges),
-                    Some(other) => last = first_error(&other),
-                    None => last = Some(protocol("CLUSTER SLOTS")),
+                Ok(r) => match r.last().and_then(|slots| slots.items()) {
+                    Some(ranges) => return self.build_map(&ranges),
+                    None => {
+                        last = Some(r.first_error().unwrap_or_else(|| protocol("CLUSTER SLOTS")))
+                    }
                 },
                 Err(e) => last = Some(e),
             }
@@ -198,34 +240,36 @@ impl Topology {
         Err(last.unwrap_or_else(|| protocol("no cluster node answered")))
     }
 
-    fn build_map(&self, ranges: &[Reply]) -> Result<Map> {
+    fn build_map(&self, ranges: &[Reply<'_>]) -> Result<Map> {
         let mut nodes: Vec<Node> = Vec::new();
         let mut slots = vec![u16::MAX; SLOTS];
         for r in ranges {
-            let Reply::Array(parts) = r else {
+            let parts = r.items().ok_or_else(|| protocol("CLUSTER SLOTS range"))?;
+            let (Some(from), Some(to), Some(master)) = (
+                parts.first().and_then(Reply::int),
+                parts.get(1).and_then(Reply::int),
+                parts.get(2).and_then(Reply::items),
+            ) else {
                 return Err(protocol("CLUSTER SLOTS range"));
             };
-            let (Some(Reply::Int(from)), Some(Reply::Int(to)), Some(Reply::Array(master))) =
-                (parts.first(), parts.get(1), parts.get(2))
-            else {
-                return Err(protocol("CLUSTER SLOTS range"));
-            };
-            let host = match master.first() {
-                Some(Reply::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
-                _ => return Err(protocol("CLUSTER SLOTS host")),
-            };
-            let Some(Reply::Int(port)) = master.get(1) else {
-                return Err(protocol("CLUSTER SLOTS port"));
-            };
-            let addr = format!("redis://{host}:{port}");
+            let host = master
+                .first()
+                .and_then(Reply::text)
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+                .ok_or_else(|| protocol("CLUSTER SLOTS host"))?;
+            let port = master
+                .get(1)
+                .and_then(Reply::int)
+                .ok_or_else(|| protocol("CLUSTER SLOTS port"))?;
+            let addr = format!("{host}:{port}");
             let idx = match nodes.iter().position(|n| n.addr == addr) {
                 Some(i) => i,
                 None => {
-                    nodes.push(Node::open(&addr, &self.opts)?);
+                    nodes.push(Node::open(&format!("redis://{addr}"), &self.opts)?);
                     nodes.len() - 1
                 }
             };
-            let (from, to) = (*from as usize, *to as usize);
+            let (from, to) = (from as usize, to as usize);
             if from > to || to >= SLOTS {
                 return Err(protocol("CLUSTER SLOTS range bounds"));
             }
@@ -258,33 +302,24 @@ impl Topology {
         }
     }
 
-    /// Whether replies say the slot map is stale.
-    fn redirected(replies: &[Reply]) -> bool {
-        fn moved(r: &Reply) -> bool {
-            match r {
-                Reply::ServerError(e) => matches!(e.code(), "MOVED" | "ASK" | "CLUSTERDOWN"),
-                Reply::Array(items) => items.iter().any(moved),
-                _ => false,
-            }
-        }
-        replies.iter().any(moved)
-    }
-
-    /// Sends `pipe` to the node holding `key` (every key of the pipeline must share its slot).
-    pub(super) fn query_key(&self, key: &[u8], pipe: &Packed) -> Result<Vec<Reply>> {
-        self.fan_out(std::iter::once(key), |node, _| node.query(pipe))
+    /// Sends `pipe` to the node holding `key` (every key of the pipeline must share its slot)
+    /// and returns its top-level replies.
+    pub(super) fn query_key(&self, key: &[u8], pipe: &Packed) -> Result<Gathered> {
+        self.fan_out(std::iter::once(key), |node, _| {
+            Ok((node.query(pipe)?, Pick::All))
+        })
     }
 
     /// Groups `keys` by node, calls `f(node, indices)` for each group (in parallel on a
-    /// cluster) and returns the replies in key order: `f` returns one reply per index. A
-    /// redirect or a failed node refreshes the slot map and retries once.
+    /// cluster): `f` returns one reply per index (all top-level replies, or an EXEC's items).
+    /// A redirect or a failed node refreshes the slot map and retries once.
     pub(super) fn fan_out<'k, F>(
         &self,
         keys: impl Iterator<Item = &'k [u8]>,
         f: F,
-    ) -> Result<Vec<Reply>>
+    ) -> Result<Gathered>
     where
-        F: Fn(&Node, &[usize]) -> Result<Vec<Reply>> + Sync,
+        F: Fn(&Node, &[usize]) -> Result<(Response, Pick)> + Sync,
     {
         let keys: Vec<&[u8]> = keys.collect();
         let mut attempt = 0;
@@ -294,14 +329,8 @@ impl Topology {
             for (i, k) in keys.iter().enumerate() {
                 groups.entry(Self::node_index(&map, k)).or_default().push(i);
             }
-            let run = |(node, idx): (&usize, &Vec<usize>)| -> Result<Vec<Reply>> {
-                let r = f(&map.nodes[*node], idx)?;
-                if r.len() != idx.len() {
-                    return Err(protocol("reply count"));
-                }
-                Ok(r)
-            };
-            let results: Vec<Result<Vec<Reply>>> = if groups.len() <= 1 {
+            let run = |(node, idx): (&usize, &Vec<usize>)| f(&map.nodes[*node], idx);
+            let results: Vec<Result<(Response, Pick)>> = if groups.len() <= 1 {
                 groups.iter().map(run).collect()
             } else {
                 std::thread::scope(|s| {
@@ -317,7 +346,7 @@ impl Topology {
             };
             let stale = self.cluster
                 && results.iter().any(|r| match r {
-                    Ok(replies) => Self::redirected(replies),
+                    Ok((resp, _)) => redirected(resp),
                     Err(StoreError::Backend { .. }) => true,
                     Err(_) => false,
                 });
@@ -326,47 +355,52 @@ impl Topology {
                 self.refresh()?;
                 continue;
             }
-            let mut out = vec![Reply::Nil; keys.len()];
+            let mut gathered = Gathered {
+                responses: Vec::with_capacity(groups.len()),
+                at: vec![(0, 0); keys.len()],
+                picks: Vec::with_capacity(groups.len()),
+            };
             for ((_, idx), r) in groups.iter().zip(results) {
-                for (&i, reply) in idx.iter().zip(r?) {
-                    out[i] = reply;
+                let (resp, pick) = r?;
+                let n = gathered.responses.len();
+                for (j, &i) in idx.iter().enumerate() {
+                    gathered.at[i] = (n, j);
                 }
+                gathered.responses.push(resp);
+                gathered.picks.push(pick);
             }
-            return Ok(out);
+            return Ok(gathered);
         }
     }
 
     /// Runs each transaction (`MULTI` ... `EXEC`, every key in its group), one pipeline per
     /// node, nodes in parallel. Fails with the first error any command returned.
-    pub(super) fn transact(&self, groups: Vec<(u16, Txn)>) -> Result<()> {
+    pub(super) fn transact(&self, mut groups: Vec<(u16, Txn)>) -> Result<()> {
         if groups.is_empty() {
             return Ok(());
         }
-        let replies = self.fan_out(groups.iter().map(|(_, t)| &t.route[..]), |node, idx| {
-            let mut pipe = Packed::default();
-            for &i in idx {
-                pipe.cmd(&[b"MULTI"]);
-                pipe.append(&groups[i].1.commands);
-                pipe.cmd(&[b"EXEC"]);
-            }
-            let replies = node.query(&pipe)?;
-            // One reply per transaction: EXEC's (the last of its commands' replies).
-            let mut out = Vec::with_capacity(idx.len());
-            let mut at = 0;
-            for &i in idx {
-                let n = groups[i].1.commands.count + 2;
-                let part = replies
-                    .get(at..at + n)
-                    .ok_or_else(|| protocol("transaction replies"))?;
-                at += n;
-                out.push(Reply::Array(part.to_vec()));
-            }
-            Ok(out)
-        })?;
-        match replies.iter().find_map(first_error) {
-            Some(e) => Err(e),
-            None => Ok(()),
+        for (_, t) in &mut groups {
+            t.commands.cmd(&[b"EXEC"]);
         }
+        let groups = &groups;
+        let gathered = self.fan_out(groups.iter().map(|(_, t)| &t.route[..]), |node, idx| {
+            // One transaction (always, on one server) is sent from its own buffer.
+            let resp = if let [one] = idx {
+                node.query(&groups[*one].1.commands)?
+            } else {
+                let mut pipe = Packed::default();
+                for &i in idx {
+                    pipe.append(&groups[i].1.commands);
+                }
+                node.query(&pipe)?
+            };
+            if let Some(e) = resp.first_error() {
+                return Err(e);
+            }
+            Ok((resp, Pick::All))
+        })?;
+        drop(gathered);
+        Ok(())
     }
 
     /// Every key matching `pattern` on every node (`SCAN`, 1,000 keys a step).
@@ -385,21 +419,20 @@ impl Topology {
                     b"COUNT",
                     b"1000",
                 ]);
-                let reply = node.query(&pipe)?.pop();
-                let Some(Reply::Array(parts)) = reply else {
-                    return Err(reply
-                        .as_ref()
-                        .and_then(first_error)
-                        .unwrap_or_else(|| protocol("SCAN")));
-                };
-                let (Some(Reply::BulkString(next)), Some(Reply::Array(keys))) =
-                    (parts.first(), parts.get(1))
-                else {
+                let resp = node.query(&pipe)?;
+                let reply = resp.last().ok_or_else(|| protocol("SCAN"))?;
+                let parts = reply
+                    .items()
+                    .ok_or_else(|| reply.first_error().unwrap_or_else(|| protocol("SCAN")))?;
+                let (Some(next), Some(keys)) = (
+                    parts.first().and_then(Reply::bulk),
+                    parts.get(1).and_then(Reply::items),
+                ) else {
                     return Err(protocol("SCAN"));
                 };
                 for k in keys {
-                    if let Reply::BulkString(k) = k {
-                        out.push(k.clone());
+                    if let Some(k) = k.bulk() {
+                        out.push(k.to_vec());
                     }
                 }
                 cursor = std::str::from_utf8(next)
@@ -413,4 +446,25 @@ impl Topology {
         }
         Ok(out)
     }
+}
+
+/// Whether a response says the slot map is stale (`MOVED`, `ASK`, `CLUSTERDOWN`).
+fn redirected(resp: &Response) -> bool {
+    resp.replies().iter().any(|r| {
+        let mut stack = vec![*r];
+        while let Some(r) = stack.pop() {
+            if let Some(e) = r.error() {
+                if e.starts_with(b"MOVED ")
+                    || e.starts_with(b"ASK ")
+                    || e.starts_with(b"CLUSTERDOWN")
+                {
+                    return true;
+                }
+            }
+            if let Some(items) = r.items() {
+                stack.extend(items);
+            }
+        }
+        false
+    })
 }
