@@ -30,3 +30,15 @@ pub fn stored_bytes(data: &[u8]) {
             || operands.iter().any(|o| *o == &merged[..])
     );
 }
+
+/// Feeds `data` to the Redis backend's parsers: the reply reader (how many replies to read
+/// taken from the first byte), the store URL parser and the history-member decoder. Must never
+/// panic or allocate beyond the reader's bounds.
+#[cfg(feature = "redis")]
+pub fn redis_bytes(data: &[u8]) {
+    if let Some((&first, rest)) = data.split_first() {
+        let _ = crate::redis::fuzz_replies(rest, usize::from(first % 8) + 1);
+    }
+    let _ = crate::redis::RedisUrl::parse(&String::from_utf8_lossy(data));
+    let _ = crate::backend::redis::fuzz_member(data);
+}

@@ -418,3 +418,111 @@ fn foreign_bytes_under_the_prefix_are_typed_corrupt_errors() {
         "{err}"
     );
 }
+
+/// Replays the `redis_reply` fuzz target's seed corpus (raw replies captured from a real
+/// `redis-server` for the commands keel sends, store URLs, history members) through the same
+/// calls, with truncated and flipped variants. `KEEL_WRITE_CORPUS=1` captures the seeds again.
+#[test]
+fn replay_redis_reply_corpus() {
+    use std::io::{Read, Write};
+    let dir = crate::manifest_dir().join("../../fuzz/corpus/redis_reply");
+    if std::env::var_os("KEEL_WRITE_CORPUS").is_some() {
+        let redis = LocalRedis::start(&[]).unwrap();
+        let store = connect(&redis.url(), 10 * DAY);
+        store.apply(&defs()).unwrap();
+        store
+            .write(
+                "card_stats",
+                1,
+                &[row("c1", DAY, 1.5), row("c1", 2 * DAY, 2.5)],
+            )
+            .unwrap();
+        let mut c = ::redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<Vec<u8>> = ::redis::cmd("KEYS")
+            .arg("keel:{*}:h:*")
+            .query(&mut c)
+            .unwrap();
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+        raw.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut seeds: Vec<Vec<u8>> = Vec::new();
+        let key = &keys[0][..];
+        let cmd = |args: &[&[u8]]| {
+            let mut c = ::redis::cmd(std::str::from_utf8(args[0]).unwrap());
+            for a in &args[1..] {
+                c.arg(*a);
+            }
+            c.get_packed_command()
+        };
+        for (count, packed) in [
+            (1u8, cmd(&[b"PING"])),
+            (1, cmd(&[b"ZRANGE", key, b"0", b"0"])),
+            (1, cmd(&[b"ZRANGE", key, b"0", b"-1"])),
+            (
+                3,
+                [
+                    cmd(&[b"MULTI"]),
+                    cmd(&[b"ZRANGE", key, b"0", b"0"]),
+                    cmd(&[b"EXEC"]),
+                ]
+                .concat(),
+            ),
+            (1, cmd(&[b"HGETALL", b"keel:{reg}:defs"])),
+            (1, cmd(&[b"GET", b"keel:{reg}:gen"])),
+            (1, cmd(&[b"GET", b"nothing"])),
+            (
+                1,
+                cmd(&[b"SCAN", b"0", b"MATCH", b"keel:*", b"COUNT", b"10"]),
+            ),
+            (1, cmd(&[b"GET", key])),
+            (1, cmd(&[b"EVALSHA", b"0000", b"0"])),
+        ] {
+            raw.write_all(&packed).unwrap();
+            let mut seed = vec![count - 1];
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match raw.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => seed.extend_from_slice(&buf[..n]),
+                    Err(_) if seed.len() > 1 => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            seeds.push(seed);
+        }
+        seeds.push(b"redis+cluster://a:1,b:2?prefix=p".to_vec());
+        seeds.push(b"redis://:secret@127.0.0.1:6379/2".to_vec());
+        let members: Vec<Vec<u8>> = ::redis::cmd("ZRANGE")
+            .arg(&keys[0])
+            .arg(0)
+            .arg(-1)
+            .query(&mut c)
+            .unwrap();
+        seeds.extend(members);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, s) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:03}")), s).unwrap();
+        }
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "seed corpus missing: {}", dir.display());
+    for f in files {
+        let s = std::fs::read(f).unwrap();
+        keel_store::fuzzing::redis_bytes(&s);
+        for cut in [0, 1, s.len() / 2, s.len().saturating_sub(1)] {
+            keel_store::fuzzing::redis_bytes(&s[..cut]);
+        }
+        let mut flipped = s.clone();
+        for b in flipped.iter_mut().skip(1).step_by(5) {
+            *b ^= 0x5A;
+        }
+        keel_store::fuzzing::redis_bytes(&flipped);
+    }
+}

@@ -338,6 +338,12 @@ fn member_times(m: &[u8]) -> Option<(i64, i64)> {
     (m.len() == 16).then(|| (key::desc_ts_from(&m[..8]), key::desc_ts_from(&m[8..])))
 }
 
+#[doc(hidden)]
+/// Decodes a history member as reads do (the fuzz target's entry).
+pub fn fuzz_member(m: &[u8]) -> bool {
+    member_row("fuzz", m).is_ok()
+}
+
 /// A member (`desc(event) ++ desc(created) ++ row`) lent as a row.
 fn member_row<'a>(view: &str, m: &'a [u8]) -> Result<RowRef<'a>> {
     let (event, created) =
