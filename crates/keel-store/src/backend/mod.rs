@@ -137,7 +137,38 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn catalog_generation(&self) -> Result<u64> {
         Ok(0)
     }
+    /// Whether a shared backend tells this process when other processes change rows it has
+    /// read (Redis: server-assisted client-side caching). The store then keeps its row cache
+    /// and hands the backend a sink for those invalidations.
+    fn invalidations(&self) -> bool {
+        false
+    }
+    /// Where the backend sends invalidations (see [`Backend::invalidations`]).
+    fn on_invalidate(&self, _sink: InvalidationSink) {}
+    /// Noted before a read and compared after it: reads may fill the row cache only when both
+    /// are `Some` and equal (the backend could report every change in between). Always
+    /// `Some(0)` for a store only this process writes.
+    fn cache_token(&self) -> Option<u64> {
+        Some(0)
+    }
 }
+
+/// A change another process made, as a shared backend reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation<'a> {
+    /// One entity of one view version: its storage name and entity prefix.
+    Entity {
+        /// The view version's storage name.
+        view: &'a str,
+        /// The entity prefix (hash and entity bytes).
+        prefix: &'a [u8],
+    },
+    /// Anything may have changed (a flush, or the backend lost track).
+    All,
+}
+
+/// Where invalidations go (the store's row cache).
+pub type InvalidationSink = std::sync::Arc<dyn for<'a> Fn(Invalidation<'a>) + Send + Sync>;
 
 /// The callback of [`Backend::newest_many`]: `(read, index, row)`.
 pub type ManyFound<'f> = dyn FnMut(usize, usize, Option<RowRef<'_>>) -> Result<()> + 'f;

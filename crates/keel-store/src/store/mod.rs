@@ -101,7 +101,7 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     rocks: Option<Arc<RocksBackend>>,
     catalog: RwLock<Catalog>,
-    cache: RowCache,
+    cache: Arc<RowCache>,
     opts: StoreOptions,
     path: PathBuf,
     /// The backend's catalog generation the catalog was loaded at, and when it was last
@@ -194,8 +194,8 @@ impl Store {
     }
 
     /// A store over any backend (the trait a shared Redis/Valkey backend implements). A
-    /// shared backend gets no row cache (another process's writes could not invalidate it)
-    /// and a catalog that follows other processes' `apply` (see
+    /// shared backend keeps the row cache only if it reports other processes' writes
+    /// ([`Backend::invalidations`]), and gets a catalog that follows other processes' `apply` (see
     /// [`StoreOptions::catalog_refresh`]).
     pub fn with_backend(backend: Arc<dyn Backend>, opts: StoreOptions) -> Result<Store> {
         Self::build(backend, None, opts, PathBuf::new())
@@ -226,16 +226,28 @@ impl Store {
         opts: StoreOptions,
         path: PathBuf,
     ) -> Result<Store> {
-        let cache = if backend.shared() {
+        // A shared store keeps a row cache only when the backend reports other processes'
+        // writes (Redis' client-side caching); otherwise nothing could invalidate it.
+        let cache = if backend.shared() && !backend.invalidations() {
             0
         } else {
             opts.row_cache_entries
         };
+        let cache = Arc::new(RowCache::new(cache));
+        if backend.shared() && backend.invalidations() {
+            let sink = Arc::clone(&cache);
+            backend.on_invalidate(Arc::new(move |what| match what {
+                crate::backend::Invalidation::Entity { view, prefix } => {
+                    sink.invalidate([(view, prefix)])
+                }
+                crate::backend::Invalidation::All => sink.clear(),
+            }));
+        }
         let store = Store {
             backend,
             rocks,
             catalog: RwLock::default(),
-            cache: RowCache::new(cache),
+            cache,
             opts,
             path,
             catalog_gen: AtomicU64::new(0),

@@ -111,7 +111,10 @@ impl Store {
                 ),
             });
         }
-        let cached = online && self.cache.enabled();
+        // A shared backend lets reads fill the cache only while it can report every change
+        // (checked again after the read, see `Backend::cache_token`).
+        let token = self.backend.cache_token();
+        let cached = online && self.cache.enabled() && token.is_some();
         // Per view: each entity's prefix, and its row once known (`None`: not yet).
         let mut prefixes: Vec<Vec<Vec<u8>>> = Vec::with_capacity(plan.views.len());
         let mut got: Vec<Vec<Option<Newest>>> = Vec::with_capacity(plan.views.len());
@@ -165,14 +168,14 @@ impl Store {
                 .filter(|&v| !wanted[v].is_empty())
                 .collect();
             if !reads.is_empty() {
+                let mut fresh: Vec<(usize, usize, Newest)> = Vec::new();
                 self.backend.newest_many(&reads, &mut |r, i, f| {
                     let v = index[r];
                     let pv = &plan.views[v];
                     let e = misses[v][i];
                     let newest: Newest = f.map(|f| pv.decode(f)).transpose()?.map(Arc::new);
                     if cached {
-                        self.cache
-                            .insert(&pv.cf, &prefixes[v][e], newest.clone(), epoch);
+                        fresh.push((v, e, newest.clone()));
                     }
                     if newest.as_ref().is_some_and(|h| h.0 > at_ms) {
                         future[v].push(e);
@@ -181,6 +184,12 @@ impl Store {
                     }
                     Ok(())
                 })?;
+                if cached && self.backend.cache_token() == token {
+                    for (v, e, newest) in fresh {
+                        self.cache
+                            .insert(&plan.views[v].cf, &prefixes[v][e], newest, epoch);
+                    }
+                }
             }
         } else {
             future = misses;

@@ -526,3 +526,92 @@ fn replay_redis_reply_corpus() {
         keel_store::fuzzing::redis_bytes(&flipped);
     }
 }
+
+/// The row cache on a shared Redis (client-side caching, on by default): a replica answers hot
+/// entities from memory, another replica's write reaches it as an invalidation, and a lost
+/// invalidation listener drops the cache instead of serving what it can no longer vouch for.
+#[test]
+fn the_client_cache_follows_other_replicas_writes() {
+    let redis = LocalRedis::start(&[]).unwrap();
+    let url = redis.url();
+    let a = connect(&url, 10 * DAY);
+    let b = connect(&url, 10 * DAY);
+    a.apply(&defs()).unwrap();
+    a.write("card_stats", 1, &[row("c1", 9 * DAY, 1.0)])
+        .unwrap();
+    let key = [vec![Value::from("c1")]];
+    let spend = |s: &Store| {
+        s.get_online("fraud", &key).unwrap().values[0][0]
+            .value
+            .clone()
+    };
+    // Wait for a's listener, then fill its cache.
+    let t = std::time::Instant::now();
+    let mut c = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let tracked = || -> i64 {
+        let info: String = ::redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("tracking_total_keys:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut tracked = tracked;
+    while tracked() == 0 {
+        assert_eq!(spend(&a), 1.0.into());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "nothing was ever tracked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // b writes: a sees it once the invalidation lands, never an older value after that.
+    for (i, v) in [2.0, 3.0, 4.0].into_iter().enumerate() {
+        b.write("card_stats", 1, &[row("c1", 9 * DAY + 1 + i as i64, v)])
+            .unwrap();
+        let t = std::time::Instant::now();
+        while spend(&a) != v.into() {
+            assert!(t.elapsed() < Duration::from_secs(2), "a never saw {v}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for _ in 0..20 {
+            assert_eq!(spend(&a), v.into(), "a went back to an older value");
+        }
+    }
+    // a's own writes are visible to a at once.
+    a.write("card_stats", 1, &[row("c1", 9 * DAY + 10, 5.0)])
+        .unwrap();
+    assert_eq!(spend(&a), 5.0.into());
+    // Kill a's listener (and every pub/sub client), then change c1 behind it: a drops its
+    // cache when it sees the listener gone, and reads Redis again.
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut c)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    b.write("card_stats", 1, &[row("c1", 9 * DAY + 11, 6.0)])
+        .unwrap();
+    assert_eq!(
+        spend(&a),
+        6.0.into(),
+        "served from a cache nobody vouches for"
+    );
+    // A flush from outside reaches the cache too.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(spend(&a), 6.0.into());
+    let _: () = ::redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        match a.get_online("fraud", &key) {
+            Err(StoreError::Unknown { .. }) => break, // definitions gone, caught by the refresh
+            Ok(r) if r.values[0][0].status == Status::NotFound => break,
+            Ok(_) => assert!(t.elapsed() < Duration::from_secs(3), "stale after FLUSHALL"),
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

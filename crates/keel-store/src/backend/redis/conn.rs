@@ -66,6 +66,9 @@ pub(super) struct Conn {
     buf: Vec<u8>,
     /// Set when a request failed midway: the stream's state is unknown, the pool drops it.
     pub(super) broken: bool,
+    /// The invalidation listener generation this connection's `CLIENT TRACKING` redirects to
+    /// (see `tracking.rs`), when it has been set up.
+    pub(super) tracked: Option<u64>,
 }
 
 impl Conn {
@@ -104,6 +107,7 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(16 << 10),
             broken: false,
+            tracked: None,
         };
         let mut hello = Packed::default();
         if let Some(p) = &t.password {
@@ -132,6 +136,45 @@ impl Conn {
             self.broken = true;
         }
         r
+    }
+
+    /// Sends `p` without reading its replies (a subscribed connection reads them with
+    /// [`Conn::poll`]).
+    pub(super) fn send(&mut self, p: &Packed) -> Result<()> {
+        self.stream
+            .write_all(&p.bytes)
+            .map_err(|e| StoreError::backend("redis", e))
+    }
+
+    /// The next complete reply on a subscribed connection, or `None` when nothing complete
+    /// arrived within the read timeout.
+    pub(super) fn poll(&mut self) -> Result<Option<Response>> {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            if let Some(end) = skip(&self.buf, 0, 0)? {
+                let rest = self.buf.split_off(end);
+                let buf = std::mem::replace(&mut self.buf, rest);
+                return Response::index(buf, 1).map(Some);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(StoreError::backend(
+                        "redis",
+                        std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                    ))
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(StoreError::backend("redis", e)),
+            }
+        }
     }
 
     fn exchange(&mut self, p: &Packed) -> Result<Response> {

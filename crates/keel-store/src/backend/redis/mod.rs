@@ -22,6 +22,7 @@ mod local;
 mod resp;
 mod scripts;
 mod topology;
+mod tracking;
 
 pub use local::{LocalRedis, LocalRedisCluster};
 
@@ -57,6 +58,11 @@ pub struct RedisOptions {
     /// Rows per `ZADD` (default 1,000): an entity with more rows in one batch is written in
     /// several commands of the same transaction.
     pub rows_per_call: usize,
+    /// Keep the store's row cache on this shared store, kept right by Redis' server-assisted
+    /// client-side caching (`CLIENT TRACKING`; default `true`): one listener connection per
+    /// server hears which entities other processes change. Hot entities are then answered
+    /// without a round trip; see `docs/store.md` for what it guarantees.
+    pub client_cache: bool,
 }
 
 impl Default for RedisOptions {
@@ -67,6 +73,7 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(2),
             rows_per_call: 1000,
+            client_cache: true,
         }
     }
 }
@@ -666,6 +673,24 @@ impl Backend for RedisBackend {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn invalidations(&self) -> bool {
+        self.opts.client_cache
+    }
+
+    fn on_invalidate(&self, sink: super::InvalidationSink) {
+        if let Ok(mut s) = self.topology.sink.write() {
+            *s = Some(sink);
+        }
+    }
+
+    fn cache_token(&self) -> Option<u64> {
+        if self.opts.client_cache {
+            self.topology.cache_token()
+        } else {
+            None
+        }
     }
 
     fn catalog_generation(&self) -> Result<u64> {

@@ -3,6 +3,7 @@
 
 use super::conn::{Conn, Reply, Response, Target};
 use super::resp::Packed;
+use super::tracking::{SinkSlot, Tracking};
 use super::{protocol, RedisOptions, Txn};
 use crate::error::{Result, StoreError};
 use std::collections::BTreeMap;
@@ -38,10 +39,19 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-/// One server and its connection pool.
+/// One server, its connection pool and, with the client cache on, its invalidation listener.
 pub(super) struct Node {
     addr: String,
     pool: r2d2::Pool<Manager>,
+    tracking: Option<Arc<Tracking>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tracking {
+            t.stop();
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -51,8 +61,17 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    fn open(url: &str, opts: &RedisOptions) -> Result<Node> {
+    fn open(url: &str, opts: &RedisOptions, sink: Option<&SinkSlot>) -> Result<Node> {
         let target = Target::parse(url)?;
+        let tracking = match sink {
+            Some(sink) if opts.client_cache => Some(Tracking::start(
+                target.clone(),
+                opts.connect_timeout,
+                Arc::clone(sink),
+                &opts.prefix,
+            )),
+            _ => None,
+        };
         let addr = format!("{}:{}", target.host, target.port);
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size)
@@ -65,7 +84,19 @@ impl Node {
                 connect: opts.connect_timeout,
                 io: opts.io_timeout,
             });
-        Ok(Node { addr, pool })
+        Ok(Node {
+            addr,
+            pool,
+            tracking,
+        })
+    }
+
+    /// See [`super::tracking::Tracking::token`]; `Some(0)` without a client cache.
+    pub(super) fn cache_token(&self) -> Option<u64> {
+        match &self.tracking {
+            Some(t) => t.token(),
+            None => Some(0),
+        }
     }
 
     /// Sends a pipeline and returns its replies (server errors are replies too). A connection
@@ -77,6 +108,18 @@ impl Node {
             let mut conn = self.pool.get().map_err(|e| {
                 StoreError::backend("redis", format!("no connection to {}: {e}", self.addr))
             })?;
+            if let Some(t) = &self.tracking {
+                // Reads through a connection whose tracking is not on fill no cache.
+                match t.prepare(&mut conn) {
+                    Ok(true) => {}
+                    Ok(false) => t.spoil(),
+                    Err(e) => {
+                        t.spoil();
+                        last = Some(e);
+                        continue;
+                    }
+                }
+            }
             match conn.request(pipe) {
                 Ok(r) => return Ok(r),
                 Err(e) => last = Some(e),
@@ -95,12 +138,23 @@ struct Map {
 }
 
 /// The servers of a store.
-#[derive(Debug)]
 pub(super) struct Topology {
     seeds: Vec<String>,
     cluster: bool,
     opts: RedisOptions,
     map: RwLock<Arc<Map>>,
+    /// Where the nodes' invalidation listeners report (the store's row cache).
+    pub(super) sink: SinkSlot,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field("seeds", &self.seeds)
+            .field("cluster", &self.cluster)
+            .field("map", &self.current())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The hash slot of a key (CRC16/XMODEM of its hash tag, as Redis Cluster computes it).
@@ -174,6 +228,7 @@ impl Topology {
                 nodes: Vec::new(),
                 slots: Vec::new(),
             })),
+            sink: SinkSlot::default(),
         };
         t.refresh()?;
         Ok(t)
@@ -196,7 +251,7 @@ impl Topology {
         let map = if self.cluster {
             self.cluster_map()?
         } else {
-            let node = Node::open(&self.seeds[0], &self.opts)?;
+            let node = Node::open(&self.seeds[0], &self.opts, Some(&self.sink))?;
             let mut ping = Packed::default();
             ping.cmd(&[b"PING"]);
             if let Some(e) = node.query(&ping)?.first_error() {
@@ -211,7 +266,21 @@ impl Topology {
             Ok(mut m) => *m = Arc::new(map),
             Err(p) => *p.into_inner() = Arc::new(map),
         }
+        // Other nodes, other listeners: nothing cached under the old map stays.
+        if let Some(sink) = self.sink.read().ok().and_then(|s| s.clone()) {
+            sink(super::super::Invalidation::All);
+        }
         Ok(())
+    }
+
+    /// Every node's cache token combined: `Some` only while every listener is up.
+    pub(super) fn cache_token(&self) -> Option<u64> {
+        let map = self.current();
+        let mut acc = 0u64;
+        for n in &map.nodes {
+            acc = acc.rotate_left(7) ^ n.cache_token()?;
+        }
+        Some(acc)
     }
 
     fn cluster_map(&self) -> Result<Map> {
@@ -224,7 +293,8 @@ impl Topology {
             .collect();
         let mut last = None;
         for addr in known {
-            let node = Node::open(&addr, &self.opts)?;
+            // A probe only: no listener.
+            let node = Node::open(&addr, &self.opts, None)?;
             let mut q = Packed::default();
             q.cmd(&[b"CLUSTER", b"SLOTS"]);
             match node.query(&q) {
@@ -265,7 +335,11 @@ impl Topology {
             let idx = match nodes.iter().position(|n| n.addr == addr) {
                 Some(i) => i,
                 None => {
-                    nodes.push(Node::open(&format!("redis://{addr}"), &self.opts)?);
+                    nodes.push(Node::open(
+                        &format!("redis://{addr}"),
+                        &self.opts,
+                        Some(&self.sink),
+                    )?);
                     nodes.len() - 1
                 }
             };
