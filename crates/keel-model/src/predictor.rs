@@ -169,21 +169,37 @@ impl ServedModel {
     /// Refused with [`ModelError::IncompatibleBundle`] when the model does not read as many
     /// features as the pipeline writes (every request would fail).
     pub fn from_bundle(v: &LoadedVersion) -> Result<ServedModel> {
-        let pipeline = FittedPipeline::from_bytes(v.file(bundle::PIPELINE)?)?;
-        let predictor: Arc<dyn Predictor> = match Flavor::parse(&v.version.meta.flavor) {
-            Some(Flavor::Gbdt) => Arc::new(GbdtPredictor(GbdtModel::from_bytes(
-                v.file(bundle::MODEL)?,
-            )?)),
-            Some(Flavor::Mlp) => Arc::new(DeepPredictor(
-                keel_deep::Mlp::from_parts(v.file(bundle::MODEL)?, v.file(bundle::WEIGHTS)?)?.0,
-            )),
-            None => {
-                return Err(ModelError::Unsupported(format!(
-                    "model flavor `{}` (gbdt and deep are served)",
-                    v.version.meta.flavor
-                )))
-            }
-        };
+        let (pipeline, predictor): (FittedPipeline, Arc<dyn Predictor>) =
+            match Flavor::parse(&v.version.meta.flavor) {
+                Some(Flavor::Gbdt) => (
+                    FittedPipeline::from_bytes(v.file(bundle::PIPELINE)?)?,
+                    Arc::new(GbdtPredictor(GbdtModel::from_bytes(
+                        v.file(bundle::MODEL)?,
+                    )?)),
+                ),
+                Some(Flavor::Mlp) => (
+                    FittedPipeline::from_bytes(v.file(bundle::PIPELINE)?)?,
+                    Arc::new(DeepPredictor(
+                        keel_deep::Mlp::from_parts(
+                            v.file(bundle::MODEL)?,
+                            v.file(bundle::WEIGHTS)?,
+                        )?
+                        .0,
+                    )),
+                ),
+                Some(other) => {
+                    return Err(ModelError::Unsupported(format!(
+                        "a {} model reads no tabular pipeline: load it with Model::load",
+                        other.as_str()
+                    )))
+                }
+                None => {
+                    return Err(ModelError::Unsupported(format!(
+                        "model flavor `{}` (one of gbdt, deep, sequence, cnn, onnx)",
+                        v.version.meta.flavor
+                    )))
+                }
+            };
         if predictor.inputs() != pipeline.width() {
             return Err(ModelError::IncompatibleBundle {
                 model: v.version.name.clone(),
