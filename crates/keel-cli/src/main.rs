@@ -22,13 +22,17 @@ use std::path::PathBuf;
 
 mod drift_cmd;
 mod ml_cmd;
+mod output;
 mod store_cmd;
 
 #[derive(Parser)]
 #[command(
     name = "keel",
     version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KEEL_GIT_COMMIT"), ")"),
-    about = "keel: production ML in Rust"
+    about = "keel: production ML in Rust",
+    after_help = "Commands that print data take --format table|json|csv (docs/cli.md names the fields).\n\nExit codes: 0 ok; 1 error (bad input, unreachable store or registry, damaged registry \n\
+                  found by `models verify`); 2 usage (unknown flag, missing argument); 3 drift found \n\
+                  (`keel drift`)."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -6,7 +6,11 @@ use keel::core::Frame;
 use keel::registry::signing::{public_path, SigningKey, TrustedKeys};
 use keel::registry::{Registry, RunFilter, RunId};
 use keel::train::{TrainingData, TrainingJob};
+use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use crate::output::{OutputFormat, Records};
 
 /// Where the registry lives (`--registry`, default `keel-data/registry`).
 #[derive(Args, Clone)]
@@ -28,26 +32,40 @@ pub enum RunsCmd {
     /// List runs, optionally filtered: `experiment=fraud params.num_leaves=31
     /// metrics.test.auc>=0.8 status=finished order_by=metrics.test.auc desc limit=10`.
     List {
-        /// Query terms.
+        /// Query terms, e.g. `experiment=fraud metrics.test.auc>=0.8 order_by=metrics.test.auc desc`.
         query: Vec<String>,
+        /// `table` for people, `json` or `csv` for scripts (fields: run, experiment, name,
+        /// status, duration_ms, metrics).
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
     /// Show one run: params, metrics, data versions, artifacts.
     Show {
-        /// Run id.
+        /// Run id, e.g. `keel runs show --registry keel-data/registry 20261205-0932-ab12`.
         id: String,
+        /// `table` (field / value lines), `json` (the whole run record) or `csv`.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
     /// Compare runs side by side (params that differ are marked `*`).
     Compare {
-        /// Run ids.
+        /// Run ids (two or more).
         #[arg(required = true, num_args = 2..)]
         ids: Vec<String>,
+        /// `table`, `json` (runs, params, metrics, differing_params) or `csv`.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
 }
 
 #[derive(Subcommand)]
 pub enum ModelsCmd {
     /// List models with their versions and aliases.
-    List,
+    List {
+        /// `table`, `json` or `csv` (fields: model, versions, aliases).
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
     /// Show a version's manifest (default: the latest).
     Show {
         /// Model name.
@@ -55,6 +73,9 @@ pub enum ModelsCmd {
         /// Version (default: latest).
         #[arg(long)]
         version: Option<u32>,
+        /// `table` (field / value lines), `json` (the manifest document) or `csv`.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
     /// Move or roll back aliases.
     #[command(subcommand)]
@@ -111,6 +132,9 @@ pub enum AliasCmd {
     History {
         /// Model name.
         name: String,
+        /// `table` (then the audit chain head), `json` (events and chain head) or `csv`.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
 }
 
@@ -131,12 +155,8 @@ pub struct TrainArgs {
 pub fn runs(reg: &RegistryArg, cmd: RunsCmd) -> Result<()> {
     let r = reg.open()?;
     match cmd {
-        RunsCmd::List { query } => {
+        RunsCmd::List { query, format } => {
             let filter = RunFilter::parse(&query.join(" "))?;
-            println!(
-                "{:<18} {:<16} {:<9} {:>10}  metrics",
-                "run", "experiment", "status", "ms"
-            );
             let (runs, damaged) = r.search_runs_reporting(&filter)?;
             for d in &damaged {
                 eprintln!(
@@ -145,64 +165,137 @@ pub fn runs(reg: &RegistryArg, cmd: RunsCmd) -> Result<()> {
                     d.problem
                 );
             }
-            for run in runs {
-                let metrics: Vec<String> = run
-                    .metrics
+            let last = |run: &keel::registry::Run| -> Vec<(String, f64)> {
+                run.metrics
                     .iter()
                     .filter(|(k, _)| !k.starts_with("rows."))
-                    .map(|(k, v)| format!("{k}={:.4}", v.last().map_or(f64::NAN, |p| p.value)))
-                    .collect();
-                println!(
-                    "{:<18} {:<16} {:<9} {:>10}  {}",
-                    run.id,
-                    run.experiment,
-                    run.status.to_string(),
-                    run.duration_ms().map_or("-".into(), |d| d.to_string()),
-                    metrics.join(" ")
-                );
-            }
+                    .map(|(k, v)| (k.clone(), v.last().map_or(f64::NAN, |p| p.value)))
+                    .collect()
+            };
+            let rows = runs
+                .iter()
+                .map(|run| {
+                    let metrics: Vec<String> = last(run)
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:.4}"))
+                        .collect();
+                    vec![
+                        run.id.to_string(),
+                        run.experiment.clone(),
+                        run.name.clone().unwrap_or_default(),
+                        run.status.to_string(),
+                        run.duration_ms().map_or(String::new(), |d| d.to_string()),
+                        metrics.join(" "),
+                    ]
+                })
+                .collect();
+            let json: Vec<Json> = runs
+                .iter()
+                .map(|run| {
+                    json!({
+                        "run": run.id.to_string(), "experiment": run.experiment, "name": run.name,
+                        "status": run.status.to_string(), "duration_ms": run.duration_ms(),
+                        "metrics": last(run).into_iter().collect::<BTreeMap<_, _>>(),
+                    })
+                })
+                .collect();
+            Records::new(
+                &[
+                    "run",
+                    "experiment",
+                    "name",
+                    "status",
+                    "duration_ms",
+                    "metrics",
+                ],
+                rows,
+            )
+            .with_json(Json::Array(json))
+            .print(format)?;
         }
-        RunsCmd::Show { id } => {
+        RunsCmd::Show { id, format } => {
             let run = r.run(&RunId(id))?;
-            println!("{}", serde_json::to_string_pretty(&run)?);
+            let mut rows = vec![
+                vec!["run".into(), run.id.to_string()],
+                vec!["experiment".into(), run.experiment.clone()],
+                vec!["name".into(), run.name.clone().unwrap_or_default()],
+                vec!["status".into(), run.status.to_string()],
+                vec![
+                    "start".into(),
+                    keel::core::format_timestamp_ms(run.start_ms),
+                ],
+                vec![
+                    "end".into(),
+                    run.end_ms
+                        .map_or(String::new(), keel::core::format_timestamp_ms),
+                ],
+                vec![
+                    "seed".into(),
+                    run.seed.map_or(String::new(), |s| s.to_string()),
+                ],
+                vec![
+                    "code_version".into(),
+                    run.code_version.clone().unwrap_or_default(),
+                ],
+            ];
+            rows.extend(
+                run.params
+                    .iter()
+                    .map(|(k, v)| vec![format!("params.{k}"), v.clone()]),
+            );
+            rows.extend(run.metrics.iter().map(|(k, v)| {
+                vec![
+                    format!("metrics.{k}"),
+                    v.last().map_or(String::new(), |p| p.value.to_string()),
+                ]
+            }));
+            rows.extend(
+                run.tags
+                    .iter()
+                    .map(|(k, v)| vec![format!("tags.{k}"), v.clone()]),
+            );
+            rows.extend(
+                run.data
+                    .iter()
+                    .map(|d| vec![format!("data.{}", d.name), d.version.clone()]),
+            );
+            rows.extend(
+                run.artifacts
+                    .iter()
+                    .map(|a| vec![format!("artifacts.{}", a.name), a.sha256.clone()]),
+            );
+            Records::new(&["field", "value"], rows)
+                .with_json(serde_json::to_value(&run)?)
+                .print(format)?;
         }
-        RunsCmd::Compare { ids } => {
+        RunsCmd::Compare { ids, format } => {
             let ids: Vec<RunId> = ids.into_iter().map(RunId).collect();
             let c = r.compare_runs(&ids)?;
-            let cell = |s: Option<String>| s.unwrap_or_else(|| "-".into());
-            print!("{:<24}", "");
-            for id in &c.runs {
-                print!(" {:>18}", id.0);
-            }
-            println!();
+            let mut columns = vec!["name".to_string()];
+            columns.extend(c.runs.iter().map(|id| id.0.clone()));
+            let mut rows = Vec::new();
             for (k, vals) in &c.params {
                 let mark = if c.differing_params.contains(k) {
                     "*"
                 } else {
-                    " "
+                    ""
                 };
-                print!(
-                    "{mark}{:<23}",
-                    format!("params.{k}").chars().take(23).collect::<String>()
-                );
-                for v in vals {
-                    print!(
-                        " {:>18}",
-                        cell(v.clone()).chars().take(18).collect::<String>()
-                    );
-                }
-                println!();
+                let mut row = vec![format!("{mark}params.{k}")];
+                row.extend(vals.iter().map(|v| v.clone().unwrap_or_else(|| "-".into())));
+                rows.push(row);
             }
             for (k, vals) in &c.metrics {
-                print!(
-                    " {:<23}",
-                    format!("metrics.{k}").chars().take(23).collect::<String>()
+                let mut row = vec![format!("metrics.{k}")];
+                row.extend(
+                    vals.iter()
+                        .map(|v| v.map_or_else(|| "-".into(), |x| format!("{x:.6}"))),
                 );
-                for v in vals {
-                    print!(" {:>18}", cell(v.map(|x| format!("{x:.6}"))));
-                }
-                println!();
+                rows.push(row);
             }
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            Records::new(&names, rows)
+                .with_json(serde_json::to_value(&c)?)
+                .print(format)?;
         }
     }
     Ok(())
@@ -245,26 +338,36 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        ModelsCmd::List => {
+        ModelsCmd::List { format } => {
+            let mut rows = Vec::new();
+            let mut json = Vec::new();
             for m in r.models()? {
                 let versions = r.versions(&m)?;
-                let aliases: Vec<String> = r
-                    .aliases(&m)?
-                    .into_iter()
-                    .map(|(a, v)| format!("{a}=v{v}"))
-                    .collect();
-                println!(
-                    "{m}: versions {} {}",
+                let aliases = r.aliases(&m)?;
+                rows.push(vec![
+                    m.clone(),
                     versions
                         .iter()
                         .map(|v| format!("v{v}"))
                         .collect::<Vec<_>>()
                         .join(","),
-                    aliases.join(" ")
-                );
+                    aliases
+                        .iter()
+                        .map(|(a, v)| format!("{a}=v{v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]);
+                json.push(json!({ "model": m, "versions": versions, "aliases": aliases }));
             }
+            Records::new(&["model", "versions", "aliases"], rows)
+                .with_json(Json::Array(json))
+                .print(format)?;
         }
-        ModelsCmd::Show { name, version } => {
+        ModelsCmd::Show {
+            name,
+            version,
+            format,
+        } => {
             let v = match version {
                 Some(v) => v,
                 None => *r
@@ -273,17 +376,58 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
                     .with_context(|| format!("model {name} has no versions"))?,
             };
             let mv = r.version(&name, v)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "name": mv.name, "version": mv.version, "run_id": mv.run_id.0,
-                    "created_ms": mv.created_ms, "flavor": mv.meta.flavor,
-                    "feature_service": mv.meta.feature_service,
-                    "input_schema": mv.meta.input_schema.as_ref().map(|s| s.to_string()),
-                    "eval": mv.meta.eval, "seed": mv.meta.seed, "data_version": mv.meta.data_version,
-                    "files": mv.files.iter().map(|f| serde_json::json!({"name": f.name, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
-                }))?
+            let doc = json!({
+                "name": mv.name, "version": mv.version, "run_id": mv.run_id.0,
+                "created_ms": mv.created_ms, "flavor": mv.meta.flavor,
+                "feature_service": mv.meta.feature_service,
+                "input_schema": mv.meta.input_schema.as_ref().map(|s| s.to_string()),
+                "eval": mv.meta.eval, "seed": mv.meta.seed, "data_version": mv.meta.data_version,
+                "files": mv.files.iter().map(|f| json!({"name": f.name, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
+            });
+            let mut rows = vec![
+                vec!["name".into(), mv.name.clone()],
+                vec!["version".into(), mv.version.to_string()],
+                vec!["run_id".into(), mv.run_id.0.clone()],
+                vec![
+                    "created".into(),
+                    keel::core::format_timestamp_ms(mv.created_ms),
+                ],
+                vec!["flavor".into(), mv.meta.flavor.clone()],
+                vec![
+                    "feature_service".into(),
+                    mv.meta.feature_service.clone().unwrap_or_default(),
+                ],
+                vec![
+                    "input_schema".into(),
+                    mv.meta
+                        .input_schema
+                        .as_ref()
+                        .map_or(String::new(), |s| s.to_string()),
+                ],
+                vec![
+                    "seed".into(),
+                    mv.meta.seed.map_or(String::new(), |s| s.to_string()),
+                ],
+                vec![
+                    "data_version".into(),
+                    mv.meta.data_version.clone().unwrap_or_default(),
+                ],
+            ];
+            rows.extend(
+                mv.meta
+                    .eval
+                    .iter()
+                    .map(|(k, v)| vec![format!("eval.{k}"), v.to_string()]),
             );
+            rows.extend(mv.files.iter().map(|f| {
+                vec![
+                    format!("files.{}", f.name),
+                    format!("sha256 {} ({} bytes)", f.sha256, f.size),
+                ]
+            }));
+            Records::new(&["field", "value"], rows)
+                .with_json(doc)
+                .print(format)?;
         }
         ModelsCmd::Alias(AliasCmd::Set {
             name,
@@ -302,19 +446,35 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
             let ev = r.rollback(&name, &alias, &reason)?;
             println!("{name}@{alias}: rolled back {:?} -> {:?}", ev.from, ev.to);
         }
-        ModelsCmd::Alias(AliasCmd::History { name }) => {
-            for ev in r.audit(&name)? {
-                println!(
-                    "{} {:<12} {:>6} -> {:<6} {}{}",
-                    ev.at_ms,
-                    ev.alias,
-                    ev.from.map_or("-".into(), |v| format!("v{v}")),
-                    ev.to.map_or("-".into(), |v| format!("v{v}")),
-                    if ev.rollback { "[rollback] " } else { "" },
-                    ev.reason
-                );
+        ModelsCmd::Alias(AliasCmd::History { name, format }) => {
+            let events = r.audit(&name)?;
+            let head = r.audit_head(&name)?;
+            let rows = events
+                .iter()
+                .map(|ev| {
+                    vec![
+                        keel::core::format_timestamp_ms(ev.at_ms),
+                        ev.alias.clone(),
+                        ev.from.map_or("-".into(), |v| format!("v{v}")),
+                        ev.to.map_or("-".into(), |v| format!("v{v}")),
+                        if ev.rollback { "rollback" } else { "move" }.into(),
+                        ev.reason.clone(),
+                    ]
+                })
+                .collect();
+            let json = json!({
+                "events": events.iter().map(|ev| json!({
+                    "at_ms": ev.at_ms, "alias": ev.alias, "from": ev.from, "to": ev.to,
+                    "rollback": ev.rollback, "reason": ev.reason,
+                })).collect::<Vec<_>>(),
+                "chain_head": head,
+            });
+            Records::new(&["at", "alias", "from", "to", "kind", "reason"], rows)
+                .with_json(json)
+                .print(format)?;
+            if format == OutputFormat::Table {
+                println!("audit chain head {head}");
             }
-            println!("audit chain head {}", r.audit_head(&name)?);
         }
     }
     Ok(())

@@ -11,6 +11,9 @@ use keel::store::{
 };
 use std::path::{Path, PathBuf};
 
+pub use crate::output::OutputFormat;
+use crate::output::Records;
+
 #[derive(Subcommand)]
 pub enum StoreCmd {
     /// Apply entity, view and service definitions from a TOML file.
@@ -55,7 +58,7 @@ pub enum StoreCmd {
         /// Unit of an integer `--at`: s, ms, us, ns.
         #[arg(long, default_value = "ms")]
         time_unit: TimeUnit,
-        /// `table` for people, `json` for scripts.
+        /// `table` for people, `json` or `csv` for scripts.
         #[arg(long, default_value = "table")]
         format: OutputFormat,
     },
@@ -98,7 +101,7 @@ pub enum StoreCmd {
         store: StoreAt,
         /// A view (`name` or `name@version`) or a feature service.
         name: String,
-        /// `table` for people, `json` for scripts.
+        /// `table` for people, `json` or `csv` for scripts.
         #[arg(long, default_value = "table")]
         format: OutputFormat,
     },
@@ -164,24 +167,44 @@ impl StoreAt {
     }
 }
 
-/// How a command prints data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// Aligned columns with a header.
-    Table,
-    /// JSON on one line.
-    Json,
-}
-
 fn ms_text(ms: Option<i64>) -> String {
     ms.map_or("-".into(), keel::core::format_timestamp_ms)
 }
 
 fn list(store: &Store, format: OutputFormat) -> Result<()> {
     let defs = store.definitions()?;
-    if format == OutputFormat::Json {
-        println!("{}", serde_json::to_string(&defs)?);
-        return Ok(());
+    match format {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string(&defs)?);
+            return Ok(());
+        }
+        OutputFormat::Csv => {
+            let mut rows = Vec::new();
+            for e in &defs.entities {
+                let keys: Vec<String> = e
+                    .join_keys
+                    .iter()
+                    .map(|k| format!("{}:{}", k.name, k.dtype))
+                    .collect();
+                rows.push(vec!["entity".into(), e.name.clone(), keys.join(" ")]);
+            }
+            for v in &defs.views {
+                rows.push(vec![
+                    "view".into(),
+                    format!("{}@{}", v.name, v.version),
+                    format!("{} features", v.features.len()),
+                ]);
+            }
+            for sv in &defs.services {
+                rows.push(vec![
+                    "service".into(),
+                    sv.name.clone(),
+                    format!("{} features", sv.features.len()),
+                ]);
+            }
+            return Records::new(&["kind", "name", "details"], rows).print(format);
+        }
+        OutputFormat::Table => {}
     }
     println!("{:<10} {:<28} DETAILS", "KIND", "NAME");
     for e in &defs.entities {
@@ -232,6 +255,13 @@ fn describe(store: &Store, name: &str, format: OutputFormat) -> Result<()> {
                     "{}",
                     serde_json::json!({"service": svc.name, "key": keys, "features": refs})
                 );
+            } else if format == OutputFormat::Csv {
+                let mut rows = vec![
+                    vec!["service".to_string(), svc.name.clone()],
+                    vec!["key".to_string(), keys.join(" ")],
+                ];
+                rows.extend(refs.iter().map(|r| vec!["feature".to_string(), r.clone()]));
+                Records::new(&["field", "value"], rows).print(format)?;
             } else {
                 println!(
                     "service {}
@@ -260,6 +290,32 @@ key     {}",
             })
         );
         return Ok(());
+    }
+    if format == OutputFormat::Csv {
+        let mut rows = vec![
+            vec!["view".to_string(), format!("{}@{}", v.name, v.version)],
+            vec!["entities".to_string(), v.entities.join("+")],
+            vec!["entities_with_rows".to_string(), stats.entities.to_string()],
+            vec![
+                "ttl_ms".to_string(),
+                v.ttl_ms.map_or(String::new(), |t| t.to_string()),
+            ],
+            vec![
+                "retention_ms".to_string(),
+                v.retention_ms.map_or(String::new(), |t| t.to_string()),
+            ],
+            vec![
+                "watermark_ms".to_string(),
+                stats.watermark_ms.map_or(String::new(), |t| t.to_string()),
+            ],
+            vec!["owner".to_string(), v.owner.clone()],
+        ];
+        rows.extend(
+            v.features
+                .iter()
+                .map(|f| vec![format!("feature.{}", f.name), f.dtype.to_string()]),
+        );
+        return Records::new(&["field", "value"], rows).print(format);
     }
     println!("view       {}@{}", v.name, v.version);
     println!(
@@ -489,6 +545,27 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                     })
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
+            } else if format == OutputFormat::Csv {
+                let rows = r
+                    .features
+                    .iter()
+                    .zip(&r.values[0])
+                    .map(|(f, v)| {
+                        vec![
+                            f.to_string(),
+                            fmt_value(&v.value),
+                            status(v.status).to_string(),
+                            v.event_ms.map_or(String::new(), |t| t.to_string()),
+                            v.event_ms
+                                .map_or(String::new(), keel::core::format_timestamp_ms),
+                        ]
+                    })
+                    .collect();
+                Records::new(
+                    &["feature", "value", "status", "event_ms", "event_time"],
+                    rows,
+                )
+                .print(format)?;
             } else {
                 println!("FEATURE\tVALUE\tSTATUS\tEVENT_MS\tEVENT_TIME");
                 for (f, v) in r.features.iter().zip(&r.values[0]) {

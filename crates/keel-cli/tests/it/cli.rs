@@ -304,3 +304,32 @@ fn version_names_the_commit_and_completions_are_generated() {
         );
     }
 }
+
+/// Issue 24: exit codes are documented in `--help` and hold: 0 ok, 1 error, 2 usage.
+#[test]
+fn exit_codes_are_documented_and_kept() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Exit codes: 0 ok; 1 error"), "{text}");
+    assert!(text.contains("--format table|json|csv"), "{text}");
+    assert_eq!(
+        run(&["runs", "list", "--format", "yaml"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    assert_eq!(
+        run(&["store", "list", "--path", missing.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+}

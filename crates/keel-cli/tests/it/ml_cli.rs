@@ -86,20 +86,71 @@ fn train_runs_models_from_the_command_line() {
     assert!(out.contains(&run1) && out.contains(&run2), "{out}");
     let (ok, out, _) = keel(&["runs", "show", "--registry", &reg, &run1]);
     assert!(ok);
-    assert!(out.contains("\"seed\": 42"), "{out}");
+    assert!(out.starts_with("FIELD"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("seed") && l.ends_with("42")),
+        "{out}"
+    );
+    // Issue 24: --format json|csv on every command that prints data.
+    let (ok, out, _) = keel(&[
+        "runs",
+        "show",
+        "--registry",
+        &reg,
+        &run1,
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["seed"], 42, "{out}");
+    let (ok, out, _) = keel(&["runs", "list", "--registry", &reg, "--format", "csv"]);
+    assert!(ok);
+    assert!(
+        out.starts_with("run,experiment,name,status,duration_ms,metrics\n"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (ok, out, _) = keel(&["runs", "list", "--registry", &reg, "--format", "json"]);
+    assert!(ok);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(runs[0]["metrics"]["test.auc"].is_number(), "{out}");
     let (ok, out, err) = keel(&["runs", "compare", "--registry", &reg, &run1, &run2]);
     assert!(ok, "{err}");
     assert!(out.contains("metrics.test.auc"), "{out}");
 
     let (ok, out, _) = keel(&["models", "list", "--registry", &reg]);
     assert!(ok);
-    assert!(out.contains("demo: versions v1,v2"), "{out}");
+    assert!(out.starts_with("MODEL") && out.contains("v1,v2"), "{out}");
+    let (ok, out, _) = keel(&["models", "list", "--registry", &reg, "--format", "csv"]);
+    assert!(ok);
+    assert_eq!(out, "model,versions,aliases\ndemo,\"v1,v2\",\n");
+    let (ok, out, _) = keel(&["models", "list", "--registry", &reg, "--format", "json"]);
+    assert!(ok);
+    let models: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(models[0]["versions"], serde_json::json!([1, 2]));
     let (ok, out, _) = keel(&["models", "show", "--registry", &reg, "demo"]);
     assert!(ok);
     assert!(
-        out.contains("\"version\": 2") && out.contains("sha256"),
+        out.contains("sha256")
+            && out
+                .lines()
+                .any(|l| l.starts_with("version") && l.ends_with('2')),
         "{out}"
     );
+    let (ok, out, _) = keel(&[
+        "models",
+        "show",
+        "--registry",
+        &reg,
+        "demo",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["version"], 2);
     for (v, why) in [("1", "first"), ("2", "better")] {
         let (ok, _, err) = keel(&[
             "models",
@@ -130,12 +181,27 @@ fn train_runs_models_from_the_command_line() {
     assert!(out.contains("Some(2) -> Some(1)"), "{out}");
     let (ok, out, _) = keel(&["models", "alias", "history", "--registry", &reg, "demo"]);
     assert!(ok);
-    assert_eq!(out.lines().count(), 4, "{out}");
-    assert!(out.contains("[rollback] regression"), "{out}");
+    assert_eq!(out.lines().count(), 5, "header, 3 moves, chain head: {out}");
+    assert!(out.contains("rollback  regression"), "{out}");
     assert!(
         out.lines().last().unwrap().starts_with("audit chain head "),
         "{out}"
     );
+    let (ok, out, _) = keel(&[
+        "models",
+        "alias",
+        "history",
+        "--registry",
+        &reg,
+        "demo",
+        "--format",
+        "json",
+    ]);
+    assert!(ok);
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(h["events"].as_array().unwrap().len(), 3);
+    assert_eq!(h["events"][2]["rollback"], true);
+    assert_eq!(h["chain_head"].as_str().unwrap().len(), 64, "{out}");
     // Signing: a key pair, unsigned versions fail verification with the key, signed ones pass.
     let key = dir.path().join("release.key");
     let key = key.to_str().unwrap();

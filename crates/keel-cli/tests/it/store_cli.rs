@@ -161,6 +161,45 @@ fn store_commands() {
     assert!(ok, "{err}");
     let svc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(svc["key"], serde_json::json!(["card_id:string"]));
+    let (ok, out, err) = keel(&["store", "list", "--path", dbs, "--format", "csv"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("kind,name,details\nentity,card,card_id:string\n"),
+        "{out}"
+    );
+    let (ok, out, err) = keel(&[
+        "store",
+        "describe",
+        "--path",
+        dbs,
+        "card_stats@1",
+        "--format",
+        "csv",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("entities_with_rows,2\n") && out.contains("feature.txn_count,i64"),
+        "{out}"
+    );
+    let (ok, out, err) = keel(&[
+        "store",
+        "get",
+        "--path",
+        dbs,
+        "--service",
+        "fraud",
+        "--key",
+        "card_id=c1",
+        "--format",
+        "csv",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(
+            "feature,value,status,event_ms,event_time\ncard_stats@1:spend_24h,20.5,present,"
+        ),
+        "{out}"
+    );
     let (ok, _, err) = keel(&["store", "describe", "--path", dbs, "nothing"]);
     assert!(!ok);
     assert!(err.contains("unknown"), "{err}");
