@@ -173,72 +173,42 @@ fn ms_text(ms: Option<i64>) -> String {
 
 fn list(store: &Store, format: OutputFormat) -> Result<()> {
     let defs = store.definitions()?;
-    match format {
-        OutputFormat::Json => {
-            println!("{}", serde_json::to_string(&defs)?);
-            return Ok(());
-        }
-        OutputFormat::Csv => {
-            let mut rows = Vec::new();
-            for e in &defs.entities {
-                let keys: Vec<String> = e
-                    .join_keys
-                    .iter()
-                    .map(|k| format!("{}:{}", k.name, k.dtype))
-                    .collect();
-                rows.push(vec!["entity".into(), e.name.clone(), keys.join(" ")]);
-            }
-            for v in &defs.views {
-                rows.push(vec![
-                    "view".into(),
-                    format!("{}@{}", v.name, v.version),
-                    format!("{} features", v.features.len()),
-                ]);
-            }
-            for sv in &defs.services {
-                rows.push(vec![
-                    "service".into(),
-                    sv.name.clone(),
-                    format!("{} features", sv.features.len()),
-                ]);
-            }
-            return Records::new(&["kind", "name", "details"], rows).print(format);
-        }
-        OutputFormat::Table => {}
-    }
-    println!("{:<10} {:<28} DETAILS", "KIND", "NAME");
+    let mut rows = Vec::new();
     for e in &defs.entities {
         let keys: Vec<String> = e
             .join_keys
             .iter()
             .map(|k| format!("{}:{}", k.name, k.dtype))
             .collect();
-        println!(
-            "{:<10} {:<28} join keys {}",
-            "entity",
-            e.name,
-            keys.join(", ")
-        );
+        rows.push(vec![
+            "entity".into(),
+            e.name.clone(),
+            format!("join keys {}", keys.join(", ")),
+        ]);
     }
     for v in &defs.views {
-        println!(
-            "{:<10} {:<28} {} features, entities {}, ttl {}",
-            "view",
+        rows.push(vec![
+            "view".into(),
             format!("{}@{}", v.name, v.version),
-            v.features.len(),
-            v.entities.join("+"),
-            v.ttl_ms.map_or("none".into(), |t| format!("{t} ms"))
-        );
+            format!(
+                "{} features, entities {}, ttl {}",
+                v.features.len(),
+                v.entities.join("+"),
+                v.ttl_ms.map_or("none".into(), |t| format!("{t} ms"))
+            ),
+        ]);
     }
-    for s in &defs.services {
-        println!(
-            "{:<10} {:<28} {} features",
-            "service",
-            s.name,
-            s.features.len()
-        );
+    for sv in &defs.services {
+        rows.push(vec![
+            "service".into(),
+            sv.name.clone(),
+            format!("{} features", sv.features.len()),
+        ]);
     }
-    Ok(())
+    // JSON: the definitions as `keel store apply` takes them.
+    Records::new(&["kind", "name", "details"], rows)
+        .with_json(serde_json::to_value(&defs)?)
+        .print(format)
 }
 
 fn describe(store: &Store, name: &str, format: OutputFormat) -> Result<()> {

@@ -69,14 +69,32 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Applies every write of `batch` or none. With `sync`, returns after the log is on disk.
     fn commit(&self, batch: &Batch, sync: bool) -> Result<()>;
     /// The row of entity `prefix` with the greatest (event, created) such that
-    /// `event <= event_bound` and, when given, `created <= created_cutoff`.
+    /// `event <= event_bound` and, when given, `created <= created_cutoff`. The default asks
+    /// [`Backend::latest_each`] for one lookup; an implementation overrides this one or that
+    /// one (each default calls the other).
     fn latest(
         &self,
         view: &str,
         prefix: &[u8],
         event_bound: i64,
         created_cutoff: Option<i64>,
-    ) -> Result<Option<Found>>;
+    ) -> Result<Option<Found>> {
+        let mut out = None;
+        let one = Lookup {
+            prefix,
+            event_bound,
+            created_cutoff,
+        };
+        self.latest_each(view, &[one], &mut |_, f| {
+            out = f.map(|f| Found {
+                event: f.event,
+                created: f.created,
+                value: f.value.to_vec(),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
     /// [`Backend::latest`] for many lookups in one view, answered in order through
     /// `found(index, row)`. Callers sort lookups by entity and time so an implementation can
     /// reuse one cursor (RocksDB) or pipeline the requests (a network backend); the default

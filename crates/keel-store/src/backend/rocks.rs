@@ -801,30 +801,6 @@ impl Backend for RocksBackend {
         Ok(self.db.write_opt(wb, &wo)?)
     }
 
-    fn latest(
-        &self,
-        view: &str,
-        prefix: &[u8],
-        event_bound: i64,
-        created_cutoff: Option<i64>,
-    ) -> Result<Option<Found>> {
-        let mut out = None;
-        let one = Lookup {
-            prefix,
-            event_bound,
-            created_cutoff,
-        };
-        self.latest_each(view, &[one], &mut |_, f| {
-            out = f.map(|f| Found {
-                event: f.event,
-                created: f.created,
-                value: f.value.to_vec(),
-            });
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     fn latest_each(
         &self,
         view: &str,

@@ -16,6 +16,24 @@ fn row(card: &str, event: i64, spend: f64) -> Row {
     }
 }
 
+/// A store on `url` whose calls give up fast (a test kills the server under it), with the
+/// client cache on or off.
+fn connect_impatient(url: &str, client_cache: bool) -> Store {
+    let mut o = RedisOptions::default();
+    o.connect_timeout = Duration::from_millis(300);
+    o.io_timeout = Duration::from_millis(500);
+    o.client_cache = client_cache;
+    Store::connect_with(
+        url,
+        StoreOptions {
+            clock: Arc::new(keel_core::ManualClock::new(10 * DAY)),
+            ..Default::default()
+        },
+        o,
+    )
+    .unwrap()
+}
+
 fn connect(url: &str, now: i64) -> Store {
     Store::connect(
         url,
@@ -136,23 +154,9 @@ fn bad_urls_and_prefixes_are_refused() {
 #[test]
 fn reads_fail_typed_while_redis_is_down_and_recover_after() {
     let mut redis = LocalRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).unwrap();
-    let store = Store::connect_with(
-        &redis.url(),
-        StoreOptions {
-            clock: Arc::new(keel_core::ManualClock::new(10 * DAY)),
-            ..Default::default()
-        },
-        {
-            let mut o = RedisOptions::default();
-            o.connect_timeout = Duration::from_millis(300);
-            o.io_timeout = Duration::from_millis(500);
-            // Every read goes to Redis (a warm client cache would answer, correctly, until
-            // its listener notices the server is gone: the cache test covers that).
-            o.client_cache = false;
-            o
-        },
-    )
-    .unwrap();
+    // Every read goes to Redis (a warm client cache would answer, correctly, until its
+    // listener notices the server is gone: the cache test covers that).
+    let store = connect_impatient(&redis.url(), false);
     store.apply(&defs()).unwrap();
     store
         .write("card_stats", 1, &[row("c1", 9 * DAY, 5.0)])
@@ -308,20 +312,7 @@ fn a_write_cut_by_a_redis_crash_is_all_or_nothing() {
     let store = connect(&url, 10 * DAY);
     store.apply(&defs()).unwrap();
     let keys: Vec<Vec<Value>> = (0..500).map(|i| vec![format!("c{i}").into()]).collect();
-    let writer = Store::connect_with(
-        &url,
-        StoreOptions {
-            clock: Arc::new(keel_core::ManualClock::new(10 * DAY)),
-            ..Default::default()
-        },
-        {
-            let mut o = RedisOptions::default();
-            o.io_timeout = Duration::from_millis(500);
-            o.connect_timeout = Duration::from_millis(300);
-            o
-        },
-    )
-    .unwrap();
+    let writer = connect_impatient(&url, true);
     let mut acknowledged = 0;
     std::thread::scope(|s| {
         let w = &writer;
