@@ -23,6 +23,7 @@ use std::path::PathBuf;
 mod drift_cmd;
 mod ml_cmd;
 mod output;
+mod progress;
 mod store_cmd;
 
 #[derive(Parser)]

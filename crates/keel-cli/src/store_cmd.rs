@@ -10,6 +10,7 @@ use keel::store::{
     StoreOptions, Value,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crate::output::OutputFormat;
 use crate::output::Records;
@@ -583,14 +584,20 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
             if originals.is_empty() {
                 bail!("{}: no column `event_timestamp`", entities.display());
             }
-            let out = store.historical(
-                &ents,
-                &refs,
-                HistoricalOptions {
-                    no_backfill_leak,
-                    ..Default::default()
-                },
-            )?;
+            let total = AtomicU64::new(store.historical_lookups(&refs, ents.nrows())?);
+            let done = AtomicU64::new(0);
+            let out =
+                crate::progress::watch("point-in-time join", "lookups", &total, &done, || {
+                    store.historical_counted(
+                        &ents,
+                        &refs,
+                        HistoricalOptions {
+                            no_backfill_leak,
+                            ..Default::default()
+                        },
+                        &done,
+                    )
+                })?;
             // Entity rows come back in input order: the times go out as they came in.
             let (fields, cols): (Vec<Field>, Vec<Column>) = out
                 .schema()
@@ -666,24 +673,20 @@ pub fn run(cmd: StoreCmd) -> Result<()> {
                 history,
                 ..Default::default()
             };
-            let bar = indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} entities ({per_sec}, eta {eta})",
+            let (total, done) = (AtomicU64::new(0), AtomicU64::new(0));
+            let report = crate::progress::watch("materialize", "entities", &total, &done, || {
+                target_store.materialize_from(
+                    &source,
+                    &name,
+                    version,
+                    until_ms,
+                    &opts,
+                    &mut |d, t| {
+                        total.store(t as u64, Ordering::Relaxed);
+                        done.store(d as u64, Ordering::Relaxed);
+                    },
                 )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let report = target_store.materialize_from(
-                &source,
-                &name,
-                version,
-                until_ms,
-                &opts,
-                &mut |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                },
-            )?;
-            bar.finish_and_clear();
+            })?;
             println!(
                 "materialized {} rows of {} entities of {}@{} into {} (watermark {} -> {})",
                 report.rows,

@@ -7,6 +7,7 @@ use crate::defs::FeatureRef;
 use crate::error::{Result, StoreError};
 use crate::value::Value;
 use keel_core::{Column, ColumnBuilder, DType, Field, Frame, ValueRef};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Options of a historical (training set) read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +32,26 @@ impl Store {
         entities: &Frame,
         refs: &[FeatureRef],
         opts: HistoricalOptions,
+    ) -> Result<Frame> {
+        self.historical_counted(entities, refs, opts, &AtomicU64::new(0))
+    }
+
+    /// How many lookups [`Store::historical_counted`] makes for `refs` over `rows` entity
+    /// rows: one per row and view version read.
+    pub fn historical_lookups(&self, refs: &[FeatureRef], rows: usize) -> Result<u64> {
+        let plan = self.catalog.read().map_err(|_| poisoned())?.plan(refs)?;
+        Ok((rows as u64).saturating_mul(plan.views.len() as u64))
+    }
+
+    /// [`Store::historical`] that adds every answered lookup to `done` as it goes (at most
+    /// [`Store::historical_lookups`] in all), so a caller can show progress from another
+    /// thread.
+    pub fn historical_counted(
+        &self,
+        entities: &Frame,
+        refs: &[FeatureRef],
+        opts: HistoricalOptions,
+        done: &AtomicU64,
     ) -> Result<Frame> {
         let plan = self.catalog.read().map_err(|_| poisoned())?.plan(refs)?;
         let mut names: Vec<String> = refs.iter().map(|r| r.feature.clone()).collect();
@@ -93,12 +114,12 @@ impl Store {
                 .collect();
             let part = n.div_ceil(threads).max(1);
             let parts = if threads == 1 || n == 0 {
-                vec![self.historical_part(pv, &lookups, &mine)?]
+                vec![self.historical_part(pv, &lookups, &mine, done)?]
             } else {
                 std::thread::scope(|scope| {
                     let workers: Vec<_> = lookups
                         .chunks(part)
-                        .map(|chunk| scope.spawn(|| self.historical_part(pv, chunk, &mine)))
+                        .map(|chunk| scope.spawn(|| self.historical_part(pv, chunk, &mine, done)))
                         .collect();
                     workers
                         .into_iter()
@@ -136,12 +157,16 @@ impl Store {
         pv: &PlanView,
         lookups: &[Lookup<'_>],
         mine: &[(usize, Slot)],
+        done: &AtomicU64,
     ) -> Result<Frame> {
         let mut builders: Vec<ColumnBuilder> = mine
             .iter()
             .map(|(_, s)| ColumnBuilder::with_capacity(s.dtype, lookups.len()))
             .collect();
         self.backend.latest_each(&pv.cf, lookups, &mut |i, found| {
+            if i % 1024 == 1023 {
+                done.fetch_add(1024, Ordering::Relaxed);
+            }
             let hit = found.map(|f| pv.decode(f)).transpose()?;
             let at = lookups[i].event_bound;
             for (b, (_, s)) in builders.iter_mut().zip(mine) {
@@ -149,6 +174,7 @@ impl Store {
             }
             Ok(())
         })?;
+        done.fetch_add((lookups.len() % 1024) as u64, Ordering::Relaxed);
         let fields = mine
             .iter()
             .enumerate()
