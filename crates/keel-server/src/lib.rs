@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
+    /// Also serve the protocol over gRPC (KServe's / Triton's `GRPCInferenceService`) on
+    /// this address, e.g. `--grpc-addr 127.0.0.1:8001`; same models, limits and in-flight cap.
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
     /// Environment variable holding the admin bearer token (never pass secrets as arguments).
     /// When it is unset, a fresh token is written to `--admin-token-file`.
     #[arg(long, default_value = "KEEL_ADMIN_TOKEN")]
@@ -173,12 +177,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
             max_connections: a.max_connections.unwrap_or(defaults.max_connections),
             max_concurrent_requests: a.max_concurrent_requests,
             threads: a.threads,
+            grpc_addr: a.grpc_addr,
         },
     )?;
     eprintln!(
         "keel serving the V2 protocol on http://{}/v2 (metrics on /metrics)",
         server.addr()
     );
+    if let Some(g) = server.grpc_addr() {
+        eprintln!("keel serving the V2 protocol over gRPC on {g}");
+    }
     server.wait()?;
     Ok(())
 }

@@ -189,34 +189,12 @@ fn parse_tensor(t: &Json, binary: &[u8], cursor: &mut usize) -> Result<Tensor, V
                 "input `{name}`: shape must be non-negative integers"
             ))
         })?;
-    if shape.is_empty() || shape.len() > 2 {
-        return Err(bad(format!(
-            "input `{name}` has shape {shape:?}; expected [N], [N,1] or [N,F]"
-        )));
-    }
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| bad(format!("input `{name}`: shape {shape:?} is too large")))?;
     let datatype = t
         .get("datatype")
         .and_then(Json::as_str)
         .ok_or_else(|| bad(format!("input `{name}` needs a `datatype`")))?
         .to_string();
-    let size = match datatype.as_str() {
-        "BOOL" | "INT8" | "UINT8" => 1,
-        "INT16" | "UINT16" => 2,
-        "INT32" | "UINT32" | "FP32" => 4,
-        "INT64" | "UINT64" | "FP64" => 8,
-        "BYTES" => 0,
-        "FP16" | "BF16" => {
-            return Err(bad(format!(
-                "input `{name}`: datatype {datatype} is not supported (send FP32 or FP64)"
-            )))
-        }
-        other => return Err(bad(format!("input `{name}`: unknown datatype `{other}`"))),
-    };
+    let (count, size) = header(&name, &shape, &datatype)?;
     let binary_size = t
         .get("parameters")
         .and_then(|p| p.get("binary_data_size"))
@@ -261,6 +239,146 @@ fn parse_tensor(t: &Json, binary: &[u8], cursor: &mut usize) -> Result<Tensor, V
         name,
         shape,
         datatype,
+        values,
+    })
+}
+
+/// Checks an input's shape (`[N]`, `[N,1]` or `[N,F]`, at most [`MAX_ELEMENTS`]) and datatype;
+/// returns its element count and the byte size of one element (0 for `BYTES`).
+fn header(name: &str, shape: &[usize], datatype: &str) -> Result<(usize, usize), V2Error> {
+    if shape.is_empty() || shape.len() > 2 {
+        return Err(bad(format!(
+            "input `{name}` has shape {shape:?}; expected [N], [N,1] or [N,F]"
+        )));
+    }
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| bad(format!("input `{name}`: shape {shape:?} is too large")))?;
+    let size = match datatype {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        "BYTES" => 0,
+        "FP16" | "BF16" => {
+            return Err(bad(format!(
+                "input `{name}`: datatype {datatype} is not supported (send FP32 or FP64)"
+            )))
+        }
+        other => return Err(bad(format!("input `{name}`: unknown datatype `{other}`"))),
+    };
+    Ok((count, size))
+}
+
+/// A tensor's shape as the gRPC protocol sends it (`int64`), checked non-negative.
+fn shape_of(name: &str, shape: &[i64]) -> Result<Vec<usize>, V2Error> {
+    shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| {
+            bad(format!(
+                "input `{name}`: shape must be non-negative integers"
+            ))
+        })
+}
+
+/// An input sent as raw little-endian bytes (the gRPC protocol's `raw_input_contents`; `BYTES`
+/// elements as a 4-byte length then the bytes), decoded as the HTTP binary extension is.
+pub fn tensor_from_raw(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+    raw: &[u8],
+) -> Result<Tensor, V2Error> {
+    let shape = shape_of(name, shape)?;
+    let (count, size) = header(name, &shape, datatype)?;
+    Ok(Tensor {
+        name: name.to_string(),
+        values: decode_binary(name, datatype, size, raw, count)?,
+        shape,
+        datatype: datatype.to_string(),
+    })
+}
+
+/// The typed element lists of an input (the gRPC protocol's `contents`), one of which holds
+/// the data for the tensor's datatype.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Contents<'a> {
+    /// `BOOL` elements.
+    pub bools: &'a [bool],
+    /// `INT8`, `INT16`, `INT32` elements.
+    pub ints: &'a [i32],
+    /// `INT64` elements.
+    pub int64s: &'a [i64],
+    /// `UINT8`, `UINT16`, `UINT32` elements.
+    pub uints: &'a [u32],
+    /// `UINT64` elements.
+    pub uint64s: &'a [u64],
+    /// `FP32` elements.
+    pub fp32s: &'a [f32],
+    /// `FP64` elements.
+    pub fp64s: &'a [f64],
+    /// `BYTES` elements.
+    pub bytes: &'a [Vec<u8>],
+}
+
+/// An input sent as typed element lists (see [`Contents`]).
+pub fn tensor_from_contents(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+    c: &Contents<'_>,
+) -> Result<Tensor, V2Error> {
+    let shape = shape_of(name, shape)?;
+    let (count, _) = header(name, &shape, datatype)?;
+    let float = |x: f64| {
+        if x.is_nan() {
+            Value::Null
+        } else {
+            Value::F64(x)
+        }
+    };
+    let values: Vec<Value> = match datatype {
+        "BOOL" => c.bools.iter().map(|&b| Value::Bool(b)).collect(),
+        "INT8" | "INT16" | "INT32" => c.ints.iter().map(|&i| Value::I64(i64::from(i))).collect(),
+        "INT64" => c.int64s.iter().map(|&i| Value::I64(i)).collect(),
+        "UINT8" | "UINT16" | "UINT32" => {
+            c.uints.iter().map(|&i| Value::I64(i64::from(i))).collect()
+        }
+        "UINT64" => c
+            .uint64s
+            .iter()
+            .map(|&i| {
+                i64::try_from(i)
+                    .map(Value::I64)
+                    .map_err(|_| bad(format!("input `{name}`: {i} does not fit an INT64")))
+            })
+            .collect::<Result<_, _>>()?,
+        "FP32" => c.fp32s.iter().map(|&x| float(f64::from(x))).collect(),
+        "FP64" => c.fp64s.iter().map(|&x| float(x)).collect(),
+        _ => c
+            .bytes
+            .iter()
+            .map(|b| {
+                std::str::from_utf8(b)
+                    .map(|s| Value::Str(s.to_string()))
+                    .map_err(|_| bad(format!("input `{name}`: BYTES element is not UTF-8")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if values.len() != count {
+        return Err(bad(format!(
+            "input `{name}`: shape {shape:?} needs {count} elements, contents hold {}",
+            values.len()
+        )));
+    }
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        datatype: datatype.to_string(),
         values,
     })
 }

@@ -46,6 +46,8 @@
 //! token into a 0600 file ([`generate_admin_token`]). See `docs/security.md`.
 
 mod admin;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod server;
 
 pub use admin::generate_admin_token;
@@ -182,6 +184,16 @@ fn router_with(
     cfg: &ServerConfig,
     listener: Arc<ListenerStats>,
 ) -> Result<Router> {
+    Ok(routes(app_state(deployments, admin, cfg, listener)?))
+}
+
+/// The runtime every transport shares: the served models, limits and counters.
+fn app_state(
+    deployments: Vec<Arc<Deployment>>,
+    admin: AdminAccess,
+    cfg: &ServerConfig,
+    listener: Arc<ListenerStats>,
+) -> Result<Arc<AppState>> {
     let mut models = BTreeMap::new();
     for d in deployments {
         let keys = d.entity_keys()?;
@@ -214,7 +226,12 @@ fn router_with(
         shed: AtomicU64::new(0),
         listener,
     });
-    Ok(Router::new()
+    Ok(state)
+}
+
+/// The HTTP routes over a shared runtime.
+fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -249,7 +266,7 @@ fn router_with(
             Arc::clone(&state),
             count_status,
         ))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// Every error leaves as the documented JSON body, including the ones axum answers itself in
@@ -536,9 +553,9 @@ fn overloaded() -> HttpError {
 /// priority, so it never delays small requests on the runtime's workers: on Linux the thread
 /// runs only on cycles no one else wants. At most `bulk` permits of such work run at once,
 /// which bounds the memory large requests take.
-async fn bulk(
-    work: impl FnOnce() -> HttpResult<HttpResponse> + Send + 'static,
-) -> HttpResult<HttpResponse> {
+async fn bulk<T: Send + 'static>(
+    work: impl FnOnce() -> HttpResult<T> + Send + 'static,
+) -> HttpResult<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("keel-bulk".into())
@@ -567,9 +584,19 @@ fn prepare(
     header_len: Option<usize>,
     bytes: &[u8],
 ) -> HttpResult<Prepared> {
-    let sv = served(s, name)?;
     let (json_part, binary) = bytes.split_at(header_len.unwrap_or(bytes.len()));
     let req = keel_v2::parse_infer_request(json_part, binary).map_err(|e| HttpError::bad(e.0))?;
+    prepare_request(s, name, version, req)
+}
+
+/// A decoded request (from any transport) checked against the model and the limits.
+fn prepare_request(
+    s: &AppState,
+    name: &str,
+    version: Option<u32>,
+    req: keel_v2::InferRequest,
+) -> HttpResult<Prepared> {
+    let sv = served(s, name)?;
     let (model, _) = sv.deployment.model(version)?;
     let id = req.id.clone();
     let parsed = parse_request(req, sv, &model, s.max_rows)?;
@@ -595,6 +622,19 @@ fn prepare(
 }
 
 fn score(p: Prepared) -> HttpResult<HttpResponse> {
+    let a = answer(p)?;
+    encode(&a)
+}
+
+/// Scored rows as output tensors, ready for any transport.
+struct Answered {
+    name: String,
+    id: Option<String>,
+    version: Option<String>,
+    outputs: Vec<keel_v2::OutputTensor>,
+}
+
+fn answer(p: Prepared) -> HttpResult<Answered> {
     let Prepared {
         deployment,
         name,
@@ -617,13 +657,12 @@ fn score(p: Prepared) -> HttpResult<HttpResponse> {
             })
         })
         .collect::<HttpResult<Vec<_>>>()?;
-    respond(
-        &name,
-        id.as_deref(),
-        parsed.outputs,
-        parsed.binary_all,
-        &responses,
-    )
+    Ok(Answered {
+        version: responses.first().map(|r| r.model_version.to_string()),
+        outputs: output_tensors(parsed.outputs, parsed.binary_all, &responses)?,
+        name,
+        id,
+    })
 }
 
 /// What one request asks for, ready to score.
@@ -832,13 +871,11 @@ fn coerce(v: Value, dtype: DType, name: &str) -> HttpResult<Value> {
     })
 }
 
-fn respond(
-    name: &str,
-    id: Option<&str>,
+fn output_tensors(
     requested: Option<Vec<(String, bool)>>,
     binary_all: bool,
     responses: &[crate::Response],
-) -> HttpResult<HttpResponse> {
+) -> HttpResult<Vec<keel_v2::OutputTensor>> {
     use keel_v2::{OutputData, OutputTensor};
     let n = responses.len();
     let width = responses.first().map_or(1, |r| r.scores.len());
@@ -895,9 +932,14 @@ fn respond(
             binary,
         });
     }
-    let version = responses.first().map(|r| r.model_version.to_string());
-    let encoded = keel_v2::encode_infer_response(name, version.as_deref(), id, &outputs)
-        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.0))?;
+    Ok(outputs)
+}
+
+/// An answer as an HTTP response: JSON, or JSON plus Triton's binary tensors.
+fn encode(a: &Answered) -> HttpResult<HttpResponse> {
+    let encoded =
+        keel_v2::encode_infer_response(&a.name, a.version.as_deref(), a.id.as_deref(), &a.outputs)
+            .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.0))?;
     let mut r = HttpResponse::new(Body::from(encoded.body));
     match encoded.header_len {
         None => {

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{router_with, AdminAccess};
+use super::AdminAccess;
 use crate::deployment::Deployment;
 use crate::{Result, ServeError};
 
@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Runtime worker threads (0: one per core).
     pub threads: usize,
+    /// Where to serve the same protocol over gRPC as well (feature `grpc`; default `None`:
+    /// HTTP only). Requests share the models, limits and in-flight cap with HTTP.
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             max_concurrent_requests: 512,
             threads: 0,
+            grpc_addr: None,
         }
     }
 }
@@ -111,6 +115,7 @@ pub(crate) struct ListenerStats {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -119,6 +124,11 @@ impl RunningServer {
     /// The bound address (the real port when configured with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound gRPC address, when [`ServerConfig::grpc_addr`] asked for one.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     /// Stops accepting, finishes in-flight requests (10 s at most), and joins the server
@@ -183,7 +193,8 @@ pub fn start(deployments: Vec<Arc<Deployment>>, cfg: ServerConfig) -> Result<Run
         token: cfg.admin_token.clone(),
         hosts: cfg.admin_hosts.clone(),
     };
-    let app = router_with(deployments, admin, &cfg, Arc::clone(&stats))?;
+    let state = super::app_state(deployments, admin, &cfg, Arc::clone(&stats))?;
+    let app = super::routes(Arc::clone(&state));
     let threads = match cfg.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -198,18 +209,70 @@ pub fn start(deployments: Vec<Arc<Deployment>>, cfg: ServerConfig) -> Result<Run
     let listener = std::net::TcpListener::bind(cfg.addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    #[cfg(not(feature = "grpc"))]
+    if cfg.grpc_addr.is_some() {
+        return Err(ServeError::Config(
+            "gRPC needs keel-serve's `grpc` feature".into(),
+        ));
+    }
+    #[cfg(feature = "grpc")]
+    let grpc = match cfg.grpc_addr {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a)?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    #[cfg(feature = "grpc")]
+    let grpc_addr = grpc.as_ref().map(|l| l.local_addr()).transpose()?;
+    #[cfg(not(feature = "grpc"))]
+    let grpc_addr = None;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("keel-http-main".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
+                #[cfg(feature = "grpc")]
+                let (grpc_stop, grpc_task) = match grpc {
+                    Some(l) => {
+                        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                        let incoming = tokio_stream::wrappers::TcpListenerStream::new(
+                            tokio::net::TcpListener::from_std(l)?,
+                        );
+                        let svc = super::grpc::service(Arc::clone(&state));
+                        let task = tokio::spawn(
+                            tonic::transport::Server::builder()
+                                .concurrency_limit_per_connection(256)
+                                .tcp_nodelay(true)
+                                .add_service(svc)
+                                .serve_with_incoming_shutdown(incoming, async {
+                                    let _ = stop_rx.await;
+                                }),
+                        );
+                        (Some(stop_tx), Some(task))
+                    }
+                    None => (None, None),
+                };
                 accept_loop(listener, app, cfg, stats, rx).await;
+                #[cfg(feature = "grpc")]
+                {
+                    if let Some(t) = grpc_stop {
+                        let _ = t.send(());
+                    }
+                    if let Some(task) = grpc_task {
+                        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+                    }
+                }
+                #[cfg(not(feature = "grpc"))]
+                drop(state);
                 Ok(())
             })
         })?;
     Ok(RunningServer {
         addr,
+        grpc_addr,
         shutdown: Some(tx),
         thread: Some(thread),
     })

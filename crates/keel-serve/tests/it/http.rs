@@ -573,6 +573,46 @@ fn tritonclient_speaks_to_keel() {
     server.stop().unwrap();
 }
 
+/// Issue 24: the same protocol over gRPC on its own port, with NVIDIA's `tritonclient[grpc]`
+/// as the client: metadata, BYTES / FP32 / FP64 / INT64 inputs, a batch, malformed requests.
+#[cfg(feature = "grpc")]
+#[test]
+fn tritonclient_grpc_speaks_to_keel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let d = Arc::new(deployment(&reg, &store, DeploymentConfig::default()));
+    let server = serve_on_loopback(
+        d.clone(),
+        ServerConfig {
+            grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let grpc = server.grpc_addr().expect("a gRPC address");
+    let cards = ["card3", "card42", "card199"];
+    let want: Vec<f64> = cards.iter().map(|c| expected(&d, c, None)).collect();
+    let script = crate::manifest_dir().join("tests/v2_grpc_client.py");
+    let out = std::process::Command::new(triton_python())
+        .arg(&script)
+        .arg(grpc.to_string())
+        .arg(serde_json::to_string(&json!({"cards": cards, "want": want})).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tritonclient[grpc] failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("grpc [") && report.ends_with("ok\n"),
+        "{report}"
+    );
+    server.stop().unwrap();
+}
+
 /// Issue 22, finding 1: about 1,000 idle connections at the common 1,024 open-file limit made
 /// the server panic and exit (axum backs off from accept errors with a timer, and the runtime
 /// had no timer driver). A child process serving under a 256-descriptor limit (`prlimit`) gets
