@@ -16,4 +16,15 @@ pub fn exercise(data: &[u8]) {
             assert_eq!(t.values.len(), t.rows() * t.width());
         }
     }
+    // The same bytes as a gRPC raw tensor of every datatype, shaped by the first byte.
+    let rows = i64::from(cut % 16);
+    for datatype in [
+        "BOOL", "INT8", "INT32", "INT64", "UINT64", "FP32", "FP64", "BYTES",
+    ] {
+        for shape in [&[rows][..], &[rows, 2][..], &[-rows, 1][..]] {
+            if let Ok(t) = crate::tensor_from_raw("x", datatype, shape, rest) {
+                assert_eq!(t.values.len(), t.rows() * t.width());
+            }
+        }
+    }
 }

@@ -227,3 +227,70 @@ fn responses_encode_json_and_binary_outputs() {
     assert_eq!(json.header_len, None);
     assert!(serde_json::from_slice::<serde_json::Value>(&json.body).is_ok());
 }
+
+/// Issue 24: tensors as the gRPC protocol carries them, raw bytes or typed lists, decode to the
+/// same values as the HTTP forms; shapes, datatypes and lengths are checked the same way.
+#[test]
+fn grpc_tensors_decode_like_http_ones() {
+    use keel_v2::{tensor_from_contents, tensor_from_raw, Contents, Value};
+    let raw: Vec<u8> = [1.5f32, f32::NAN]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let t = tensor_from_raw("x", "FP32", &[2], &raw).unwrap();
+    assert_eq!(t.values, vec![Value::F64(1.5), Value::Null]);
+    let mut bytes = Vec::new();
+    for s in ["ab", "é"] {
+        bytes.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(s.as_bytes());
+    }
+    let t = tensor_from_raw("s", "BYTES", &[2, 1], &bytes).unwrap();
+    assert_eq!(
+        t.values,
+        vec![Value::Str("ab".into()), Value::Str("é".into())]
+    );
+    assert_eq!(t.shape, vec![2, 1]);
+    let ints = [7i64, -3];
+    let t = tensor_from_contents(
+        "i",
+        "INT64",
+        &[2],
+        &Contents {
+            int64s: &ints,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(t.values, vec![Value::I64(7), Value::I64(-3)]);
+    let t = tensor_from_contents(
+        "u",
+        "UINT8",
+        &[1],
+        &Contents {
+            uints: &[200],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(t.values, vec![Value::I64(200)]);
+    // Refusals: negative or empty shapes, 3 dimensions, FP16, lengths that disagree, UINT64
+    // over i64, bytes that are not UTF-8.
+    assert!(tensor_from_raw("x", "FP32", &[-1], &raw).is_err());
+    assert!(tensor_from_raw("x", "FP32", &[], &raw).is_err());
+    assert!(tensor_from_raw("x", "FP32", &[1, 1, 2], &raw).is_err());
+    assert!(tensor_from_raw("x", "FP16", &[2], &raw).is_err());
+    assert!(tensor_from_raw("x", "FP32", &[3], &raw).is_err());
+    assert!(tensor_from_raw("x", "FP32", &[i64::MAX], &raw).is_err());
+    let big = Contents {
+        uint64s: &[u64::MAX],
+        ..Default::default()
+    };
+    assert!(tensor_from_contents("u", "UINT64", &[1], &big).is_err());
+    let bad = vec![vec![0xFFu8]];
+    let c = Contents {
+        bytes: &bad,
+        ..Default::default()
+    };
+    assert!(tensor_from_contents("b", "BYTES", &[1], &c).is_err());
+    assert!(tensor_from_contents("i", "INT64", &[3], &Contents::default()).is_err());
+}
