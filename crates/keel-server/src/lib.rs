@@ -40,6 +40,15 @@ pub struct ServeArgs {
     /// this address, e.g. `--grpc-addr 127.0.0.1:8001`; same models, limits and in-flight cap.
     #[arg(long)]
     grpc_addr: Option<SocketAddr>,
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log
+    /// pipelines. Every inference logs its model, version, request id, rows, routes, status
+    /// and latency (target `keel::request`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level: `error`, `warn`, `info` (default), `debug`, `trace` or `off`; the `KEEL_LOG`
+    /// environment variable, when set, overrides it with a filter (`keel::request=warn,info`).
+    #[arg(long, default_value = "info")]
+    log_level: String,
     /// Environment variable holding the admin bearer token (never pass secrets as arguments).
     /// When it is unset, a fresh token is written to `--admin-token-file`.
     #[arg(long, default_value = "KEEL_ADMIN_TOKEN")]
@@ -91,8 +100,40 @@ fn secs(name: &str, v: f64) -> Result<std::time::Duration> {
         .with_context(|| format!("--{name} must be a positive number of seconds"))
 }
 
+/// How `keel serve` logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the process's log subscriber on stderr (once; a second call keeps the first).
+fn init_logs(format: LogFormat, level: &str) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("KEEL_LOG") {
+        Ok(f) if !f.trim().is_empty() => {
+            EnvFilter::try_new(&f).map_err(|e| anyhow::anyhow!("KEEL_LOG `{f}`: {e}"))?
+        }
+        _ => {
+            EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("--log-level `{level}`: {e}"))?
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+    Ok(())
+}
+
 /// Runs the server until the process is stopped.
 pub fn run(a: ServeArgs) -> Result<()> {
+    init_logs(a.log_format, &a.log_level)?;
     let mut registry = Registry::open(&a.registry)
         .with_context(|| format!("opening registry {}", a.registry.display()))?;
     if let Some(p) = &a.trusted_keys {

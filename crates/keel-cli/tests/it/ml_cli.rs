@@ -202,6 +202,8 @@ fn train_runs_models_from_the_command_line() {
     assert_eq!(h["events"].as_array().unwrap().len(), 3);
     assert_eq!(h["events"][2]["rollback"], true);
     assert_eq!(h["chain_head"].as_str().unwrap().len(), 64, "{out}");
+    // Issue 24: `keel serve` logs every inference as structured JSON on stderr.
+    serve_logs_each_request_as_json(&reg);
     // Signing: a key pair, unsigned versions fail verification with the key, signed ones pass.
     let key = dir.path().join("release.key");
     let key = key.to_str().unwrap();
@@ -252,4 +254,79 @@ fn train_runs_models_from_the_command_line() {
         "x",
     ]);
     assert!(!ok && err.contains("no version 9"), "{err}");
+}
+
+/// Serves `demo` from `reg` with `--log-format json`, sends one good and one bad request over
+/// a raw loopback connection, and finds both log events on stderr with their fields.
+fn serve_logs_each_request_as_json(reg: &str) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "serve",
+            "--registry",
+            reg,
+            "--model",
+            "demo",
+            "--addr",
+            "127.0.0.1:0",
+            "--no-admin",
+            "--log-format",
+            "json",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("keel serve ended").unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let post = |body: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /v2/models/demo/infer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let ok = post(
+        r#"{"id": "log-1", "inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [3.5, 8.0]}, {"name": "c", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}"#,
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let bad =
+        post(r#"{"inputs": [{"name": "nope", "shape": [1], "datatype": "FP64", "data": [1]}]}"#);
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    while events.len() < 2 {
+        let line = lines.next().expect("keel serve ended").unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["target"] == "keel::request" {
+                events.push(v);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (good, refused) = (&events[0], &events[1]);
+    assert_eq!(good["message"], "inference", "{good}");
+    assert_eq!(good["level"], "INFO");
+    assert_eq!(good["model"], "demo");
+    assert_eq!(good["id"], "log-1");
+    assert_eq!(good["rows"], 2);
+    assert_eq!(good["routes"], "champion:2");
+    assert_eq!(good["status"], 200);
+    assert!(good["latency_us"].as_u64().is_some(), "{good}");
+    assert_eq!(refused["level"], "WARN", "{refused}");
+    assert_eq!(refused["status"], 400);
+    assert!(
+        refused["error"].as_str().unwrap().contains("nope"),
+        "{refused}"
+    );
 }

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::{
-    answer, bulk, metadata, overloaded, parse_version, prepare_request, served, Answered, AppState,
-    HttpError, HttpResult, BULK_BYTES, INLINE_ROWS,
+    answer, bulk, log_answered, log_refused, metadata, overloaded, parse_version, prepare_request,
+    served, Answered, AppState, HttpError, HttpResult, BULK_BYTES, INLINE_ROWS,
 };
 
 /// The protocol's messages and service, generated from `proto/inference_v2.proto`.
@@ -152,6 +152,22 @@ fn encode(a: Answered) -> pb::ModelInferResponse {
     }
 }
 
+impl Grpc {
+    async fn infer(&self, r: pb::ModelInferRequest, name: &str) -> HttpResult<Answered> {
+        let version = version_of(&r.model_version)?;
+        let size: usize = r.raw_input_contents.iter().map(Vec::len).sum();
+        let decoded = decode(r)?;
+        let p = prepare_request(&self.state, name, version, decoded)?;
+        let big = size > BULK_BYTES || p.parsed.requests.len() > INLINE_ROWS;
+        if big {
+            let _bulk = self.state.bulk.acquire().await.map_err(|_| overloaded())?;
+            bulk(move || answer(p)).await
+        } else {
+            answer(p)
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl GrpcInferenceService for Grpc {
     async fn server_live(
@@ -245,19 +261,18 @@ impl GrpcInferenceService for Grpc {
                 "too many requests in flight; retry later",
             ));
         };
+        let started = std::time::Instant::now();
         let r = req.into_inner();
         let name = r.model_name.clone();
-        let version = version_of(&r.model_version)?;
-        let size: usize = r.raw_input_contents.iter().map(Vec::len).sum();
-        let decoded = decode(r)?;
-        let p = prepare_request(&self.state, &name, version, decoded)?;
-        let big = size > BULK_BYTES || p.parsed.requests.len() > INLINE_ROWS;
-        let a = if big {
-            let _bulk = self.state.bulk.acquire().await.map_err(|_| overloaded())?;
-            bulk(move || answer(p)).await?
-        } else {
-            answer(p)?
-        };
-        Ok(GrpcResponse::new(encode(a)))
+        match self.infer(r, &name).await {
+            Ok(a) => {
+                log_answered("grpc", started, &a);
+                Ok(GrpcResponse::new(encode(a)))
+            }
+            Err(e) => {
+                log_refused("grpc", &name, started, &e);
+                Err(e.into())
+            }
+        }
     }
 }

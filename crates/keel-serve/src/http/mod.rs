@@ -517,6 +517,51 @@ async fn run_infer(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResult<HttpResponse> {
+    let started = std::time::Instant::now();
+    let logged = name.clone();
+    let r = infer_body(s, name, version, headers, body, started).await;
+    if let Err(e) = &r {
+        log_refused("http", &logged, started, e);
+    }
+    r
+}
+
+/// One request's log event (target `keel::request`): transport, model, version, the client's
+/// request id, rows, routes taken, status and latency. Successful requests log at `info`.
+fn log_answered(transport: &str, started: std::time::Instant, a: &Answered) {
+    tracing::info!(
+        target: "keel::request",
+        transport,
+        model = %a.name,
+        version = a.version.as_deref().unwrap_or(""),
+        id = a.id.as_deref().unwrap_or(""),
+        rows = a.rows,
+        routes = %a.routes,
+        status = 200u16,
+        latency_us = started.elapsed().as_micros() as u64,
+        "inference"
+    );
+}
+
+/// A refused or failed request's log event: `warn` for client errors, `error` for the rest.
+fn log_refused(transport: &str, model: &str, started: std::time::Instant, e: &HttpError) {
+    let status = e.0.as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
+    if e.0.is_client_error() || e.0 == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(target: "keel::request", transport, model, status, latency_us, error = %e.1, "inference refused");
+    } else {
+        tracing::error!(target: "keel::request", transport, model, status, latency_us, error = %e.1, "inference failed");
+    }
+}
+
+async fn infer_body(
+    s: Arc<AppState>,
+    name: String,
+    version: Option<u32>,
+    headers: HeaderMap,
+    body: Body,
+    started: std::time::Instant,
+) -> HttpResult<HttpResponse> {
     served(&s, &name)?;
     let bytes = read_body(&s, &headers, body, s.max_body).await?;
     let header_len = match headers.get("inference-header-content-length") {
@@ -532,14 +577,15 @@ async fn run_infer(
     if bytes.len() > BULK_BYTES {
         let _bulk = s.bulk.acquire().await.map_err(|_| overloaded())?;
         let st = Arc::clone(&s);
-        return bulk(move || score(prepare(&st, &name, version, header_len, &bytes)?)).await;
+        return bulk(move || score(prepare(&st, &name, version, header_len, &bytes)?, started))
+            .await;
     }
     let p = prepare(&s, &name, version, header_len, &bytes)?;
     if p.parsed.requests.len() > INLINE_ROWS {
         let _bulk = s.bulk.acquire().await.map_err(|_| overloaded())?;
-        return bulk(move || score(p)).await;
+        return bulk(move || score(p, started)).await;
     }
-    score(p)
+    score(p, started)
 }
 
 fn overloaded() -> HttpError {
@@ -621,8 +667,9 @@ fn prepare_request(
     })
 }
 
-fn score(p: Prepared) -> HttpResult<HttpResponse> {
+fn score(p: Prepared, started: std::time::Instant) -> HttpResult<HttpResponse> {
     let a = answer(p)?;
+    log_answered("http", started, &a);
     encode(&a)
 }
 
@@ -632,6 +679,10 @@ struct Answered {
     id: Option<String>,
     version: Option<String>,
     outputs: Vec<keel_v2::OutputTensor>,
+    /// Rows answered.
+    rows: usize,
+    /// Routes taken, `champion:3,canary:1`.
+    routes: String,
 }
 
 fn answer(p: Prepared) -> HttpResult<Answered> {
@@ -657,7 +708,17 @@ fn answer(p: Prepared) -> HttpResult<Answered> {
             })
         })
         .collect::<HttpResult<Vec<_>>>()?;
+    let mut routes: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &responses {
+        *routes.entry(route_name(r.route)).or_default() += 1;
+    }
     Ok(Answered {
+        rows: responses.len(),
+        routes: routes
+            .iter()
+            .map(|(r, n)| format!("{r}:{n}"))
+            .collect::<Vec<_>>()
+            .join(","),
         version: responses.first().map(|r| r.model_version.to_string()),
         outputs: output_tensors(parsed.outputs, parsed.binary_all, &responses)?,
         name,

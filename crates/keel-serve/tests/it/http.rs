@@ -448,6 +448,15 @@ fn v2_protocol_over_loopback() {
         "{text}"
     );
     promtool_check(&text);
+    // Every exported family is documented (docs/metrics.md).
+    let doc = std::fs::read_to_string(crate::manifest_dir().join("../../docs/metrics.md")).unwrap();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            doc.contains(&format!("`{family}`")),
+            "{family} is not in docs/metrics.md"
+        );
+    }
     server.stop().unwrap();
 
     // Without a token admin is disabled (the default), on any address; short tokens are
