@@ -64,16 +64,26 @@ enum Command {
     },
     /// Data drift of a current CSV against a reference CSV (Evidently's preset), as a table,
     /// JSON and an offline HTML page.
+    #[command(
+        after_help = "Example:\n  keel drift --reference train.csv --current today.csv --json drift.json --html drift.html"
+    )]
     Drift(drift_cmd::DriftArgs),
     /// Serve registered models over the Open Inference Protocol (V2) on HTTP, with Prometheus
     /// metrics and admin calls (shadow, promote, rollback) protected by a token.
+    #[command(
+        after_help = "Example:\n  keel serve --registry keel-data/registry --model fraud:fraud_v1 --store keel-data/store --grpc-addr 127.0.0.1:8001 --log-format json"
+    )]
     Serve(keel_server::ServeArgs),
     /// Print a shell completion script: `keel completions bash > /etc/bash_completion.d/keel`.
+    #[command(after_help = "Example:\n  keel completions bash > /etc/bash_completion.d/keel")]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
     /// Run a training job described in a TOML file; tracks and registers it.
+    #[command(
+        after_help = "Example:\n  keel train --registry keel-data/registry --config job.toml --data train.csv"
+    )]
     Train {
         #[command(flatten)]
         registry: ml_cmd::RegistryArg,
@@ -85,8 +95,12 @@ enum Command {
 #[derive(Subcommand)]
 enum Gbdt {
     /// Score a CSV with a model (format detected from the file).
+    #[command(
+        after_help = "Example:\n  keel gbdt predict --model model.txt --input rows.csv --output scores.csv"
+    )]
     Predict(PredictArgs),
     /// Print a model's objective, classes, trees, leaves, depth and features.
+    #[command(after_help = "Example:\n  keel gbdt inspect model.json")]
     Inspect {
         /// Model file (LightGBM text, XGBoost JSON/UBJSON, or keel binary).
         path: PathBuf,
@@ -287,4 +301,44 @@ fn predict(a: &PredictArgs) -> Result<()> {
         a.output.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Issue 24: every flag says what it does, and every command shows an example.
+    #[test]
+    fn every_flag_has_help_and_every_command_an_example() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", c.get_name());
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path}: argument `{id}` has no help"));
+                }
+            }
+            let subs: Vec<&clap::Command> = c
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .collect();
+            if subs.is_empty() {
+                let example = c
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Example:"));
+                if !example {
+                    missing.push(format!("{path}: no example in --help"));
+                }
+            }
+            for s in subs {
+                walk(s, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

@@ -31,6 +31,9 @@ impl RegistryArg {
 pub enum RunsCmd {
     /// List runs, optionally filtered: `experiment=fraud params.num_leaves=31
     /// metrics.test.auc>=0.8 status=finished order_by=metrics.test.auc desc limit=10`.
+    #[command(
+        after_help = "Example:\n  keel runs list experiment=fraud metrics.test.auc>=0.8 order_by=metrics.test.auc desc limit=5"
+    )]
     List {
         /// Query terms, e.g. `experiment=fraud metrics.test.auc>=0.8 order_by=metrics.test.auc desc`.
         query: Vec<String>,
@@ -40,6 +43,7 @@ pub enum RunsCmd {
         format: OutputFormat,
     },
     /// Show one run: params, metrics, data versions, artifacts.
+    #[command(after_help = "Example:\n  keel runs show 20261205-0932-ab12 --format json")]
     Show {
         /// Run id, e.g. `keel runs show --registry keel-data/registry 20261205-0932-ab12`.
         id: String,
@@ -48,6 +52,7 @@ pub enum RunsCmd {
         format: OutputFormat,
     },
     /// Compare runs side by side (params that differ are marked `*`).
+    #[command(after_help = "Example:\n  keel runs compare RUN_A RUN_B --format csv")]
     Compare {
         /// Run ids (two or more).
         #[arg(required = true, num_args = 2..)]
@@ -61,12 +66,14 @@ pub enum RunsCmd {
 #[derive(Subcommand)]
 pub enum ModelsCmd {
     /// List models with their versions and aliases.
+    #[command(after_help = "Example:\n  keel models list --format json")]
     List {
         /// `table`, `json` or `csv` (fields: model, versions, aliases).
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
     /// Show a version's manifest (default: the latest).
+    #[command(after_help = "Example:\n  keel models show fraud --version 3")]
     Show {
         /// Model name.
         name: String,
@@ -82,17 +89,20 @@ pub enum ModelsCmd {
     Alias(AliasCmd),
     /// Verify the whole registry: every run and artifact, every version's files (sha256),
     /// every alias state. Lists damaged entries; exits 1 when there is any.
+    #[command(after_help = "Example:\n  keel models verify --trusted-keys release.pub")]
     Verify {
         /// Also require every version to be signed by one of these public keys.
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
     },
     /// Write a new ed25519 key pair: the private key to OUT (mode 0600), the public to OUT.pub.
+    #[command(after_help = "Example:\n  keel models keygen release.key")]
     Keygen {
         /// Private key file to create.
         out: PathBuf,
     },
     /// Sign an existing version (e.g. registered before signing was adopted).
+    #[command(after_help = "Example:\n  keel models sign fraud 3 --key release.key")]
     Sign {
         /// Model name.
         name: String,
@@ -107,6 +117,9 @@ pub enum ModelsCmd {
 #[derive(Subcommand)]
 pub enum AliasCmd {
     /// Point an alias at a version.
+    #[command(
+        after_help = "Example:\n  keel models alias set fraud champion 3 --reason \"better AUC on the July holdout\""
+    )]
     Set {
         /// Model name.
         name: String,
@@ -119,6 +132,9 @@ pub enum AliasCmd {
         reason: String,
     },
     /// Move an alias back to where it pointed before its last move.
+    #[command(
+        after_help = "Example:\n  keel models alias rollback fraud champion --reason \"p99 regression\""
+    )]
     Rollback {
         /// Model name.
         name: String,
@@ -129,6 +145,7 @@ pub enum AliasCmd {
         reason: String,
     },
     /// Print the audit log of a model's aliases.
+    #[command(after_help = "Example:\n  keel models alias history fraud --format json")]
     History {
         /// Model name.
         name: String,

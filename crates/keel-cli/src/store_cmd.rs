@@ -18,6 +18,9 @@ use crate::output::Records;
 #[derive(Subcommand)]
 pub enum StoreCmd {
     /// Apply entity, view and service definitions from a TOML file.
+    #[command(
+        after_help = "Example:\n  keel store apply --path keel-data/store --definitions defs.toml"
+    )]
     Apply {
         #[command(flatten)]
         store: StoreAt,
@@ -29,6 +32,9 @@ pub enum StoreCmd {
     /// features. Timestamps are RFC 3339 with any offset, or integers in `--time-unit`
     /// (integers outside 1975..2200 are refused with a hint); empty fields are missing. Each
     /// batch is synced to disk before the command reports it written.
+    #[command(
+        after_help = "Example:\n  keel store ingest --url redis://127.0.0.1:6379 --view card_stats@1 --input rows.csv --time-unit s"
+    )]
     Ingest {
         #[command(flatten)]
         store: StoreAt,
@@ -43,6 +49,9 @@ pub enum StoreCmd {
         time_unit: TimeUnit,
     },
     /// Latest values of a feature service for one entity key.
+    #[command(
+        after_help = "Example:\n  keel store get --path keel-data/store --service fraud --key card_id=card42 --at 2026-01-05T00:00:00Z --format json"
+    )]
     Get {
         #[command(flatten)]
         store: StoreAt,
@@ -66,6 +75,9 @@ pub enum StoreCmd {
     /// Point-in-time join of an entity CSV (join keys + `event_timestamp`, any other columns
     /// such as labels kept as they are, in order) with features. Output times are written as
     /// they came in.
+    #[command(
+        after_help = "Example:\n  keel store historical --path keel-data/store --entities labels.csv --features fraud --output train.csv --no-backfill-leak"
+    )]
     Historical {
         #[command(flatten)]
         store: StoreAt,
@@ -87,6 +99,7 @@ pub enum StoreCmd {
     },
     /// List what the store defines: entities (join keys), view versions (features, TTL) and
     /// feature services.
+    #[command(after_help = "Example:\n  keel store list --path keel-data/store --format csv")]
     List {
         #[command(flatten)]
         store: StoreAt,
@@ -97,6 +110,9 @@ pub enum StoreCmd {
     },
     /// Describe one view version (`NAME[@VERSION]`: schema, TTL, retention, entity count,
     /// watermark) or feature service (its features).
+    #[command(
+        after_help = "Example:\n  keel store describe --path keel-data/store card_stats@1 --format json"
+    )]
     Describe {
         #[command(flatten)]
         store: StoreAt,
@@ -110,6 +126,9 @@ pub enum StoreCmd {
     /// target's watermark (or `--since`) up to `--until` (default now), then move the
     /// watermark: Feast's `materialize-incremental`. Each entity's newest row in the window,
     /// or with `--history` every row still within the view's TTL.
+    #[command(
+        after_help = "Example:\n  keel store materialize --from keel-data/store --to redis://127.0.0.1:6379 --view card_stats@1 --until 2026-01-05T00:00:00Z"
+    )]
     Materialize {
         /// The embedded store to copy from (a directory; must exist).
         #[arg(long)]
@@ -136,6 +155,9 @@ pub enum StoreCmd {
         time_unit: TimeUnit,
     },
     /// Write a read-only snapshot; prints its id (the data version).
+    #[command(
+        after_help = "Example:\n  keel store checkpoint --path keel-data/store --to keel-data/cp-2026-01-05"
+    )]
     Checkpoint {
         #[command(flatten)]
         store: StoreAt,
