@@ -62,3 +62,17 @@ pub fn watch<T>(
         out
     })
 }
+
+/// A reader that adds the bytes it reads to `done` (the progress of a file being parsed).
+pub struct Counting<'a, R> {
+    pub inner: R,
+    pub done: &'a AtomicU64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
