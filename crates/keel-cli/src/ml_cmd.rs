@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use keel::core::Frame;
 use keel::registry::signing::{public_path, SigningKey, TrustedKeys};
 use keel::registry::{Registry, RunFilter, RunId};
 use keel::train::{TrainingData, TrainingJob};
@@ -501,8 +500,7 @@ pub fn train(reg: &RegistryArg, args: TrainArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let job = TrainingJob::from_toml(&text)?;
-    let frame = Frame::from_csv_path(&args.data, None)
-        .with_context(|| format!("reading {}", args.data.display()))?;
+    let frame = crate::progress::read_csv(&args.data, None)?;
     let mut registry = reg.open()?;
     if let Some(k) = &args.signing_key {
         registry = registry.with_signing_key(SigningKey::from_file(k)?);

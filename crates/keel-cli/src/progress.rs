@@ -76,3 +76,25 @@ impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
         Ok(n)
     }
 }
+
+/// Reads a CSV file into a frame with a progress bar over its bytes.
+pub fn read_csv(
+    path: &std::path::Path,
+    schema: Option<&keel::core::Schema>,
+) -> anyhow::Result<keel::core::Frame> {
+    use anyhow::Context;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let total = AtomicU64::new(file.metadata().map_or(0, |m| m.len()));
+    let done = AtomicU64::new(0);
+    let label = format!("reading {}", path.display());
+    watch(&label, "bytes", &total, &done, || {
+        keel::core::Frame::from_csv_reader(
+            Counting {
+                inner: std::io::BufReader::with_capacity(1 << 20, file),
+                done: &done,
+            },
+            schema,
+        )
+    })
+    .with_context(|| format!("reading {}", path.display()))
+}

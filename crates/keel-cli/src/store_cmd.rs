@@ -403,22 +403,8 @@ fn read_typed(
             None => Field::new(h.clone(), DType::String),
         })
         .collect();
-    // Read through a counting reader: the bar follows the bytes parsed.
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let total = AtomicU64::new(file.metadata().map_or(0, |m| m.len()));
-    let done = AtomicU64::new(0);
-    let schema = Schema::new(schema_fields.clone())?;
-    let label = format!("reading {}", path.display());
-    let frame = crate::progress::watch(&label, "bytes", &total, &done, || {
-        Frame::from_csv_reader(
-            crate::progress::Counting {
-                inner: std::io::BufReader::with_capacity(1 << 20, file),
-                done: &done,
-            },
-            Some(&schema),
-        )
-    })
-    .with_context(|| format!("reading {}", path.display()))?;
+    // The bar follows the bytes parsed.
+    let frame = crate::progress::read_csv(path, Some(&Schema::new(schema_fields.clone())?))?;
     let mut out_fields = Vec::new();
     let mut cols = Vec::new();
     let mut originals = Vec::new();
