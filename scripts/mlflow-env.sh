@@ -4,12 +4,5 @@
 # Prints the path of the `mlflow` executable. Idempotent: a no-op when already installed.
 set -euo pipefail
 MLFLOW_VERSION="3.17.2"
-VENV="${KEEL_CACHE:-$HOME/.cache/keel}/venv-mlflow"
-if ! compgen -G "$VENV/lib/python3*/site-packages/mlflow-$MLFLOW_VERSION.dist-info" >/dev/null \
-   || [ ! -x "$VENV/bin/mlflow" ]; then
-  echo "keel: installing mlflow==$MLFLOW_VERSION into $VENV (once)" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q "mlflow==$MLFLOW_VERSION"
-fi
-echo "$VENV/bin/mlflow"
+bash "$(dirname "$0")/pip-venv.sh" mlflow "mlflow-$MLFLOW_VERSION.dist-info" "mlflow==$MLFLOW_VERSION"
+echo "${KEEL_CACHE:-$HOME/.cache/keel}/venv-mlflow/bin/mlflow"

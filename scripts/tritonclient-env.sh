@@ -4,13 +4,6 @@
 # Prints the path of the venv's python. Idempotent: a no-op when already installed.
 set -euo pipefail
 TRITON_VERSION="2.73.0"
-VENV="${KEEL_CACHE:-$HOME/.cache/keel}/venv-triton"
-if ! compgen -G "$VENV/lib/python3*/site-packages/tritonclient-$TRITON_VERSION.dist-info" >/dev/null \
-   || ! compgen -G "$VENV/lib/python3*/site-packages/grpc" >/dev/null \
-   || [ ! -x "$VENV/bin/python" ]; then
-  echo "keel: installing tritonclient[http,grpc]==$TRITON_VERSION into $VENV (once)" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q "tritonclient[http,grpc]==$TRITON_VERSION"
-fi
-echo "$VENV/bin/python"
+bash "$(dirname "$0")/pip-venv.sh" triton "tritonclient-$TRITON_VERSION.dist-info grpc" \
+  "tritonclient[http,grpc]==$TRITON_VERSION"
+echo "${KEEL_CACHE:-$HOME/.cache/keel}/venv-triton/bin/python"

@@ -108,6 +108,26 @@ fn promtool_check(text: &str) {
     );
 }
 
+/// Runs one of the tritonclient scripts against `addr` with three cards and keel's in-process
+/// scores for them; returns what it printed (it fails the test when the script fails).
+fn run_triton_client(d: &Deployment, script: &str, addr: std::net::SocketAddr) -> String {
+    let cards = ["card3", "card42", "card199"];
+    let want: Vec<f64> = cards.iter().map(|c| expected(d, c, None)).collect();
+    let out = std::process::Command::new(triton_python())
+        .arg(crate::manifest_dir().join(script))
+        .arg(addr.to_string())
+        .arg(serde_json::to_string(&json!({"cards": cards, "want": want})).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn bytes_tensor(name: &str, values: &[&str]) -> Json {
     json!({ "name": name, "shape": [values.len()], "datatype": "BYTES", "data": values })
 }
@@ -559,22 +579,7 @@ fn tritonclient_speaks_to_keel() {
         },
     )
     .unwrap();
-    let cards = ["card3", "card42", "card199"];
-    let want: Vec<f64> = cards.iter().map(|c| expected(&d, c, None)).collect();
-    let script = crate::manifest_dir().join("tests/v2_client.py");
-    let out = std::process::Command::new(triton_python())
-        .arg(&script)
-        .arg(server.addr().to_string())
-        .arg(serde_json::to_string(&json!({"cards": cards, "want": want})).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tritonclient failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = run_triton_client(&d, "tests/v2_client.py", server.addr());
     assert!(
         report.contains("binary [") && report.contains("json [") && report.ends_with("ok\n"),
         "{report}"
@@ -599,22 +604,7 @@ fn tritonclient_grpc_speaks_to_keel() {
     )
     .unwrap();
     let grpc = server.grpc_addr().expect("a gRPC address");
-    let cards = ["card3", "card42", "card199"];
-    let want: Vec<f64> = cards.iter().map(|c| expected(&d, c, None)).collect();
-    let script = crate::manifest_dir().join("tests/v2_grpc_client.py");
-    let out = std::process::Command::new(triton_python())
-        .arg(&script)
-        .arg(grpc.to_string())
-        .arg(serde_json::to_string(&json!({"cards": cards, "want": want})).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tritonclient[grpc] failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = run_triton_client(&d, "tests/v2_grpc_client.py", grpc);
     assert!(
         report.contains("grpc [") && report.ends_with("ok\n"),
         "{report}"
