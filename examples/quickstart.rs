@@ -407,7 +407,8 @@ fn main() -> Result<()> {
         "   keel's pure-Rust scores bit-identical to LightGBM's own on {} rows: {identical}",
         ours.len()
     );
-    registry.set_alias("fraud", "champion", version.version, "first model")?;
+    keel::registry::rollout::Rollout::new(&registry, "fraud")
+        .first_champion(version.version, "first model")?;
 
     // 4. Serve it: store lookup + request-time features + frozen pipeline + model.
     let store = Arc::new(store);

@@ -75,7 +75,7 @@ fn main() -> Result<()> {
     let v2 = TrainingJob::from_toml(&JOB.replace("ITERS", "120"))?.run(&reg, &data)?;
     let (a1, a2) = (v1.metrics["test.auc"], v2.metrics["test.auc"]);
     println!("registered v1 (test AUC {a1:.3}) and v2 (test AUC {a2:.3})");
-    reg.set_alias("fraud", "champion", 1, "initial release")?;
+    keel::registry::rollout::Rollout::new(&reg, "fraud").first_champion(1, "initial release")?;
 
     // Gates are the deployment's configuration, fixed when it is opened.
     let cfg = DeploymentConfig {

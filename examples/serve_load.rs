@@ -72,7 +72,7 @@ fn main() -> Result<()> {
         .run(&reg, &data)?
         .version
         .expect("registered");
-    reg.set_alias("load", "champion", v1.version, "load test")?;
+    keel::registry::rollout::Rollout::new(&reg, "load").first_champion(v1.version, "load test")?;
 
     let clock = Arc::new(ManualClock::new(NOW));
     let store = Arc::new(Store::open_with(

@@ -80,6 +80,15 @@ pub enum RegistryError {
         /// Alias.
         alias: String,
     },
+    /// A rollout move that the model's aliases do not allow now (see `rollout`): nothing was
+    /// changed.
+    #[error("rollout of model {model}: {reason}")]
+    Transition {
+        /// Model.
+        model: String,
+        /// Why the move is refused.
+        reason: String,
+    },
     /// The alias moved between reading its rollback target and rolling back (another process
     /// or thread changed it): nothing was changed; read the target again.
     #[error("alias {alias} of model {name} moved meanwhile: expected to restore {expected:?}, the rollback target is now {found:?}")]

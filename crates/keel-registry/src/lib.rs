@@ -59,6 +59,7 @@ pub mod fuzzing;
 #[cfg(feature = "mlflow")]
 mod mlflow;
 mod registry;
+pub mod rollout;
 mod run;
 pub mod signing;
 

@@ -13,10 +13,10 @@ use keel_transform::FittedPipeline;
 use crate::job::{labels, JobOutcome, TrainingData, TrainingJob};
 use crate::{Result, TrainError};
 
-/// The alias a gated challenger is deployed under.
-pub const SHADOW_ALIAS: &str = "shadow";
-/// The alias the serving champion is read from.
-pub const CHAMPION_ALIAS: &str = "champion";
+/// The alias the serving champion is read from (`keel_registry::rollout::CHAMPION`).
+pub use keel_registry::rollout::CHAMPION as CHAMPION_ALIAS;
+/// The alias a gated challenger is deployed under (`keel_registry::rollout::SHADOW`).
+pub use keel_registry::rollout::SHADOW as SHADOW_ALIAS;
 
 /// What one turn of the loop did.
 #[derive(Debug, Clone)]
@@ -109,9 +109,7 @@ impl<'a> RetrainLoop<'a> {
         out.run = run.record().clone();
         let registered = if gate.passed {
             let v = self.job.register(self.registry, &out)?;
-            self.registry.set_alias(
-                &model,
-                SHADOW_ALIAS,
+            keel_registry::rollout::Rollout::new(self.registry, &model).shadow(
                 v.version,
                 &format!("retrained after: {}; gate passed", decision.reason),
             )?;

@@ -4,6 +4,7 @@
 mod golden;
 mod mlflow;
 mod registry;
+mod rollout;
 
 /// The tested crate's directory, read when the test runs (cargo sets it): a test binary that
 /// cargo reuses from a build in another checkout (they share one target directory) still reads

@@ -29,14 +29,8 @@ use shadow::{Shadow, ShadowJob};
 use telemetry::{Counters, Hist, Log};
 pub use types::*;
 
-/// Registry alias of the model answering traffic.
-pub const CHAMPION: &str = "champion";
-
-/// Registry alias of a challenger in shadow.
-pub const SHADOW: &str = "shadow";
-
-/// Registry alias of a challenger taking a canary slice.
-pub const CANARY: &str = "canary";
+/// The rollout alias names, owned by `keel_registry::rollout`.
+pub use keel_registry::rollout::{CANARY, CHAMPION, SHADOW};
 
 struct State {
     champion: ServedModel,

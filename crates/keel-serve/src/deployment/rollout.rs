@@ -1,17 +1,20 @@
 //! The rollout: shadow, gated promotion, audited overrides, rollback.
 
-use super::{
-    Deployment, DeploymentConfig, LabelEvidence, Route, Stage, State, CANARY, CHAMPION, SHADOW,
-};
+use super::{Deployment, DeploymentConfig, LabelEvidence, Route, Stage, State};
 use crate::{Result, ServeError};
 use keel_model::ServedModel;
+use keel_registry::rollout::Rollout;
 
 impl Deployment {
+    /// The owner of this model's rollout aliases.
+    fn rollout(&self) -> Rollout<'_> {
+        Rollout::new(&self.registry, &self.name)
+    }
+
     /// Puts registered version `version` in shadow beside the champion (alias `shadow`).
     pub fn start_shadow(&self, version: u32, reason: &str) -> Result<()> {
         let m = ServedModel::from_bundle(&self.registry.load(&self.name, version)?)?;
-        self.registry
-            .set_alias(&self.name, SHADOW, version, reason)?;
+        self.rollout().shadow(version, reason)?;
         let s = self.state();
         self.swap(State {
             champion: s.champion.clone(),
@@ -119,10 +122,7 @@ impl Deployment {
     pub(super) fn move_to_canary(&self, s: &State, m: ServedModel, audit: &str) -> Result<()> {
         // The challenger's bundle was verified when it was loaded into shadow; the aliases
         // move first, then the served state (a failed alias write changes nothing).
-        self.registry
-            .set_alias(&self.name, CANARY, m.version, audit)?;
-        self.registry
-            .remove_alias(&self.name, SHADOW, "moved to canary")?;
+        self.rollout().to_canary(m.version, audit)?;
         self.swap(State {
             champion: s.champion.clone(),
             challenger: Some((
@@ -156,9 +156,7 @@ impl Deployment {
     }
 
     pub(super) fn move_to_champion(&self, m: ServedModel, audit: &str) -> Result<()> {
-        self.registry
-            .set_alias(&self.name, CHAMPION, m.version, audit)?;
-        self.registry.remove_alias(&self.name, CANARY, "promoted")?;
+        self.rollout().promote(m.version, audit)?;
         self.swap(State {
             champion: m,
             challenger: None,
@@ -172,27 +170,21 @@ impl Deployment {
     /// In-flight requests finish on the model they started with.
     pub fn rollback(&self, reason: &str) -> Result<u32> {
         let s = self.state();
-        if let Some((m, stage)) = &s.challenger {
-            let alias = if matches!(stage, Stage::Shadow) {
-                SHADOW
-            } else {
-                CANARY
-            };
-            self.registry.remove_alias(&self.name, alias, reason)?;
+        if let Some((m, _)) = &s.challenger {
+            self.rollout().withdraw(reason)?;
             self.swap(State {
                 champion: s.champion.clone(),
                 challenger: None,
             });
             return Ok(m.version);
         }
-        let Some(v) = self.registry.rollback_target(&self.name, CHAMPION)? else {
+        let Some(v) = self.rollout().rollback_target()? else {
             return Err(ServeError::Stage(
                 "no earlier champion to roll back to".into(),
             ));
         };
         let m = ServedModel::from_bundle(&self.registry.load(&self.name, v)?)?;
-        self.registry
-            .rollback_to(&self.name, CHAMPION, Some(v), reason)?;
+        self.rollout().rollback_champion(Some(v), reason)?;
         self.swap(State {
             champion: m,
             challenger: None,
