@@ -83,9 +83,21 @@ pub enum ModelsCmd {
         #[arg(long, value_enum, default_value_t)]
         format: OutputFormat,
     },
-    /// Move or roll back aliases.
+    /// Move or roll back aliases other than the rollout's (champion, shadow and canary move
+    /// only through `keel models rollout`).
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// The rollout of a model: its champion, shadow and canary, moved only as the rollout
+    /// allows (shadow -> canary -> champion, withdraw, rollback).
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud promote 3 --reason \"canary gate passed\""
+    )]
+    Rollout {
+        /// Model name.
+        name: String,
+        #[command(subcommand)]
+        step: RolloutStep,
+    },
     /// Verify the whole registry: every run and artifact, every version's files (sha256),
     /// every alias state. Lists damaged entries; exits 1 when there is any.
     #[command(after_help = "Example:\n  keel models verify --trusted-keys release.pub")]
@@ -110,6 +122,81 @@ pub enum ModelsCmd {
         /// Private key file.
         #[arg(long)]
         key: PathBuf,
+    },
+}
+
+/// One rollout move (`keel models rollout NAME ...`).
+#[derive(Subcommand)]
+pub enum RolloutStep {
+    /// Print the champion, shadow and canary versions.
+    #[command(after_help = "Example:\n  keel models rollout fraud status --format json")]
+    Status {
+        /// `table`, `json` or `csv` (fields: champion, shadow, canary).
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
+    /// Set the first champion of a model that has none.
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud first-champion 1 --reason \"initial release\""
+    )]
+    FirstChampion {
+        /// Version.
+        version: u32,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Put a version in shadow beside the champion.
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud shadow 2 --reason \"retrained on July\""
+    )]
+    Shadow {
+        /// Version.
+        version: u32,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move the version in shadow to canary.
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud canary 2 --reason \"shadow agreement 0.97\""
+    )]
+    Canary {
+        /// Version (must be the shadow).
+        version: u32,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make the version on canary the champion.
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud promote 2 --reason \"canary p99 and AUC held\""
+    )]
+    Promote {
+        /// Version (must be on canary).
+        version: u32,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw the challenger (shadow or canary).
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud withdraw --reason \"p99 regression\""
+    )]
+    Withdraw {
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move the champion back to the version before its last move (its bundle is verified
+    /// first).
+    #[command(
+        after_help = "Example:\n  keel models rollout fraud rollback --reason \"precision dropped\""
+    )]
+    Rollback {
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -445,12 +532,14 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
                 .with_json(doc)
                 .print(format)?;
         }
+        ModelsCmd::Rollout { name, step } => rollout(&r, &name, step)?,
         ModelsCmd::Alias(AliasCmd::Set {
             name,
             alias,
             version,
             reason,
         }) => {
+            refuse_rollout_alias(&alias)?;
             let ev = r.set_alias(&name, &alias, version, &reason)?;
             println!("{name}@{alias}: {:?} -> v{version}", ev.from);
         }
@@ -459,6 +548,7 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
             alias,
             reason,
         }) => {
+            refuse_rollout_alias(&alias)?;
             let ev = r.rollback(&name, &alias, &reason)?;
             println!("{name}@{alias}: rolled back {:?} -> {:?}", ev.from, ev.to);
         }
@@ -491,6 +581,62 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
             if format == OutputFormat::Table {
                 println!("audit chain head {head}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// Rollout aliases move only through `keel models rollout` (one owner of the rollout).
+fn refuse_rollout_alias(alias: &str) -> Result<()> {
+    if keel::registry::rollout::is_rollout_alias(alias) {
+        anyhow::bail!(
+            "`{alias}` is a rollout alias: move it with `keel models rollout NAME shadow|canary|promote|withdraw|rollback`"
+        );
+    }
+    Ok(())
+}
+
+fn rollout(r: &Registry, name: &str, step: RolloutStep) -> Result<()> {
+    let ro = keel::registry::rollout::Rollout::new(r, name);
+    let v = |x: Option<u32>| x.map_or("-".to_string(), |v| format!("v{v}"));
+    match step {
+        RolloutStep::Status { format } => {
+            let s = ro.state()?;
+            Records::new(
+                &["champion", "shadow", "canary"],
+                vec![vec![v(s.champion), v(s.shadow), v(s.canary)]],
+            )
+            .with_json(json!({ "champion": s.champion, "shadow": s.shadow, "canary": s.canary }))
+            .print(format)?;
+        }
+        RolloutStep::FirstChampion { version, reason } => {
+            ro.first_champion(version, &reason)?;
+            println!("{name}: champion v{version}");
+        }
+        RolloutStep::Shadow { version, reason } => {
+            r.load(name, version)?; // verified before it is named
+            ro.shadow(version, &reason)?;
+            println!("{name}: v{version} in shadow");
+        }
+        RolloutStep::Canary { version, reason } => {
+            ro.to_canary(version, &reason)?;
+            println!("{name}: v{version} on canary");
+        }
+        RolloutStep::Promote { version, reason } => {
+            ro.promote(version, &reason)?;
+            println!("{name}: v{version} is the champion");
+        }
+        RolloutStep::Withdraw { reason } => match ro.withdraw(&reason)? {
+            Some(w) => println!("{name}: v{w} withdrawn"),
+            None => println!("{name}: no challenger to withdraw"),
+        },
+        RolloutStep::Rollback { reason } => {
+            let target = ro.rollback_target()?;
+            if let Some(t) = target {
+                r.load(name, t)?; // the target's bundle must verify before the alias moves
+            }
+            ro.rollback_champion(target, &reason)?;
+            println!("{name}: champion rolled back to {}", v(target));
         }
     }
     Ok(())

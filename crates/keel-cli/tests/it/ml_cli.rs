@@ -151,37 +151,46 @@ fn train_runs_models_from_the_command_line() {
     assert!(ok);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["version"], 2);
-    for (v, why) in [("1", "first"), ("2", "better")] {
-        let (ok, _, err) = keel(&[
-            "models",
-            "alias",
-            "set",
-            "--registry",
-            &reg,
-            "demo",
-            "champion",
-            v,
-            "--reason",
-            why,
-        ]);
-        assert!(ok, "{err}");
-    }
-    let (ok, out, err) = keel(&[
+    // The rollout moves only as it allows; `alias set` refuses rollout aliases.
+    let (ok, _, err) = keel(&[
         "models",
         "alias",
-        "rollback",
+        "set",
         "--registry",
         &reg,
         "demo",
         "champion",
+        "1",
         "--reason",
-        "regression",
+        "x",
     ]);
+    assert!(!ok && err.contains("keel models rollout"), "{err}");
+    let step = |args: &[&str]| {
+        let mut all = vec!["models", "rollout", "--registry", &reg, "demo"];
+        all.extend_from_slice(args);
+        keel(&all)
+    };
+    for args in [
+        &["first-champion", "1", "--reason", "first"][..],
+        &["shadow", "2", "--reason", "better"],
+        &["canary", "2", "--reason", "shadow agreed"],
+        &["promote", "2", "--reason", "canary held"],
+    ] {
+        let (ok, _, err) = step(args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (ok, _, err) = step(&["promote", "1", "--reason", "not on canary"]);
+    assert!(!ok && err.contains("not on canary"), "{err}");
+    let (ok, out, err) = step(&["rollback", "--reason", "regression"]);
     assert!(ok, "{err}");
-    assert!(out.contains("Some(2) -> Some(1)"), "{out}");
+    assert!(out.contains("rolled back to v1"), "{out}");
+    let (ok, out, _) = step(&["status", "--format", "json"]);
+    assert!(ok);
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["champion"], 1, "{out}");
     let (ok, out, _) = keel(&["models", "alias", "history", "--registry", &reg, "demo"]);
     assert!(ok);
-    assert_eq!(out.lines().count(), 5, "header, 3 moves, chain head: {out}");
+    assert_eq!(out.lines().count(), 9, "header, 7 moves, chain head: {out}");
     assert!(out.contains("rollback  regression"), "{out}");
     assert!(
         out.lines().last().unwrap().starts_with("audit chain head "),
@@ -199,8 +208,8 @@ fn train_runs_models_from_the_command_line() {
     ]);
     assert!(ok);
     let h: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(h["events"].as_array().unwrap().len(), 3);
-    assert_eq!(h["events"][2]["rollback"], true);
+    assert_eq!(h["events"].as_array().unwrap().len(), 7);
+    assert_eq!(h["events"][6]["rollback"], true);
     assert_eq!(h["chain_head"].as_str().unwrap().len(), 64, "{out}");
     // Issue 24: `keel serve` logs every inference as structured JSON on stderr.
     serve_logs_each_request_as_json(&reg);
@@ -248,7 +257,7 @@ fn train_runs_models_from_the_command_line() {
         "--registry",
         &reg,
         "demo",
-        "champion",
+        "staging",
         "9",
         "--reason",
         "x",
