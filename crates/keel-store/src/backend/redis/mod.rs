@@ -213,8 +213,9 @@ impl RedisBackend {
         self.topology.is_cluster()
     }
 
-    /// Key `P:{T}:KIND:VIEW:ENTITY` of entity prefix `prefix` (hash ++ entity bytes).
-    fn entity_key(&self, kind: u8, view: &str, prefix: &[u8]) -> Vec<u8> {
+    /// Key `P:{T}:h:VIEW:ENTITY` of entity prefix `prefix` (hash ++ entity bytes): the
+    /// entity's history in view `view` ([`parse_entity_key`] reads it back).
+    fn entity_key(&self, view: &str, prefix: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + view.len() + prefix.len() + 24);
         k.extend_from_slice(self.prefix.as_bytes());
         k.extend_from_slice(b":{");
@@ -224,9 +225,7 @@ impl RedisBackend {
             k.push(HEX[usize::from(b >> 4)]);
             k.push(HEX[usize::from(b & 15)]);
         }
-        k.extend_from_slice(b"}:");
-        k.push(kind);
-        k.push(b':');
+        k.extend_from_slice(b"}:h:");
         k.extend_from_slice(view.as_bytes());
         k.push(b':');
         k.extend_from_slice(&prefix[prefix.len().min(8)..]);
@@ -318,25 +317,36 @@ impl RedisBackend {
         self.read(node, pipe)
     }
 
-    /// Every key of one kind of a view, over every node (`SCAN`).
-    fn scan_view(&self, kind: u8, view: &str) -> Result<Vec<Vec<u8>>> {
-        let pattern = format!("{}:{{*}}:{}:{}:*", self.prefix, kind as char, view);
+    /// Every history key of a view, over every node (`SCAN`).
+    fn scan_view(&self, view: &str) -> Result<Vec<Vec<u8>>> {
+        let pattern = format!("{}:{{*}}:h:{}:*", self.prefix, view);
         self.topology.scan(&pattern)
     }
+}
 
-    /// The entity prefix (hash ++ entity bytes) of a history key found by [`Self::scan_view`].
-    fn prefix_of_key(&self, key: &[u8], view: &str) -> Option<Vec<u8>> {
-        let head = self.prefix.len() + 2;
-        let tag = key.get(head..head + 16)?;
-        let rest = key.get(head + 16 + 4 + view.len() + 1..)?;
-        let mut out = Vec::with_capacity(8 + rest.len());
-        for pair in tag.chunks(2) {
-            let s = std::str::from_utf8(pair).ok()?;
-            out.push(u8::from_str_radix(s, 16).ok()?);
-        }
-        out.extend_from_slice(rest);
-        Some(out)
+/// The inverse of [`RedisBackend::entity_key`]: `P:{T}:h:fv:NAME:vN:ENTITY` -> (`fv:NAME:vN`,
+/// hash ++ ENTITY), with `prefix` the key prefix and its colon (`P:`); `None` for any other
+/// key.
+pub(super) fn parse_entity_key(prefix: &str, key: &[u8]) -> Option<(String, Vec<u8>)> {
+    let rest = key.strip_prefix(prefix.as_bytes())?.strip_prefix(b"{")?;
+    let (tag, rest) = (rest.get(..16)?, rest.get(16..)?);
+    let rest = rest.strip_prefix(b"}:h:fv:")?;
+    let name_end = rest.iter().position(|&b| b == b':')?;
+    let after = &rest[name_end + 1..];
+    let version = after.strip_prefix(b"v")?;
+    let digits = version.iter().position(|&b| b == b':')?;
+    if digits == 0 || !version[..digits].iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    let view_len = 3 + name_end + 1 + 1 + digits;
+    let view = std::str::from_utf8(&key[prefix.len() + 1 + 16 + 4..][..view_len]).ok()?;
+    let entity = &version[digits + 1..];
+    let mut out = Vec::with_capacity(8 + entity.len());
+    for pair in tag.chunks(2) {
+        out.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
+    }
+    out.extend_from_slice(entity);
+    Some((view.to_string(), out))
 }
 
 fn sha1(script: &str) -> String {
@@ -439,7 +449,7 @@ impl Backend for RedisBackend {
         // slot): the whole batch on one server, each slot on a cluster.
         let mut groups: BTreeMap<u16, Txn> = BTreeMap::new();
         for (view, from, _) in &batch.delete_ranges {
-            let key = self.entity_key(b'h', view, from);
+            let key = self.entity_key(view, from);
             let slot = self.topology.group_of(&key);
             groups
                 .entry(slot)
@@ -459,7 +469,7 @@ impl Backend for RedisBackend {
                 .sum()
         };
         for ((view, prefix), rows) in &mut entities {
-            let key = self.entity_key(b'h', view, prefix);
+            let key = self.entity_key(view, prefix);
             let slot = self.topology.group_of(&key);
             let txn = groups
                 .entry(slot)
@@ -539,7 +549,7 @@ impl Backend for RedisBackend {
     ) -> Result<()> {
         let keys: Vec<Vec<u8>> = lookups
             .iter()
-            .map(|l| self.entity_key(b'h', view, l.prefix))
+            .map(|l| self.entity_key(view, l.prefix))
             .collect();
         let replies = self
             .topology
@@ -591,7 +601,7 @@ impl Backend for RedisBackend {
         let mut owner = Vec::new();
         for (r, read) in reads.iter().enumerate() {
             for (i, p) in read.prefixes.iter().enumerate() {
-                keys.push(self.entity_key(b'h', read.view, p));
+                keys.push(self.entity_key(read.view, p));
                 owner.push((r, i));
             }
         }
@@ -619,7 +629,7 @@ impl Backend for RedisBackend {
     }
 
     fn history(&self, view: &str, prefix: &[u8]) -> Result<Vec<Found>> {
-        let key = self.entity_key(b'h', view, prefix);
+        let key = self.entity_key(view, prefix);
         let mut pipe = Packed::default();
         pipe.cmd(&[b"ZRANGE", &key, b"0", b"-1"]);
         let got = self.topology.query_key(&key, &pipe)?;
@@ -640,10 +650,13 @@ impl Backend for RedisBackend {
     }
 
     fn entities(&self, view: &str) -> Result<Vec<Vec<u8>>> {
+        let prefix = format!("{}:", self.prefix);
         let mut out: Vec<Vec<u8>> = self
-            .scan_view(b'h', view)?
+            .scan_view(view)?
             .iter()
-            .filter_map(|k| self.prefix_of_key(k, view))
+            .filter_map(|k| parse_entity_key(&prefix, k))
+            .filter(|(v, _)| v == view)
+            .map(|(_, p)| p)
             .collect();
         out.sort();
         out.dedup();
@@ -694,10 +707,7 @@ impl Backend for RedisBackend {
             return Ok(());
         }
         let prefixes = self.entities(view)?;
-        let keys: Vec<Vec<u8>> = prefixes
-            .iter()
-            .map(|p| self.entity_key(b'h', view, p))
-            .collect();
+        let keys: Vec<Vec<u8>> = prefixes.iter().map(|p| self.entity_key(view, p)).collect();
         let from = [b"[".as_slice(), &cutoff].concat();
         for chunk in keys.chunks(1024) {
             let replies =
@@ -753,4 +763,22 @@ fn times_after(t: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_map_back_to_view_and_entity() {
+        let key = b"keel:{0011223344556677}:h:fv:card_stats:v12:\x02c1\x00\x01";
+        let (view, prefix) = super::parse_entity_key("keel:", key).unwrap();
+        assert_eq!(view, "fv:card_stats:v12");
+        assert_eq!(
+            &prefix[..8],
+            &[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]
+        );
+        assert_eq!(&prefix[8..], b"\x02c1\x00\x01");
+        assert!(super::parse_entity_key("keel:", b"keel:{reg}:gen").is_none());
+        assert!(super::parse_entity_key("other:", key).is_none());
+        assert!(super::parse_entity_key("keel:", b"keel:{0011223344556677}:h:fv:x:v:e").is_none());
+    }
 }

@@ -225,7 +225,7 @@ impl Tracking {
             Some(keys) => {
                 for k in keys {
                     let Some(k) = k.bulk() else { continue };
-                    match parse_key(&self.prefix, k) {
+                    match super::parse_entity_key(&self.prefix, k) {
                         Some((view, prefix)) => self.notify(Invalidation::Entity {
                             view: &view,
                             prefix: &prefix,
@@ -247,45 +247,4 @@ fn is_kind(msg: &Response, kind: &[u8]) -> bool {
         .and_then(|r| r.items())
         .and_then(|parts| parts.first().and_then(|p| p.text()))
         .is_some_and(|k| k == kind)
-}
-
-/// `P:{T}:h:fv:NAME:vN:ENTITY` -> (`fv:NAME:vN`, hash ++ ENTITY).
-fn parse_key(prefix: &str, key: &[u8]) -> Option<(String, Vec<u8>)> {
-    let rest = key.strip_prefix(prefix.as_bytes())?.strip_prefix(b"{")?;
-    let (tag, rest) = (rest.get(..16)?, rest.get(16..)?);
-    let rest = rest.strip_prefix(b"}:h:fv:")?;
-    let name_end = rest.iter().position(|&b| b == b':')?;
-    let after = &rest[name_end + 1..];
-    let version = after.strip_prefix(b"v")?;
-    let digits = version.iter().position(|&b| b == b':')?;
-    if digits == 0 || !version[..digits].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let view_len = 3 + name_end + 1 + 1 + digits;
-    let view = std::str::from_utf8(&key[prefix.len() + 1 + 16 + 4..][..view_len]).ok()?;
-    let entity = &version[digits + 1..];
-    let mut out = Vec::with_capacity(8 + entity.len());
-    for pair in tag.chunks(2) {
-        out.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
-    }
-    out.extend_from_slice(entity);
-    Some((view.to_string(), out))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn keys_map_back_to_view_and_entity() {
-        let key = b"keel:{0011223344556677}:h:fv:card_stats:v12:\x02c1\x00\x01";
-        let (view, prefix) = super::parse_key("keel:", key).unwrap();
-        assert_eq!(view, "fv:card_stats:v12");
-        assert_eq!(
-            &prefix[..8],
-            &[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]
-        );
-        assert_eq!(&prefix[8..], b"\x02c1\x00\x01");
-        assert!(super::parse_key("keel:", b"keel:{reg}:gen").is_none());
-        assert!(super::parse_key("other:", key).is_none());
-        assert!(super::parse_key("keel:", b"keel:{0011223344556677}:h:fv:x:v:e").is_none());
-    }
 }
