@@ -313,15 +313,14 @@ impl Store {
             until_ms,
         };
         let wm_key = format!("watermark/{}/{:010}", view, version);
-        let chunks: Vec<&[Vec<u8>]> = entities.chunks(step).collect();
-        if chunks.is_empty() {
-            let mut batch = Batch::default();
-            batch
-                .registry
-                .push((wm_key, key::ts_bytes(until_ms).to_vec()));
-            self.commit(&batch, self.opts.durability == Durability::Synced)?;
-            return Ok(report);
-        }
+        // The watermark never moves back; with nothing to copy, one batch still moves it.
+        let wm = from.map_or(until_ms, |f| f.max(until_ms));
+        report.until_ms = wm;
+        let chunks: Vec<&[Vec<u8>]> = if entities.is_empty() {
+            vec![&[]]
+        } else {
+            entities.chunks(step).collect()
+        };
         for (c, chunk) in chunks.iter().enumerate() {
             let mut batch = Batch::default();
             for prefix in *chunk {
@@ -367,11 +366,9 @@ impl Store {
                 }
             }
             if c + 1 == chunks.len() {
-                let wm = from.map_or(until_ms, |f| f.max(until_ms));
                 batch
                     .registry
                     .push((wm_key.clone(), key::ts_bytes(wm).to_vec()));
-                report.until_ms = wm;
             }
             self.commit(&batch, self.opts.durability == Durability::Synced)?;
             progress(((c + 1) * step).min(entities.len()), entities.len());
