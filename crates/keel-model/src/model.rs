@@ -119,33 +119,25 @@ impl Model {
                 v.version.meta.flavor
             ))
         })?;
-        let schema = v.version.meta.input_schema.as_ref();
         let kind = match flavor {
             Flavor::Gbdt | Flavor::Mlp => Kind::Tabular(ServedModel::from_bundle(v)?),
             Flavor::Sequence => {
-                if let Some(s) = schema {
-                    let ok = s.len() == 1 && s.fields()[0].dtype == DType::String;
-                    if !ok {
-                        return Err(incompatible(
-                            v,
-                            format!(
-                                "a sequence model reads one string column, the bundle declares {:?}",
-                                s.names().collect::<Vec<_>>()
-                            ),
-                        ));
-                    }
-                }
+                check_single_column(
+                    v,
+                    "a sequence model reads one string column",
+                    &[DType::String],
+                )?;
                 let (m, _) =
                     SeqModel::from_parts(v.file(bundle::MODEL)?, v.file(bundle::WEIGHTS)?)?;
                 Kind::Sequence(Arc::new(m))
             }
             Flavor::Cnn => {
-                check_tensor_schema(v)?;
+                check_single_column(v, TENSOR_COLUMN, &[DType::F32, DType::F64])?;
                 let (m, _) = Cnn::from_parts(v.file(bundle::MODEL)?, v.file(bundle::WEIGHTS)?)?;
                 Kind::Cnn(Arc::new(m))
             }
             Flavor::Onnx => {
-                check_tensor_schema(v)?;
+                check_single_column(v, TENSOR_COLUMN, &[DType::F32, DType::F64])?;
                 let graph = OnnxModel::from_bytes(v.file(bundle::MODEL)?)?;
                 let [(_, dims)] = graph.inputs() else {
                     return Err(incompatible(
@@ -306,15 +298,18 @@ impl Model {
     }
 }
 
-/// A tensor model declares no input schema, or one f32/f64 column (its tensor).
-fn check_tensor_schema(v: &LoadedVersion) -> Result<()> {
+/// What a tensor model (CNN, ONNX) declares, if anything: its tensor as one column.
+const TENSOR_COLUMN: &str = "a tensor model reads one f32 tensor column";
+
+/// A bundle that declares an input schema must declare one column of one of `dtypes`
+/// (`what` says what the model reads).
+fn check_single_column(v: &LoadedVersion, what: &str, dtypes: &[DType]) -> Result<()> {
     if let Some(s) = &v.version.meta.input_schema {
-        let ok = s.len() == 1 && matches!(s.fields()[0].dtype, DType::F32 | DType::F64);
-        if !ok {
+        if !(s.len() == 1 && dtypes.contains(&s.fields()[0].dtype)) {
             return Err(incompatible(
                 v,
                 format!(
-                    "a tensor model reads one f32 tensor column, the bundle declares {:?}",
+                    "{what}, the bundle declares {:?}",
                     s.names().collect::<Vec<_>>()
                 ),
             ));
