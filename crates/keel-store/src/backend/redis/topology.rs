@@ -457,7 +457,7 @@ impl Topology {
             t.commands.cmd(&[b"EXEC"]);
         }
         let groups = &groups;
-        let gathered = self.fan_out(groups.iter().map(|(_, t)| &t.route[..]), |node, idx| {
+        self.fan_out(groups.iter().map(|(_, t)| &t.route[..]), |node, idx| {
             // One transaction (always, on one server) is sent from its own buffer.
             let resp = if let [one] = idx {
                 node.query(&groups[*one].1.commands)?
@@ -473,7 +473,6 @@ impl Topology {
             }
             Ok((resp, Pick::All))
         })?;
-        drop(gathered);
         Ok(())
     }
 
