@@ -1,9 +1,6 @@
 //! [`Registry::check`]: reads every entry the way the commands do and lists what is damaged.
 
-use std::fs;
-
 use crate::registry::{Damaged, Registry};
-use crate::run::RunId;
 use crate::Result;
 
 /// What [`Registry::check`] found.
@@ -32,35 +29,29 @@ impl Registry {
     /// at existing versions. Nothing is changed; damaged entries are listed, not fatal.
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = CheckReport::default();
-        let runs_dir = self.root().join("runs");
+        let (all, unreadable) = self.all_runs(None)?;
+        report.damaged.extend(unreadable);
         let mut damaged = |path: std::path::PathBuf, problem: String| {
             report.damaged.push(Damaged { path, problem });
         };
         let mut runs = 0;
-        for e in fs::read_dir(&runs_dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name == "LOCK" {
-                continue;
-            }
-            let id = RunId(name);
-            match self.run(&id) {
-                Ok(run) => {
-                    let mut ok = true;
-                    for a in &run.artifacts {
-                        if let Err(err) = self.artifact(&id, &a.name) {
-                            ok = false;
-                            damaged(e.path().join("artifacts").join(&a.name), err.to_string());
-                        }
-                    }
-                    runs += usize::from(ok);
+        for run in all {
+            let mut ok = true;
+            for a in &run.artifacts {
+                if let Err(err) = self.artifact(&run.id, &a.name) {
+                    ok = false;
+                    damaged(
+                        self.entry(&format!("runs/{}/artifacts/{}", run.id, a.name)),
+                        err.to_string(),
+                    );
                 }
-                Err(err) => damaged(e.path(), err.to_string()),
             }
+            runs += usize::from(ok);
         }
         let mut versions = 0;
         let mut models = 0;
         for model in self.models()? {
-            let dir = self.root().join("models").join(&model);
+            let dir = self.entry(&format!("models/{model}"));
             let known = match self.versions(&model) {
                 Ok(v) => v,
                 Err(err) => {

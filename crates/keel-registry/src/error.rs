@@ -137,9 +137,30 @@ pub enum RegistryError {
     /// A run query could not be parsed.
     #[error("run query: {0}")]
     Query(String),
-    /// The MLflow server refused or could not be reached.
+    /// The MLflow server answered in a way keel cannot use.
     #[error("mlflow: {0}")]
     Mlflow(String),
+    /// The MLflow server refused a call with one of its error codes
+    /// (`RESOURCE_DOES_NOT_EXIST`, `INVALID_PARAMETER_VALUE`...).
+    #[error("mlflow {what}: HTTP {status} {code}: {message}")]
+    MlflowApi {
+        /// The REST path.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// MLflow's `error_code`.
+        code: String,
+        /// MLflow's message (first 300 characters).
+        message: String,
+    },
+    /// The MLflow registry's move lock is held by another writer for longer than the wait.
+    #[error("mlflow: model {model} is being changed by another writer (lock held for over {waited_ms} ms)")]
+    Busy {
+        /// The model.
+        model: String,
+        /// How long this writer waited.
+        waited_ms: u64,
+    },
     /// An MLflow call failed on the wire (connection, TLS, status, body limit).
     #[cfg(feature = "mlflow")]
     #[error("mlflow {what}: {source}")]
@@ -159,6 +180,24 @@ pub enum RegistryError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl RegistryError {
+    /// Whether the shared registry could not be reached at all (connection refused, timeout):
+    /// a serving replica keeps its last verified models and retries.
+    pub fn is_unreachable(&self) -> bool {
+        #[cfg(feature = "mlflow")]
+        if let RegistryError::MlflowHttp { .. } = self {
+            return true;
+        }
+        matches!(self, RegistryError::MlflowApi { status, .. } if *status >= 500)
+    }
+
+    /// Whether MLflow answered `RESOURCE_DOES_NOT_EXIST`.
+    pub(crate) fn is_mlflow_not_found(&self) -> bool {
+        matches!(self, RegistryError::MlflowApi { code, status, .. }
+            if code == "RESOURCE_DOES_NOT_EXIST" || *status == 404)
+    }
 }
 
 /// Result alias of this crate.

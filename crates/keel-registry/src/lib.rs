@@ -54,18 +54,24 @@
 mod check;
 mod error;
 mod fsutil;
+#[cfg(feature = "mlflow")]
+mod local_mlflow;
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "mlflow")]
 mod mlflow;
 mod registry;
+#[cfg(feature = "mlflow")]
+mod remote;
 pub mod rollout;
 mod run;
 pub mod signing;
 
 pub use check::CheckReport;
-#[cfg(feature = "mlflow")]
 pub use error::{RegistryError, Result};
+#[cfg(feature = "mlflow")]
+pub use local_mlflow::LocalMlflow;
+#[cfg(feature = "mlflow")]
 pub use mlflow::MlflowClient;
 pub use registry::{
     ActiveRun, AliasEvent, Bundle, Damaged, FileEntry, LoadedVersion, ModelMeta, ModelVersion,

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::run::{Run, RunStatus};
+use crate::remote::status_name;
+use crate::run::Run;
 use crate::{Registry, RegistryError, Result};
 
+/// Largest JSON answer read from the server.
+const MAX_ANSWER: u64 = 64 << 20;
 /// MLflow caps per `log-batch` call.
 const MAX_METRICS: usize = 1000;
 const MAX_PARAMS: usize = 100;
@@ -27,8 +30,13 @@ pub struct MlflowClient {
 impl MlflowClient {
     /// A client for `base_url` (e.g. `http://127.0.0.1:5000`), 30 s timeout per call.
     pub fn new(base_url: &str) -> MlflowClient {
+        MlflowClient::with_timeout(base_url, Duration::from_secs(30))
+    }
+
+    /// A client for `base_url` with `timeout` per call (connect, send and receive).
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> MlflowClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .build()
             .into();
@@ -36,6 +44,11 @@ impl MlflowClient {
             base: base_url.trim_end_matches('/').to_string(),
             agent,
         }
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -47,14 +60,24 @@ impl MlflowClient {
         let text = resp
             .body_mut()
             .with_config()
-            .limit(16 << 20)
+            .limit(MAX_ANSWER)
             .read_to_string()
             .map_err(|e| http_err(what, e))?;
         if !(200..300).contains(&status) {
-            return Err(RegistryError::Mlflow(format!(
-                "{what}: HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let code = v["error_code"].as_str().unwrap_or("").to_string();
+            let message = v["message"]
+                .as_str()
+                .unwrap_or(&text)
+                .chars()
+                .take(300)
+                .collect();
+            return Err(RegistryError::MlflowApi {
+                what: what.to_string(),
+                status,
+                code,
+                message,
+            });
         }
         if text.is_empty() {
             return Ok(Value::Null);
@@ -65,10 +88,22 @@ impl MlflowClient {
         })
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    /// POSTs a JSON body to an MLflow REST path.
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let resp = self
             .agent
             .post(&self.url(path))
+            .send_json(body)
+            .map_err(|e| http_err(path, e))?;
+        Self::check(path, resp)
+    }
+
+    /// DELETEs with a JSON body (MLflow's delete calls read their arguments from the body).
+    pub(crate) fn delete(&self, path: &str, body: &Value) -> Result<Value> {
+        let resp = self
+            .agent
+            .delete(&self.url(path))
+            .force_send_body()
             .send_json(body)
             .map_err(|e| http_err(path, e))?;
         Self::check(path, resp)
@@ -82,6 +117,42 @@ impl MlflowClient {
         }
         let resp = req.call().map_err(|e| http_err(path, e))?;
         Self::check(path, resp)
+    }
+
+    /// The proxied-artifact URL of an `mlflow-artifacts:` location.
+    fn artifact_url(&self, location: &str) -> Result<String> {
+        let rel = artifact_rel(location)?;
+        Ok(format!("{}/api/2.0/mlflow-artifacts/artifacts/{rel}", self.base))
+    }
+
+    /// Uploads one file to an `mlflow-artifacts:/...` location through the server's proxy.
+    pub(crate) fn put_artifact(&self, location: &str, bytes: &[u8]) -> Result<()> {
+        let url = self.artifact_url(location)?;
+        let resp = self
+            .agent
+            .put(&url)
+            .send(bytes)
+            .map_err(|e| http_err(location, e))?;
+        Self::check("artifact upload", resp).map(drop)
+    }
+
+    /// Downloads one file of at most `limit` bytes from an `mlflow-artifacts:/...` location.
+    pub(crate) fn get_artifact(&self, location: &str, limit: u64) -> Result<Vec<u8>> {
+        let url = self.artifact_url(location)?;
+        let mut resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| http_err(location, e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Self::check(location, resp).map(|_| Vec::new());
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| http_err(location, e))
     }
 
     /// The id of experiment `name`, created when absent.
@@ -115,6 +186,21 @@ impl MlflowClient {
         }
         if let Some(c) = &run.code_version {
             tags.push(("mlflow.source.git.commit".into(), c.clone()));
+        }
+        // A run exported before is found by its keel.run_id tag: re-exporting finishes it
+        // (status, end time) instead of creating a duplicate.
+        let found = self.post(
+            "runs/search",
+            &json!({"experiment_ids": [exp], "max_results": 1,
+                    "filter": format!("tags.`keel.run_id` = '{}'", run.id.0)}),
+        )?;
+        if let Some(id) = found["runs"][0]["info"]["run_id"].as_str() {
+            let mut update = json!({"run_id": id, "status": status_name(run.status)});
+            if let Some(e) = run.end_ms {
+                update["end_time"] = json!(e);
+            }
+            self.post("runs/update", &update)?;
+            return Ok(id.to_string());
         }
         let mut create = json!({
             "experiment_id": exp,
@@ -157,24 +243,12 @@ impl MlflowClient {
         }
         for a in &run.artifacts {
             let bytes = registry.artifact(&run.id, &a.name)?;
-            let url = format!(
-                "{}/api/2.0/mlflow-artifacts/artifacts/{exp}/{id}/artifacts/{}",
-                self.base, a.name
-            );
-            let resp = self
-                .agent
-                .put(&url)
-                .send(&bytes[..])
-                .map_err(|e| http_err(&format!("artifact {}", a.name), e))?;
-            Self::check("artifact upload", resp)?;
+            self.put_artifact(
+                &format!("mlflow-artifacts:/{exp}/{id}/artifacts/{}", a.name),
+                &bytes,
+            )?;
         }
-        let status = match run.status {
-            RunStatus::Running => "RUNNING",
-            RunStatus::Finished => "FINISHED",
-            RunStatus::Failed => "FAILED",
-            RunStatus::Killed => "KILLED",
-        };
-        let mut update = json!({"run_id": id, "status": status});
+        let mut update = json!({"run_id": id, "status": status_name(run.status)});
         if let Some(e) = run.end_ms {
             update["end_time"] = json!(e);
         }
@@ -188,4 +262,24 @@ fn http_err(what: &str, source: ureq::Error) -> RegistryError {
         what: what.to_string(),
         source: Box::new(source),
     }
+}
+
+/// The path under the artifact proxy of an `mlflow-artifacts:` location
+/// (`mlflow-artifacts:/1/abc/artifacts/x` -> `1/abc/artifacts/x`).
+pub(crate) fn artifact_rel(location: &str) -> Result<&str> {
+    let rel = location
+        .strip_prefix("mlflow-artifacts:")
+        .map(|r| r.trim_start_matches('/'))
+        .ok_or_else(|| {
+            RegistryError::Mlflow(format!(
+                "artifact location {location:?} is not served by the tracking server: start \
+                 `mlflow server` with its artifact proxy (the default, `--serve-artifacts`)"
+            ))
+        })?;
+    if rel.is_empty() || rel.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Err(RegistryError::Mlflow(format!(
+            "artifact location {location:?} is not a plain path"
+        )));
+    }
+    Ok(rel)
 }

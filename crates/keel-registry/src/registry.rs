@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::fsutil::{self, check_name, io, read_bounded, sync_dir, write_atomic, DirLock};
+#[cfg(feature = "mlflow")]
+use crate::remote::{MlflowLock, MlflowRegistry};
 use crate::run::{ArtifactRef, Comparison, DataRef, MetricPoint, Run, RunFilter, RunId, RunStatus};
 use crate::signing::{SigningKey, TrustedKeys};
 use crate::{RegistryError, Result};
@@ -17,7 +19,7 @@ use crate::{RegistryError, Result};
 /// Largest run record read back (runs are small; this bounds a forged file).
 const MAX_RECORD: u64 = 64 << 20;
 /// A version's signature file (see [`crate::signing`]).
-const SIGNATURE: &str = "SIGNATURE";
+pub(crate) const SIGNATURE: &str = "SIGNATURE";
 /// Largest bundle file or artifact.
 const MAX_BLOB: u64 = 16 << 30;
 
@@ -173,16 +175,16 @@ impl AliasEvent {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct AliasState {
-    current: BTreeMap<String, u32>,
+pub(crate) struct AliasState {
+    pub(crate) current: BTreeMap<String, u32>,
     /// Per alias, the versions it pointed to before, most recent last (rollback pops).
-    previous: BTreeMap<String, Vec<Option<u32>>>,
-    audit: Vec<AliasEvent>,
+    pub(crate) previous: BTreeMap<String, Vec<Option<u32>>>,
+    pub(crate) audit: Vec<AliasEvent>,
 }
 
 impl AliasState {
     /// Index of the first event whose chain link does not follow from the one before.
-    fn broken_link(&self) -> Option<usize> {
+    pub(crate) fn broken_link(&self) -> Option<usize> {
         let mut prev = [0u8; 32];
         for (i, e) in self.audit.iter().enumerate() {
             if e.digest(&prev) != e.chain {
@@ -264,7 +266,12 @@ pub struct Damaged {
     pub problem: String,
 }
 
-/// The tracking store and model registry, in a directory.
+/// The tracking store and model registry: in a directory (the embedded default) or on an MLflow
+/// tracking server shared by a fleet ([`Registry::mlflow`], [`Registry::at`]). Both answer the
+/// same calls with the same errors; everything above (training jobs, the retraining loop,
+/// deployments, the CLI, `keel serve`) works on either.
+///
+/// In a directory:
 ///
 /// ```text
 /// root/runs/<run-id>/run          envelope RUN_ (the record, replaced atomically)
@@ -276,15 +283,47 @@ pub struct Damaged {
 /// one rename of a fully written staging directory. A crash leaves the old state or the new,
 /// never a mix; leftovers of interrupted writes are swept on open. An exclusive file lock
 /// serialises writers across processes. `Registry` is `Send + Sync`.
+///
+/// On MLflow, see `docs/fleet.md`: runs are MLflow runs, versions are registered model
+/// versions whose artifacts are the bundle's files, aliases are MLflow's aliases and the audit
+/// is a hash-chained series of registered-model tags.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    root: PathBuf,
+    place: Place,
     clock: Arc<dyn Clock>,
     guard: Arc<Mutex<()>>,
     /// Signs every registered version when set.
     signer: Option<Arc<SigningKey>>,
     /// When set, only versions signed by one of these keys load.
     trusted: Option<Arc<TrustedKeys>>,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
+    Dir(PathBuf),
+    #[cfg(feature = "mlflow")]
+    Mlflow(Arc<MlflowRegistry>),
+}
+
+/// A held writer lock.
+enum Held<'a> {
+    Dir(#[allow(dead_code)] std::sync::MutexGuard<'a, ()>, #[allow(dead_code)] DirLock),
+    #[cfg(feature = "mlflow")]
+    Mlflow(
+        #[allow(dead_code)] std::sync::MutexGuard<'a, ()>,
+        #[allow(dead_code)] MlflowLock<'a>,
+    ),
+}
+
+/// One alias move inside [`Registry::move_aliases`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AliasMove {
+    /// Point the alias at a version (which must exist).
+    Set(String, u32),
+    /// Remove the alias (it must be set).
+    Remove(String),
+    /// Undo the alias's last move, provided it goes to `expected` when given.
+    Rollback(String, Option<Option<u32>>),
 }
 
 impl Registry {
@@ -301,21 +340,21 @@ impl Registry {
             fs::create_dir_all(&p).map_err(io(&p))?;
         }
         let reg = Registry {
-            root,
+            place: Place::Dir(root.clone()),
             clock,
             guard: Arc::new(Mutex::new(())),
             signer: None,
             trusted: None,
         };
         {
-            let _l = reg.lock()?;
-            if let Ok(models) = fs::read_dir(reg.root.join("models")) {
+            let _l = DirLock::acquire(&root)?;
+            if let Ok(models) = fs::read_dir(root.join("models")) {
                 for m in models.flatten() {
                     fsutil::sweep(&m.path());
                 }
             }
-            fsutil::sweep(&reg.root.join("runs"));
-            if let Ok(runs) = fs::read_dir(reg.root.join("runs")) {
+            fsutil::sweep(&root.join("runs"));
+            if let Ok(runs) = fs::read_dir(root.join("runs")) {
                 for r in runs.flatten() {
                     fsutil::sweep(&r.path());
                     fsutil::sweep(&r.path().join("artifacts"));
@@ -323,6 +362,50 @@ impl Registry {
             }
         }
         Ok(reg)
+    }
+
+    /// Connects to the registry on an MLflow tracking server at `url` (`http://host:port`, or
+    /// `mlflow+http://host:port`), checking that it answers. The server must proxy artifacts
+    /// (`mlflow server`'s default, `--serve-artifacts`). Plain HTTP only: put TLS in front with
+    /// a sidecar.
+    #[cfg(feature = "mlflow")]
+    pub fn mlflow(url: &str) -> Result<Registry> {
+        let base = url.strip_prefix("mlflow+").unwrap_or(url);
+        if !base.starts_with("http://") {
+            return Err(RegistryError::Mlflow(format!(
+                "{url:?}: expected http://HOST:PORT or mlflow+http://HOST:PORT (no TLS in keel)"
+            )));
+        }
+        Ok(Registry {
+            place: Place::Mlflow(Arc::new(MlflowRegistry::connect(base)?)),
+            clock: Arc::new(SystemClock),
+            guard: Arc::new(Mutex::new(())),
+            signer: None,
+            trusted: None,
+        })
+    }
+
+    /// Opens the registry `location` names: an MLflow server for `http://...` or
+    /// `mlflow+http://...` (see [`Registry::mlflow`]), else a directory ([`Registry::open`]).
+    pub fn at(location: &str) -> Result<Registry> {
+        if location.starts_with("http://")
+            || location.starts_with("https://")
+            || location.starts_with("mlflow+")
+        {
+            #[cfg(feature = "mlflow")]
+            return Registry::mlflow(location);
+            #[cfg(not(feature = "mlflow"))]
+            return Err(RegistryError::Mlflow(format!(
+                "{location}: this build has no MLflow support (feature `mlflow`)"
+            )));
+        }
+        Registry::open(location)
+    }
+
+    /// The same registry with another clock (run times, version times, audit times).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Registry {
+        self.clock = clock;
+        self
     }
 
     /// Signs every version this handle registers with `key` (file `SIGNATURE` beside the
@@ -342,21 +425,63 @@ impl Registry {
     /// Signs an already registered version with `key` (replacing any signature), e.g. to adopt
     /// signing for versions registered before it. Verifies the version's files first.
     pub fn sign(&self, name: &str, version: u32, key: &SigningKey) -> Result<()> {
-        let _l = self.lock()?;
-        let (mv, manifest) = self.version_bytes(name, version)?;
-        self.read_files(name, version, mv)?;
-        let dir = self.model_dir(name)?.join(format!("v{version}"));
-        write_atomic(&dir, SIGNATURE, key.sign_manifest(&manifest).as_bytes())
+        let _l = self.lock(name)?;
+        let (mv, manifest, _, source) = self.version_bytes(name, version)?;
+        let signature = key.sign_manifest(&manifest);
+        match &self.place {
+            Place::Dir(root) => {
+                Registry::read_files(root, name, version, mv)?;
+                let dir = model_dir(root, name)?.join(format!("v{version}"));
+                write_atomic(&dir, SIGNATURE, signature.as_bytes())
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => {
+                m.read_files(&source, &mv, MAX_BLOB)?;
+                m.write_signature(&source, &signature)
+            }
+        }
     }
 
-    /// The registry's directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The registry's directory; `None` on MLflow.
+    pub fn root(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Dir(root) => Some(root),
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(_) => None,
+        }
     }
 
-    fn lock(&self) -> Result<(std::sync::MutexGuard<'_, ()>, DirLock)> {
+    /// Where the registry is: its directory, or the MLflow server's URL.
+    pub fn location(&self) -> String {
+        match &self.place {
+            Place::Dir(root) => root.display().to_string(),
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.base().to_string(),
+        }
+    }
+
+    /// Whether this registry lives on a shared server (MLflow) rather than in a directory.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self.place, Place::Dir(_))
+    }
+
+    /// A display path of an entry (`runs/<id>`, `models/<name>/v<N>`...).
+    pub(crate) fn entry(&self, rel: &str) -> PathBuf {
+        match &self.place {
+            Place::Dir(root) => root.join(rel),
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.entry(rel),
+        }
+    }
+
+    /// The writer lock for `model`'s versions and aliases.
+    fn lock(&self, model: &str) -> Result<Held<'_>> {
         let g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        Ok((g, DirLock::acquire(&self.root)?))
+        match &self.place {
+            Place::Dir(root) => Ok(Held::Dir(g, DirLock::acquire(root)?)),
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => Ok(Held::Mlflow(g, m.lock(model)?)),
+        }
     }
 
     // ---------------------------------------------------------------- tracking
@@ -365,7 +490,7 @@ impl Registry {
     /// the git commit of the current directory when there is one).
     pub fn start_run(&self, experiment: &str) -> Result<ActiveRun> {
         check_name("experiment", experiment)?;
-        let run = Run {
+        let mut run = Run {
             id: RunId::fresh(),
             experiment: experiment.to_string(),
             name: None,
@@ -380,42 +505,63 @@ impl Registry {
             code_version: code_version(),
             artifacts: Vec::new(),
         };
-        // The run's directory appears by one rename of a staging directory that already holds
-        // the record: listings never meet a run without one.
-        let _shared = DirLock::shared(&self.root)?;
-        let runs = self.root.join("runs");
-        let staging = runs.join(format!(".staging-{}", fsutil::nonce()));
-        fs::create_dir(&staging).map_err(io(&staging))?;
-        fsutil::write_synced(&staging.join("run"), &envelope::encode(&run)?)?;
-        sync_dir(&staging)?;
-        let dst = self.run_dir(&run.id)?;
-        fs::rename(&staging, &dst).map_err(io(&dst))?;
-        sync_dir(&runs)?;
+        match &self.place {
+            Place::Dir(root) => {
+                // The run's directory appears by one rename of a staging directory that
+                // already holds the record: listings never meet a run without one.
+                let _shared = DirLock::shared(root)?;
+                let runs = root.join("runs");
+                let staging = runs.join(format!(".staging-{}", fsutil::nonce()));
+                fs::create_dir(&staging).map_err(io(&staging))?;
+                fsutil::write_synced(&staging.join("run"), &envelope::encode(&run)?)?;
+                sync_dir(&staging)?;
+                let dst = run_dir(root, &run.id)?;
+                fs::rename(&staging, &dst).map_err(io(&dst))?;
+                sync_dir(&runs)?;
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => run.id = m.create_run(&run)?,
+        }
         Ok(ActiveRun {
             registry: self.clone(),
             run,
         })
     }
 
-    fn run_dir(&self, id: &RunId) -> Result<PathBuf> {
-        check_name("run id", &id.0)?;
-        Ok(self.root.join("runs").join(&id.0))
-    }
-
-    fn save_run(&self, run: &Run) -> Result<()> {
-        let dir = self.run_dir(&run.id)?;
-        let _shared = DirLock::shared(&self.root)?;
-        write_atomic(&dir, "run", &envelope::encode(run)?)
+    /// Persists a run after `change`: the whole record in a directory, the change itself on
+    /// MLflow.
+    fn save_run(&self, run: &Run, change: Change<'_>) -> Result<()> {
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = run_dir(root, &run.id)?;
+                let _shared = DirLock::shared(root)?;
+                if let Change::Artifact(a, bytes) = change {
+                    write_atomic(&dir.join("artifacts"), &a.name, bytes)?;
+                }
+                write_atomic(&dir, "run", &envelope::encode(run)?)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.push(run, change),
+        }
     }
 
     /// Reads a run.
     pub fn run(&self, id: &RunId) -> Result<Run> {
-        let path = self.run_dir(id)?.join("run");
-        if !path.exists() {
-            return Err(RegistryError::UnknownRun(id.clone()));
+        match &self.place {
+            Place::Dir(root) => {
+                let path = run_dir(root, id)?.join("run");
+                if !path.exists() {
+                    return Err(RegistryError::UnknownRun(id.clone()));
+                }
+                let bytes = read_bounded(&path, MAX_RECORD)?;
+                Ok(envelope::decode(&bytes)?)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => {
+                check_name("run id", &id.0)?;
+                m.run(id)
+            }
         }
-        let bytes = read_bounded(&path, MAX_RECORD)?;
-        Ok(envelope::decode(&bytes)?)
     }
 
     /// Resumes writing to a run (e.g. to end one a crashed process left running).
@@ -440,29 +586,8 @@ impl Registry {
 
     /// [`Registry::search_runs`], with the damaged runs it skipped.
     pub fn search_runs_reporting(&self, filter: &RunFilter) -> Result<(Vec<Run>, Vec<Damaged>)> {
-        let dir = self.root.join("runs");
-        let mut out = Vec::new();
-        let mut damaged = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io(&dir))? {
-            let e = e.map_err(io(&dir))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name == "LOCK" {
-                continue;
-            }
-            let run = match self.run(&RunId(name)) {
-                Ok(r) => r,
-                Err(err) => {
-                    damaged.push(Damaged {
-                        path: e.path(),
-                        problem: err.to_string(),
-                    });
-                    continue;
-                }
-            };
-            if filter.matches(&run) {
-                out.push(run);
-            }
-        }
+        let (runs, damaged) = self.all_runs(filter.experiment.as_deref())?;
+        let mut out: Vec<Run> = runs.into_iter().filter(|r| filter.matches(r)).collect();
         match &filter.order_by {
             Some(m) => out.sort_by(|a, b| {
                 let (x, y) = (a.metric(m), b.metric(m));
@@ -490,7 +615,43 @@ impl Registry {
         if let Some(n) = filter.limit {
             out.truncate(n);
         }
+        #[cfg(feature = "mlflow")]
+        if let Place::Mlflow(m) = &self.place {
+            // MLflow's search answers each metric's latest point; the runs returned carry
+            // their whole histories, like the directory's.
+            for r in &mut out {
+                m.fill_history(r)?;
+            }
+        }
         Ok((out, damaged))
+    }
+
+    /// Every run (of `experiment` when given), and the entries that could not be read.
+    pub(crate) fn all_runs(&self, experiment: Option<&str>) -> Result<(Vec<Run>, Vec<Damaged>)> {
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = root.join("runs");
+                let mut out = Vec::new();
+                let mut damaged = Vec::new();
+                for e in fs::read_dir(&dir).map_err(io(&dir))? {
+                    let e = e.map_err(io(&dir))?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') || name == "LOCK" {
+                        continue;
+                    }
+                    match self.run(&RunId(name)) {
+                        Ok(r) => out.push(r),
+                        Err(err) => damaged.push(Damaged {
+                            path: e.path(),
+                            problem: err.to_string(),
+                        }),
+                    }
+                }
+                Ok((out, damaged))
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.search(experiment),
+        }
     }
 
     /// Compares runs side by side.
@@ -510,24 +671,26 @@ impl Registry {
             .iter()
             .find(|a| a.name == name)
             .ok_or_else(|| RegistryError::MissingFile(name.to_string()))?;
-        let path = self.run_dir(id)?.join("artifacts").join(name);
-        let bytes = read_bounded(&path, a.size)?;
-        verify(&path, &bytes, &a.sha256)?;
-        Ok(bytes)
+        check_name("artifact", name)?;
+        match &self.place {
+            Place::Dir(root) => {
+                let path = run_dir(root, id)?.join("artifacts").join(name);
+                let bytes = read_bounded(&path, a.size)?;
+                verify(&path, &bytes, &a.sha256)?;
+                Ok(bytes)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.run_artifact(id, a),
+        }
     }
 
     // ---------------------------------------------------------------- models
-
-    fn model_dir(&self, name: &str) -> Result<PathBuf> {
-        check_name("model", name)?;
-        Ok(self.root.join("models").join(name))
-    }
 
     /// Registers a new version of `name` from a finished run. The run's params, seed and data
     /// version fill the metadata where the bundle leaves them empty. Refused unless the run
     /// exists and is [`RunStatus::Finished`].
     pub fn register(&self, name: &str, run: &RunId, bundle: Bundle) -> Result<ModelVersion> {
-        let dir = self.model_dir(name)?;
+        check_name("model", name)?;
         let r = self.run(run)?;
         if r.status != RunStatus::Finished {
             return Err(RegistryError::RunNotFinished {
@@ -557,28 +720,40 @@ impl Registry {
         if meta.data_version.is_none() {
             meta.data_version = r.data.first().map(|d| d.version.clone());
         }
-        let _l = self.lock()?;
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let version = self.versions_unlocked(name)?.last().map_or(1, |v| v + 1);
-        let staging = dir.join(format!(".staging-{}", fsutil::nonce()));
-        fs::create_dir(&staging).map_err(io(&staging))?;
-        let mut files = Vec::with_capacity(bundle.files.len());
-        for (fname, bytes) in &bundle.files {
-            fsutil::write_synced(&staging.join(fname), bytes)?;
-            files.push(FileEntry {
+        let files = bundle
+            .files
+            .iter()
+            .map(|(fname, bytes)| FileEntry {
                 name: fname.clone(),
                 sha256: hex::encode(Sha256::digest(bytes)),
                 size: bytes.len() as u64,
-            });
-        }
-        let mv = ModelVersion {
+            })
+            .collect();
+        let mut mv = ModelVersion {
             name: name.to_string(),
-            version,
+            version: 0,
             run_id: run.clone(),
             created_ms: self.clock.now_ms(),
             meta,
             files,
         };
+        let root = match &self.place {
+            Place::Dir(root) => root,
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => {
+                // MLflow numbers versions itself, atomically: no lock needed.
+                return m.register(mv, &bundle.files, self.signer.as_deref());
+            }
+        };
+        let dir = model_dir(root, name)?;
+        let _l = self.lock(name)?;
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        mv.version = self.versions(name)?.last().map_or(1, |v| v + 1);
+        let staging = dir.join(format!(".staging-{}", fsutil::nonce()));
+        fs::create_dir(&staging).map_err(io(&staging))?;
+        for (fname, bytes) in &bundle.files {
+            fsutil::write_synced(&staging.join(fname), bytes)?;
+        }
         let manifest = envelope::encode(&mv)?;
         fsutil::write_synced(&staging.join("MANIFEST"), &manifest)?;
         if let Some(key) = &self.signer {
@@ -588,41 +763,52 @@ impl Registry {
             )?;
         }
         sync_dir(&staging)?;
-        let dst = dir.join(format!("v{version}"));
+        let dst = dir.join(format!("v{}", mv.version));
         fs::rename(&staging, &dst).map_err(io(&dst))?;
         sync_dir(&dir)?;
         Ok(mv)
     }
 
-    fn versions_unlocked(&self, name: &str) -> Result<Vec<u32>> {
-        let dir = self.model_dir(name)?;
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut v: Vec<u32> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse().ok())
-            .collect();
-        v.sort_unstable();
-        Ok(v)
-    }
-
     /// Version numbers of a model, ascending.
     pub fn versions(&self, name: &str) -> Result<Vec<u32>> {
-        self.versions_unlocked(name)
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = model_dir(root, name)?;
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    return Ok(Vec::new());
+                };
+                let mut v: Vec<u32> = entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse().ok())
+                    .collect();
+                v.sort_unstable();
+                Ok(v)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => {
+                check_name("model", name)?;
+                m.versions(name)
+            }
+        }
     }
 
     /// Names of all registered models.
     pub fn models(&self) -> Result<Vec<String>> {
-        let dir = self.root.join("models");
-        let mut v: Vec<String> = fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| !n.starts_with('.') && n != "LOCK")
-            .collect();
-        v.sort();
-        Ok(v)
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = root.join("models");
+                let mut v: Vec<String> = fs::read_dir(&dir)
+                    .map_err(io(&dir))?
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| !n.starts_with('.') && n != "LOCK")
+                    .collect();
+                v.sort();
+                Ok(v)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.models(),
+        }
     }
 
     /// A version's manifest (no file contents).
@@ -630,47 +816,64 @@ impl Registry {
         Ok(self.version_bytes(name, version)?.0)
     }
 
-    /// A version's manifest, decoded and as stored.
-    fn version_bytes(&self, name: &str, version: u32) -> Result<(ModelVersion, Vec<u8>)> {
-        let path = self
-            .model_dir(name)?
-            .join(format!("v{version}"))
-            .join("MANIFEST");
-        if !path.exists() {
-            return Err(RegistryError::UnknownVersion {
-                name: name.to_string(),
-                version,
-            });
+    /// A version's manifest, decoded and as stored; its signature when it has one; where its
+    /// files are (a directory, or an `mlflow-artifacts:` location).
+    fn version_bytes(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<(ModelVersion, Vec<u8>, Option<String>, String)> {
+        check_name("model", name)?;
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = model_dir(root, name)?.join(format!("v{version}"));
+                let path = dir.join("MANIFEST");
+                if !path.exists() {
+                    return Err(RegistryError::UnknownVersion {
+                        name: name.to_string(),
+                        version,
+                    });
+                }
+                let bytes = read_bounded(&path, MAX_RECORD)?;
+                let mv: ModelVersion = envelope::decode(&bytes)?;
+                if mv.name != name || mv.version != version {
+                    return Err(RegistryError::Corrupt {
+                        path,
+                        reason: "manifest names another version".into(),
+                    });
+                }
+                let sig = dir.join(SIGNATURE);
+                let signature = if sig.exists() {
+                    Some(String::from_utf8(read_bounded(&sig, 4096)?).unwrap_or_default())
+                } else {
+                    None
+                };
+                Ok((mv, bytes, signature, dir.display().to_string()))
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.version_bytes(name, version),
         }
-        let bytes = read_bounded(&path, MAX_RECORD)?;
-        let mv: ModelVersion = envelope::decode(&bytes)?;
-        if mv.name != name || mv.version != version {
-            return Err(RegistryError::Corrupt {
-                path,
-                reason: "manifest names another version".into(),
-            });
-        }
-        Ok((mv, bytes))
     }
 
     /// With trusted keys: the version's `SIGNATURE` must verify against its manifest.
-    fn check_signature(&self, name: &str, version: u32, manifest: &[u8]) -> Result<()> {
+    fn check_signature(
+        &self,
+        name: &str,
+        version: u32,
+        manifest: &[u8],
+        signature: Option<&str>,
+    ) -> Result<()> {
         let Some(trusted) = &self.trusted else {
             return Ok(());
         };
-        let path = self
-            .model_dir(name)?
-            .join(format!("v{version}"))
-            .join(SIGNATURE);
-        if !path.exists() {
+        let Some(text) = signature else {
             return Err(RegistryError::Unsigned {
                 name: name.to_string(),
                 version,
             });
-        }
-        let text = String::from_utf8(read_bounded(&path, 4096)?).unwrap_or_default();
+        };
         trusted
-            .verify(&text, manifest)
+            .verify(text, manifest)
             .map(drop)
             .map_err(|reason| RegistryError::BadSignature {
                 name: name.to_string(),
@@ -682,14 +885,21 @@ impl Registry {
     /// Reads a version and every file in it, verifying each sha256: a tampered or truncated
     /// bundle is refused with [`RegistryError::Tampered`].
     pub fn load(&self, name: &str, version: u32) -> Result<LoadedVersion> {
-        let (mv, manifest) = self.version_bytes(name, version)?;
-        self.check_signature(name, version, &manifest)?;
-        self.read_files(name, version, mv)
+        let (mv, manifest, signature, source) = self.version_bytes(name, version)?;
+        self.check_signature(name, version, &manifest, signature.as_deref())?;
+        match &self.place {
+            Place::Dir(root) => Registry::read_files(root, name, version, mv),
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => {
+                let files = m.read_files(&source, &mv, MAX_BLOB)?;
+                Ok(LoadedVersion { version: mv, files })
+            }
+        }
     }
 
-    /// Reads every file of a version's manifest, verifying size and sha256.
-    fn read_files(&self, name: &str, version: u32, mv: ModelVersion) -> Result<LoadedVersion> {
-        let dir = self.model_dir(name)?.join(format!("v{version}"));
+    /// Reads every file of a version's manifest in a directory, verifying size and sha256.
+    fn read_files(root: &Path, name: &str, version: u32, mv: ModelVersion) -> Result<LoadedVersion> {
+        let dir = model_dir(root, name)?.join(format!("v{version}"));
         let mut files = BTreeMap::new();
         for f in &mv.files {
             check_name("file", &f.name)?;
@@ -718,42 +928,50 @@ impl Registry {
         self.load(name, v)
     }
 
-    fn aliases_unlocked(&self, name: &str) -> Result<AliasState> {
-        let path = self.model_dir(name)?.join("ALIASES");
-        if !path.exists() {
-            return Ok(AliasState::default());
+    fn alias_state(&self, name: &str) -> Result<AliasState> {
+        check_name("model", name)?;
+        match &self.place {
+            Place::Dir(root) => {
+                let path = model_dir(root, name)?.join("ALIASES");
+                if !path.exists() {
+                    return Ok(AliasState::default());
+                }
+                let st: AliasState = envelope::decode(&read_bounded(&path, MAX_RECORD)?)?;
+                if let Some(i) = st.broken_link() {
+                    return Err(RegistryError::Corrupt {
+                        path,
+                        reason: format!(
+                            "the alias audit's hash chain breaks at event {i}: the history \
+                             was edited"
+                        ),
+                    });
+                }
+                Ok(st)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.alias_state(name),
         }
-        let st: AliasState = envelope::decode(&read_bounded(&path, MAX_RECORD)?)?;
-        if let Some(i) = st.broken_link() {
-            return Err(RegistryError::Corrupt {
-                path,
-                reason: format!(
-                    "the alias audit's hash chain breaks at event {i}: the history was edited"
-                ),
-            });
-        }
-        Ok(st)
     }
 
     /// The head of a model's alias audit chain (hex): record it elsewhere (a log, a ticket) and
     /// a later rewrite of the whole history is detectable too.
     pub fn audit_head(&self, name: &str) -> Result<String> {
-        Ok(hex::encode(self.aliases_unlocked(name)?.head()))
+        Ok(hex::encode(self.alias_state(name)?.head()))
     }
 
     /// The version `alias` points to, if set.
     pub fn alias(&self, name: &str, alias: &str) -> Result<Option<u32>> {
-        Ok(self.aliases_unlocked(name)?.current.get(alias).copied())
+        Ok(self.alias_state(name)?.current.get(alias).copied())
     }
 
     /// All aliases of a model.
     pub fn aliases(&self, name: &str) -> Result<BTreeMap<String, u32>> {
-        Ok(self.aliases_unlocked(name)?.current)
+        Ok(self.alias_state(name)?.current)
     }
 
     /// The audit history of a model's aliases, oldest first.
     pub fn audit(&self, name: &str) -> Result<Vec<AliasEvent>> {
-        Ok(self.aliases_unlocked(name)?.audit)
+        Ok(self.alias_state(name)?.audit)
     }
 
     /// Points `alias` at `version` (which must exist), recording who-knows-why in the audit.
@@ -764,34 +982,18 @@ impl Registry {
         version: u32,
         reason: &str,
     ) -> Result<AliasEvent> {
-        check_name("alias", alias)?;
-        let _l = self.lock()?;
-        self.version(name, version)?;
-        let mut st = self.aliases_unlocked(name)?;
-        let from = st.current.insert(alias.to_string(), version);
-        st.previous.entry(alias.to_string()).or_default().push(from);
-        self.commit_alias(name, st, alias, from, Some(version), reason, false)
+        self.move_one(name, AliasMove::Set(alias.to_string(), version), reason)
     }
 
     /// Removes an alias (recorded; rollback restores it).
     pub fn remove_alias(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEvent> {
-        let _l = self.lock()?;
-        let mut st = self.aliases_unlocked(name)?;
-        let from = st.current.remove(alias);
-        if from.is_none() {
-            return Err(RegistryError::UnknownAlias {
-                name: name.to_string(),
-                alias: alias.to_string(),
-            });
-        }
-        st.previous.entry(alias.to_string()).or_default().push(from);
-        self.commit_alias(name, st, alias, from, None, reason, false)
+        self.move_one(name, AliasMove::Remove(alias.to_string()), reason)
     }
 
     /// Moves `alias` back to the version it pointed to before its last move (repeatable: each
     /// call undoes one more move). Refused when there is nothing to undo.
     pub fn rollback(&self, name: &str, alias: &str, reason: &str) -> Result<AliasEvent> {
-        self.rollback_inner(name, alias, None, reason)
+        self.move_one(name, AliasMove::Rollback(alias.to_string(), None), reason)
     }
 
     /// Where [`Registry::rollback`] would move `alias` now: `Some(v)` a version, `None` unset.
@@ -799,7 +1001,7 @@ impl Registry {
     /// [`Registry::rollback_to`] with it, so the alias never points at a bundle that does not
     /// load.
     pub fn rollback_target(&self, name: &str, alias: &str) -> Result<Option<u32>> {
-        let st = self.aliases_unlocked(name)?;
+        let st = self.alias_state(name)?;
         st.previous
             .get(alias)
             .and_then(|s| s.last().copied())
@@ -819,66 +1021,124 @@ impl Registry {
         expected: Option<u32>,
         reason: &str,
     ) -> Result<AliasEvent> {
-        self.rollback_inner(name, alias, Some(expected), reason)
+        self.move_one(
+            name,
+            AliasMove::Rollback(alias.to_string(), Some(expected)),
+            reason,
+        )
     }
 
-    fn rollback_inner(
+    fn move_one(&self, name: &str, m: AliasMove, reason: &str) -> Result<AliasEvent> {
+        let mut evs = self.move_aliases(name, |_| Ok(vec![(m, reason.to_string())]))?;
+        evs.pop()
+            .ok_or_else(|| RegistryError::Mlflow("an alias move recorded no event".into()))
+    }
+
+    /// Moves aliases as one step under the model's writer lock: `decide` sees the aliases as
+    /// they are now and returns the moves (with their audit reasons) or refuses; every move is
+    /// checked, then all are recorded. In a directory the new state lands in one atomic write;
+    /// on MLflow each move's audit tag is written before its alias.
+    pub(crate) fn move_aliases(
         &self,
         name: &str,
-        alias: &str,
-        expected: Option<Option<u32>>,
-        reason: &str,
-    ) -> Result<AliasEvent> {
-        let _l = self.lock()?;
-        let mut st = self.aliases_unlocked(name)?;
-        let prev = st
-            .previous
-            .get_mut(alias)
-            .and_then(Vec::pop)
-            .ok_or_else(|| RegistryError::NothingToRollBack {
-                name: name.to_string(),
-                alias: alias.to_string(),
-            })?;
-        if let Some(expected) = expected.filter(|e| *e != prev) {
-            return Err(RegistryError::AliasMoved {
-                name: name.to_string(),
-                alias: alias.to_string(),
-                expected,
-                found: prev,
-            });
+        decide: impl FnOnce(&BTreeMap<String, u32>) -> Result<Vec<(AliasMove, String)>>,
+    ) -> Result<Vec<AliasEvent>> {
+        check_name("model", name)?;
+        let _l = self.lock(name)?;
+        let mut st = self.alias_state(name)?;
+        let already = st.audit.len();
+        let moves = decide(&st.current)?;
+        let mut events = Vec::with_capacity(moves.len());
+        for (m, reason) in moves {
+            let (alias, from, to, rollback) = match m {
+                AliasMove::Set(alias, version) => {
+                    check_name("alias", &alias)?;
+                    self.version(name, version)?;
+                    let from = st.current.insert(alias.clone(), version);
+                    st.previous.entry(alias.clone()).or_default().push(from);
+                    (alias, from, Some(version), false)
+                }
+                AliasMove::Remove(alias) => {
+                    let from = st.current.remove(&alias);
+                    if from.is_none() {
+                        return Err(RegistryError::UnknownAlias {
+                            name: name.to_string(),
+                            alias,
+                        });
+                    }
+                    st.previous.entry(alias.clone()).or_default().push(from);
+                    (alias, from, None, false)
+                }
+                AliasMove::Rollback(alias, expected) => {
+                    let prev = st
+                        .previous
+                        .get_mut(&alias)
+                        .and_then(Vec::pop)
+                        .ok_or_else(|| RegistryError::NothingToRollBack {
+                            name: name.to_string(),
+                            alias: alias.clone(),
+                        })?;
+                    if let Some(expected) = expected.filter(|e| *e != prev) {
+                        return Err(RegistryError::AliasMoved {
+                            name: name.to_string(),
+                            alias,
+                            expected,
+                            found: prev,
+                        });
+                    }
+                    let from = match prev {
+                        Some(v) => st.current.insert(alias.clone(), v),
+                        None => st.current.remove(&alias),
+                    };
+                    (alias, from, prev, true)
+                }
+            };
+            let mut ev = AliasEvent {
+                at_ms: self.clock.now_ms(),
+                alias,
+                from,
+                to,
+                reason,
+                rollback,
+                chain: [0; 32],
+            };
+            ev.chain = ev.digest(&st.head());
+            st.audit.push(ev.clone());
+            events.push(ev);
         }
-        let from = match prev {
-            Some(v) => st.current.insert(alias.to_string(), v),
-            None => st.current.remove(alias),
-        };
-        self.commit_alias(name, st, alias, from, prev, reason, true)
+        match &self.place {
+            Place::Dir(root) => {
+                write_atomic(&model_dir(root, name)?, "ALIASES", &envelope::encode(&st)?)?
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.commit(name, already, &events)?,
+        }
+        let _ = already;
+        Ok(events)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn commit_alias(
-        &self,
-        name: &str,
-        mut st: AliasState,
-        alias: &str,
-        from: Option<u32>,
-        to: Option<u32>,
-        reason: &str,
-        rollback: bool,
-    ) -> Result<AliasEvent> {
-        let mut ev = AliasEvent {
-            at_ms: self.clock.now_ms(),
-            alias: alias.to_string(),
-            from,
-            to,
-            reason: reason.to_string(),
-            rollback,
-            chain: [0; 32],
-        };
-        ev.chain = ev.digest(&st.head());
-        st.audit.push(ev.clone());
-        write_atomic(&self.model_dir(name)?, "ALIASES", &envelope::encode(&st)?)?;
-        Ok(ev)
-    }
+fn run_dir(root: &Path, id: &RunId) -> Result<PathBuf> {
+    check_name("run id", &id.0)?;
+    Ok(root.join("runs").join(&id.0))
+}
+
+fn model_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    check_name("model", name)?;
+    Ok(root.join("models").join(name))
+}
+
+/// What changed in a run (MLflow receives just that; a directory rewrites the record).
+#[cfg_attr(not(feature = "mlflow"), allow(dead_code))]
+pub(crate) enum Change<'a> {
+    Name,
+    Params(Vec<(&'a str, &'a str)>),
+    Metrics(Vec<(&'a str, MetricPoint)>),
+    Tag(&'a str, &'a str),
+    Seed,
+    Data(&'a DataRef),
+    Artifact(&'a ArtifactRef, &'a [u8]),
+    End,
 }
 
 pub(crate) fn fuzz_records(data: &[u8]) {
@@ -937,20 +1197,19 @@ impl ActiveRun {
         &self.run
     }
 
-    fn save(&mut self) -> Result<()> {
-        self.registry.save_run(&self.run)
+    fn save(&mut self, change: Change<'_>) -> Result<()> {
+        self.registry.save_run(&self.run, change)
     }
 
     /// Sets the human name.
     pub fn set_name(&mut self, name: &str) -> Result<()> {
         self.run.name = Some(name.to_string());
-        self.save()
+        self.save(Change::Name)
     }
 
-    /// Logs one param (overwrites).
+    /// Logs one param (overwrites in a directory; MLflow refuses changing a logged value).
     pub fn log_param(&mut self, key: &str, value: impl ToString) -> Result<()> {
-        self.run.params.insert(key.to_string(), value.to_string());
-        self.save()
+        self.log_params([(key, value.to_string())])
     }
 
     /// Logs many params at once.
@@ -958,16 +1217,20 @@ impl ActiveRun {
         &mut self,
         params: impl IntoIterator<Item = (K, V)>,
     ) -> Result<()> {
-        for (k, v) in params {
-            self.run.params.insert(k.to_string(), v.to_string());
+        let new: Vec<(String, String)> = params
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in &new {
+            self.run.params.insert(k.clone(), v.clone());
         }
-        self.save()
+        let change = new.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.registry.save_run(&self.run, Change::Params(change))
     }
 
     /// Logs a metric value at `step`. Non-finite values are refused.
     pub fn log_metric(&mut self, key: &str, value: f64, step: u64) -> Result<()> {
-        self.push_metric(key, value, step)?;
-        self.save()
+        self.log_metrics([(key, value)], step)
     }
 
     /// Logs several metrics at one step with a single write.
@@ -976,65 +1239,61 @@ impl ActiveRun {
         metrics: impl IntoIterator<Item = (&'a str, f64)>,
         step: u64,
     ) -> Result<()> {
-        for (k, v) in metrics {
-            self.push_metric(k, v, step)?;
-        }
-        self.save()
-    }
-
-    fn push_metric(&mut self, key: &str, value: f64, step: u64) -> Result<()> {
-        if !value.is_finite() {
-            return Err(RegistryError::NonFiniteMetric(key.to_string()));
-        }
         let timestamp_ms = self.registry.clock.now_ms();
-        self.run
-            .metrics
-            .entry(key.to_string())
-            .or_default()
-            .push(MetricPoint {
-                value,
-                step,
-                timestamp_ms,
-            });
-        Ok(())
+        let mut new = Vec::new();
+        for (key, value) in metrics {
+            if !value.is_finite() {
+                return Err(RegistryError::NonFiniteMetric(key.to_string()));
+            }
+            new.push((
+                key,
+                MetricPoint {
+                    value,
+                    step,
+                    timestamp_ms,
+                },
+            ));
+        }
+        for (k, p) in &new {
+            self.run.metrics.entry(k.to_string()).or_default().push(*p);
+        }
+        self.registry.save_run(&self.run, Change::Metrics(new))
     }
 
     /// Sets a tag.
     pub fn set_tag(&mut self, key: &str, value: &str) -> Result<()> {
         self.run.tags.insert(key.to_string(), value.to_string());
-        self.save()
+        self.registry.save_run(&self.run, Change::Tag(key, value))
     }
 
     /// Records the seed.
     pub fn set_seed(&mut self, seed: u64) -> Result<()> {
         self.run.seed = Some(seed);
-        self.save()
+        self.save(Change::Seed)
     }
 
     /// Records a consumed data version (`DataHash` hex, store checkpoint id...).
     pub fn log_data(&mut self, name: &str, version: &str) -> Result<()> {
-        self.run.data.push(DataRef {
+        let d = DataRef {
             name: name.to_string(),
             version: version.to_string(),
-        });
-        self.save()
+        };
+        self.run.data.push(d.clone());
+        self.registry.save_run(&self.run, Change::Data(&d))
     }
 
     /// Stores an artifact with the run (sha256 recorded).
     pub fn log_artifact(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         check_name("artifact", name)?;
-        let dir = self.registry.run_dir(&self.run.id)?.join("artifacts");
-        {
-            let _shared = DirLock::shared(&self.registry.root)?;
-            write_atomic(&dir, name, bytes)?;
-        }
-        self.run.artifacts.retain(|a| a.name != name);
-        self.run.artifacts.push(ArtifactRef {
+        let a = ArtifactRef {
             name: name.to_string(),
             sha256: hex::encode(Sha256::digest(bytes)),
             size: bytes.len() as u64,
-        });
-        self.save()
+        };
+        self.run.artifacts.retain(|x| x.name != name);
+        self.run.artifacts.push(a.clone());
+        self.registry
+            .save_run(&self.run, Change::Artifact(&a, bytes))
     }
 
     /// Ends the run successfully; returns the final record.
@@ -1044,7 +1303,7 @@ impl ActiveRun {
 
     /// Ends the run as failed, with the error recorded as tag `error`.
     pub fn fail(mut self, error: &str) -> Result<Run> {
-        self.run.tags.insert("error".into(), error.to_string());
+        self.set_tag("error", error)?;
         self.end(RunStatus::Failed)
     }
 
@@ -1052,7 +1311,7 @@ impl ActiveRun {
     pub fn end(mut self, status: RunStatus) -> Result<Run> {
         self.run.status = status;
         self.run.end_ms = Some(self.registry.clock.now_ms());
-        self.save()?;
+        self.save(Change::End)?;
         Ok(self.run)
     }
 }

@@ -4,10 +4,10 @@
 //! the retraining loop move rollout aliases only through [`Rollout`]; each move is checked
 //! against the aliases as they are in the registry now (another process may have moved them),
 //! so a stale caller gets [`RegistryError::Transition`] instead of overwriting a newer state.
-//! The check and the write are two steps under the directory registry (a move landing between
-//! them is not caught, except for rollbacks, which compare-and-swap); the shared registry makes
-//! every move one conditional write.
+//! The check and the write happen under the registry's writer lock (a file lock in a
+//! directory, a lease on MLflow), so two writers never interleave.
 
+use crate::registry::AliasMove::{Remove, Set};
 use crate::{AliasEvent, Registry, RegistryError, Result};
 
 /// The alias of the version answering traffic.
@@ -66,74 +66,82 @@ impl<'r> Rollout<'r> {
     /// Sets the first champion of a model that has none (a deployment's start). Later
     /// champions come from [`Rollout::promote`] or [`Rollout::rollback_champion`].
     pub fn first_champion(&self, version: u32, reason: &str) -> Result<AliasEvent> {
-        if let Some(c) = self.state()?.champion {
-            return Err(self.refuse(format!(
-                "it already has a champion (v{c}): promote a challenger instead"
-            )));
-        }
-        self.registry
-            .set_alias(self.model, CHAMPION, version, reason)
+        let mut evs = self.registry.move_aliases(self.model, |a| {
+            if let Some(c) = a.get(CHAMPION) {
+                return Err(self.refuse(format!(
+                    "it already has a champion (v{c}): promote a challenger instead"
+                )));
+            }
+            Ok(vec![(Set(CHAMPION.into(), version), reason.to_string())])
+        })?;
+        Ok(evs.remove(0))
     }
 
     /// Puts `version` in shadow. Refused while a canary runs (one challenger at a time) and
     /// for the champion's own version.
     pub fn shadow(&self, version: u32, reason: &str) -> Result<AliasEvent> {
-        let s = self.state()?;
-        if let Some(c) = s.canary {
-            return Err(self.refuse(format!(
-                "v{c} is on canary: promote or withdraw it before shadowing another version"
-            )));
-        }
-        if s.champion == Some(version) {
-            return Err(self.refuse(format!("v{version} is already the champion")));
-        }
-        self.registry.set_alias(self.model, SHADOW, version, reason)
+        let mut evs = self.registry.move_aliases(self.model, |a| {
+            if let Some(c) = a.get(CANARY) {
+                return Err(self.refuse(format!(
+                    "v{c} is on canary: promote or withdraw it before shadowing another version"
+                )));
+            }
+            if a.get(CHAMPION) == Some(&version) {
+                return Err(self.refuse(format!("v{version} is already the champion")));
+            }
+            Ok(vec![(Set(SHADOW.into(), version), reason.to_string())])
+        })?;
+        Ok(evs.remove(0))
     }
 
-    /// Shadow -> canary for `version`, which must be the shadow now. The canary alias is set
-    /// first, then the shadow alias removed: a crash in between leaves the version on canary
-    /// (and still named shadow), never off both.
-    pub fn to_canary(&self, version: u32, audit: &str) -> Result<()> {
-        let s = self.state()?;
-        if s.shadow != Some(version) {
-            return Err(self.refuse(format!(
-                "v{version} is not in shadow (shadow is {:?})",
-                s.shadow
-            )));
-        }
-        self.registry
-            .set_alias(self.model, CANARY, version, audit)?;
-        self.registry
-            .remove_alias(self.model, SHADOW, "moved to canary")?;
-        Ok(())
+    /// Shadow -> canary for `version`, which must be the shadow now: the canary alias is set
+    /// and the shadow alias removed in one step under the registry's writer lock.
+    pub fn to_canary(&self, version: u32, audit: &str) -> Result<Vec<AliasEvent>> {
+        self.registry.move_aliases(self.model, |a| {
+            if a.get(SHADOW) != Some(&version) {
+                return Err(self.refuse(format!(
+                    "v{version} is not in shadow (shadow is {:?})",
+                    a.get(SHADOW)
+                )));
+            }
+            Ok(vec![
+                (Set(CANARY.into(), version), audit.to_string()),
+                (Remove(SHADOW.into()), "moved to canary".to_string()),
+            ])
+        })
     }
 
-    /// Canary -> champion for `version`, which must be on canary now.
-    pub fn promote(&self, version: u32, audit: &str) -> Result<()> {
-        let s = self.state()?;
-        if s.canary != Some(version) {
-            return Err(self.refuse(format!(
-                "v{version} is not on canary (canary is {:?})",
-                s.canary
-            )));
-        }
-        self.registry
-            .set_alias(self.model, CHAMPION, version, audit)?;
-        self.registry.remove_alias(self.model, CANARY, "promoted")?;
-        Ok(())
+    /// Canary -> champion for `version`, which must be on canary now (one step, like
+    /// [`Rollout::to_canary`]).
+    pub fn promote(&self, version: u32, audit: &str) -> Result<Vec<AliasEvent>> {
+        self.registry.move_aliases(self.model, |a| {
+            if a.get(CANARY) != Some(&version) {
+                return Err(self.refuse(format!(
+                    "v{version} is not on canary (canary is {:?})",
+                    a.get(CANARY)
+                )));
+            }
+            Ok(vec![
+                (Set(CHAMPION.into(), version), audit.to_string()),
+                (Remove(CANARY.into()), "promoted".to_string()),
+            ])
+        })
     }
 
     /// Withdraws the challenger (shadow or canary): returns its version, `None` when there was
     /// none.
     pub fn withdraw(&self, reason: &str) -> Result<Option<u32>> {
-        let s = self.state()?;
-        for (alias, v) in [(CANARY, s.canary), (SHADOW, s.shadow)] {
-            if let Some(v) = v {
-                self.registry.remove_alias(self.model, alias, reason)?;
-                return Ok(Some(v));
+        let mut out = None;
+        self.registry.move_aliases(self.model, |a| {
+            for alias in [CANARY, SHADOW] {
+                if let Some(&v) = a.get(alias) {
+                    out = Some(v);
+                    return Ok(vec![(Remove(alias.into()), reason.to_string())]);
+                }
             }
-        }
-        Ok(None)
+            Ok(Vec::new())
+        })?;
+        Ok(out)
     }
 
     /// Where a champion rollback would go (the champion before its last move); verify that

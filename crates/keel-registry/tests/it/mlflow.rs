@@ -3,84 +3,19 @@
 //! back through MLflow's own REST API.
 #![cfg(feature = "mlflow")]
 
-use keel_registry::{MlflowClient, Registry};
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // The server forks workers and job consumers: stop its whole process group.
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.0.id())])
-            .status();
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn mlflow_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KEEL_MLFLOW") {
-        return p.into();
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let p = PathBuf::from(home).join(".cache/keel/venv-mlflow/bin/mlflow");
-    assert!(
-        p.exists(),
-        "MLflow is not installed: run scripts/mlflow-env.sh (or set KEEL_MLFLOW)"
-    );
-    p
-}
+use keel_core::ManualClock;
+use keel_registry::rollout::Rollout;
+use keel_registry::signing::{public_path, SigningKey, TrustedKeys};
+use keel_registry::{
+    Bundle, LocalMlflow, MlflowClient, Registry, RegistryError, RunFilter, RunId,
+};
+use std::sync::Arc;
 
 #[test]
 fn runs_round_trip_through_a_real_mlflow_server() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(mlflow_bin())
-        .args([
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--workers",
-            "1",
-        ])
-        .arg("--backend-store-uri")
-        .arg(format!("sqlite:///{}/mlflow.db", tmp.path().display()))
-        .arg("--artifacts-destination")
-        .arg(tmp.path().join("artifacts"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start mlflow server");
-    let _server = Server(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = MlflowClient::new(&base);
-    let start = Instant::now();
-    while client
-        .get("experiments/search", &[("max_results", "1")])
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "mlflow server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-
+    let server = LocalMlflow::start().expect("start mlflow server");
+    let client = MlflowClient::new(&server.url());
     let reg = Registry::open(tmp.path().join("keel")).unwrap();
     let mut run = reg.start_run("fraud-detection").unwrap();
     run.set_name("lgbm-baseline").unwrap();
@@ -155,7 +90,7 @@ fn runs_round_trip_through_a_real_mlflow_server() {
 
     // Exporting into the same experiment again reuses it.
     let again = client.export_run(&reg, &record).unwrap();
-    assert_ne!(again, id);
+    assert_eq!(again, id, "a re-export updates the run it made before");
     let exp = client
         .get(
             "experiments/get-by-name",
@@ -163,4 +98,227 @@ fn runs_round_trip_through_a_real_mlflow_server() {
         )
         .unwrap();
     assert_eq!(exp["experiment"]["experiment_id"], info["experiment_id"]);
+}
+
+fn finished_run(reg: &Registry, clock: &ManualClock, depth: u32, auc: f64) -> RunId {
+    clock.advance(1000);
+    let mut r = reg.start_run("fraud").unwrap();
+    r.set_name(&format!("depth-{depth}")).unwrap();
+    r.set_seed(7).unwrap();
+    r.log_params([("max_depth", depth.to_string()), ("lr", "0.1".to_string())])
+        .unwrap();
+    for step in 0..3 {
+        clock.advance(10);
+        r.log_metric("train.loss", 1.0 / (step + 1) as f64, step)
+            .unwrap();
+    }
+    r.log_metrics([("valid.auc", auc)], 0).unwrap();
+    r.set_tag("team", "risk").unwrap();
+    r.log_data("train", "ab12cd").unwrap();
+    r.log_artifact("notes.txt", b"hello").unwrap();
+    let id = r.id().clone();
+    clock.advance(5);
+    r.finish().unwrap();
+    id
+}
+
+/// The same calls give the same answers on a directory and on a real MLflow server: runs
+/// (params, metric histories, tags, seed, data, artifacts, search), versions (files verified),
+/// aliases with their hash-chained audit and rollback, the rollout's moves, signatures.
+#[test]
+fn the_registry_on_mlflow_answers_like_the_directory() {
+    let server = LocalMlflow::start().expect("start mlflow server");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let local = Registry::open_with_clock(dir.path().join("reg"), clock.clone()).unwrap();
+    let shared = Registry::at(&format!("mlflow+{}", server.url()))
+        .unwrap()
+        .with_clock(clock.clone());
+    assert!(shared.is_shared() && !local.is_shared());
+    assert!(shared.root().is_none());
+
+    for reg in [&local, &shared] {
+        let a = finished_run(reg, &clock, 4, 0.81);
+        let b = finished_run(reg, &clock, 6, 0.86);
+        let run = reg.run(&a).unwrap();
+        assert_eq!(run.experiment, "fraud");
+        assert_eq!(run.name.as_deref(), Some("depth-4"));
+        assert_eq!(run.params["max_depth"], "4");
+        let loss: Vec<(u64, f64)> = run.metrics["train.loss"]
+            .iter()
+            .map(|p| (p.step, p.value))
+            .collect();
+        assert_eq!(loss, vec![(0, 1.0), (1, 0.5), (2, 1.0 / 3.0)]);
+        assert_eq!(run.seed, Some(7));
+        assert_eq!(run.tags.get("team").map(String::as_str), Some("risk"));
+        assert_eq!(run.data[0].version, "ab12cd");
+        assert_eq!(run.duration_ms(), Some(35));
+        assert_eq!(reg.artifact(&a, "notes.txt").unwrap(), b"hello");
+        let best = reg
+            .search_runs(&RunFilter::parse("experiment=fraud order_by=valid.auc desc limit=1").unwrap())
+            .unwrap();
+        assert_eq!(best.len(), 1);
+        assert_eq!(best[0].id, b);
+        assert_eq!(best[0].metrics["train.loss"].len(), 3, "histories, not the latest point");
+
+        // Registration from a running run is refused; versions verify.
+        let open_run = reg.start_run("fraud").unwrap();
+        let bundle = Bundle::new("gbdt").with_file("model", b"model bytes".to_vec());
+        assert!(matches!(
+            reg.register("fraud", open_run.id(), bundle.clone()),
+            Err(RegistryError::RunNotFinished { .. })
+        ));
+        for i in 1..=3u8 {
+            let v = reg
+                .register("fraud", &a, bundle.clone().with_file("extra", vec![i]))
+                .unwrap();
+            assert_eq!(v.version, u32::from(i));
+        }
+        assert_eq!(reg.versions("fraud").unwrap(), vec![1, 2, 3]);
+        assert_eq!(reg.models().unwrap(), vec!["fraud".to_string()]);
+        let loaded = reg.load("fraud", 2).unwrap();
+        assert_eq!(loaded.file("model").unwrap(), b"model bytes");
+        assert_eq!(loaded.file("extra").unwrap(), [2]);
+        assert_eq!(loaded.version.meta.seed, Some(7));
+        assert!(matches!(
+            reg.load("fraud", 9),
+            Err(RegistryError::UnknownVersion { version: 9, .. })
+        ));
+
+        // The rollout and its audit.
+        let ro = Rollout::new(reg, "fraud");
+        ro.first_champion(1, "first").unwrap();
+        assert!(matches!(
+            ro.first_champion(2, "again"),
+            Err(RegistryError::Transition { .. })
+        ));
+        ro.shadow(2, "retrained").unwrap();
+        ro.to_canary(2, "shadow gate passed").unwrap();
+        assert!(matches!(ro.shadow(3, "no"), Err(RegistryError::Transition { .. })));
+        ro.promote(2, "canary gate passed").unwrap();
+        let st = ro.state().unwrap();
+        assert_eq!((st.champion, st.shadow, st.canary), (Some(2), None, None));
+        assert_eq!(ro.rollback_target().unwrap(), Some(1));
+        assert!(matches!(
+            ro.rollback_champion(Some(3), "stale"),
+            Err(RegistryError::AliasMoved { .. })
+        ));
+        ro.rollback_champion(Some(1), "p99 regression").unwrap();
+        assert_eq!(reg.alias("fraud", "champion").unwrap(), Some(1));
+        let audit = reg.audit("fraud").unwrap();
+        let moves: Vec<(&str, Option<u32>, Option<u32>, bool)> = audit
+            .iter()
+            .map(|e| (e.alias.as_str(), e.from, e.to, e.rollback))
+            .collect();
+        assert_eq!(
+            moves,
+            vec![
+                ("champion", None, Some(1), false),
+                ("shadow", None, Some(2), false),
+                ("canary", None, Some(2), false),
+                ("shadow", Some(2), None, false),
+                ("champion", Some(1), Some(2), false),
+                ("canary", Some(2), None, false),
+                ("champion", Some(2), Some(1), true),
+            ]
+        );
+        assert_eq!(audit[4].reason, "canary gate passed");
+        assert_eq!(reg.audit_head("fraud").unwrap().len(), 64);
+        assert!(reg.check().unwrap().is_clean(), "{:?}", reg.check());
+    }
+    // The two registries recorded the same moves with the same reasons.
+    let strip = |reg: &Registry| {
+        reg.audit("fraud")
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.alias, e.from, e.to, e.reason, e.rollback))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&local), strip(&shared));
+
+    // MLflow's own view: the alias is MLflow's (models:/fraud@champion), the files are the
+    // version's artifacts, the sha256 of each is a version tag.
+    let client = MlflowClient::new(&server.url());
+    let alias = client
+        .get(
+            "registered-models/alias",
+            &[("name", "fraud"), ("alias", "champion")],
+        )
+        .unwrap();
+    assert_eq!(alias["model_version"]["version"], "1");
+    let tags = &alias["model_version"]["tags"];
+    assert!(tags
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["key"] == "keel.sha256.model"));
+
+    // A file changed behind the registry's back is refused like a tampered directory.
+    let artifacts = server.dir().join("artifacts");
+    let victim = walk(&artifacts)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "extra") && std::fs::read(p).unwrap() == [3])
+        .expect("v3's extra file on the server's disk");
+    std::fs::write(&victim, [4]).unwrap();
+    assert!(matches!(
+        shared.load("fraud", 3),
+        Err(RegistryError::Tampered { .. })
+    ));
+    assert!(!shared.check().unwrap().is_clean());
+
+    // Signed versions: only trusted signatures load.
+    let key_path = dir.path().join("signing.key");
+    SigningKey::write_new(&key_path).unwrap();
+    let trusted = TrustedKeys::from_file(&public_path(&key_path)).unwrap();
+    let run = finished_run(&shared, &clock, 5, 0.8);
+    let signer = shared
+        .clone()
+        .with_signing_key(SigningKey::from_file(&key_path).unwrap());
+    let signed = signer
+        .register("signed", &run, Bundle::new("gbdt").with_file("model", vec![1]))
+        .unwrap();
+    let unsigned = shared
+        .register("signed", &run, Bundle::new("gbdt").with_file("model", vec![2]))
+        .unwrap();
+    let verifying = shared.clone().with_trusted_keys(trusted);
+    assert!(verifying.load("signed", signed.version).is_ok());
+    assert!(matches!(
+        verifying.load("signed", unsigned.version),
+        Err(RegistryError::Unsigned { .. })
+    ));
+
+    // Writers in parallel (separate handles, as separate replicas would be) serialise on the
+    // move lock: every move lands, the chain holds.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let reg = Registry::at(&server.url()).unwrap();
+            s.spawn(move || {
+                for i in 0..3 {
+                    reg.set_alias("signed", &format!("a{t}"), 1 + (i % 2), "parallel")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(shared.audit("signed").unwrap().len(), 12);
+
+    // Unreachable: a typed error that says so.
+    let url = server.url();
+    drop(server);
+    let err = shared.alias("fraud", "champion").unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(Registry::at(&url).unwrap_err().is_unreachable());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
