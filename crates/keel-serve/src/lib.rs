@@ -41,7 +41,7 @@ mod metrics;
 mod precompute;
 
 pub use deployment::{
-    CanaryGate, Deployment, DeploymentConfig, DeploymentConfigs, LabelEvidence, MissingFeature,
+    CanaryGate, Deployment, DeploymentConfig, FollowStatus, Follower, DeploymentConfigs, LabelEvidence, MissingFeature,
     OnMissing, Request, RequestId, Response, Route, ShadowGate, ShadowStats, Stage, CANARY,
     CHAMPION, SHADOW,
 };

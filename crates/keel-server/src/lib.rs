@@ -9,7 +9,7 @@ use clap::Args;
 use keel::registry::signing::TrustedKeys;
 use keel::registry::Registry;
 use keel::serve::http::{self, ServerConfig};
-use keel::serve::{Deployment, DeploymentConfigs};
+use keel::serve::{Deployment, DeploymentConfigs, Follower};
 use keel::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,9 +18,15 @@ use std::sync::Arc;
 /// `keel serve` arguments.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Model registry directory.
+    /// Model registry: a directory, or an MLflow tracking server shared by a fleet
+    /// (`http://HOST:PORT` or `mlflow+http://HOST:PORT`).
     #[arg(long, default_value = "keel-data/registry")]
-    registry: PathBuf,
+    registry: String,
+    /// Seconds between reads of each model's rollout aliases in the registry: a move made by
+    /// another replica, the CLI, MLflow's UI or the retraining job is served within about two
+    /// intervals. `0` reads them only at start.
+    #[arg(long, default_value_t = 2.0)]
+    follow_interval_secs: f64,
     /// Model to serve, by registry name, as its aliases describe it (`champion` required;
     /// `shadow` or `canary` when set). `NAME:SERVICE` reads each request's entity from the
     /// feature service SERVICE of `--store`. Repeat for several models.
@@ -30,9 +36,10 @@ pub struct ServeArgs {
     /// at start and at every shadow, promotion and rollback.
     #[arg(long)]
     trusted_keys: Option<PathBuf>,
-    /// Feature store directory (for `NAME:SERVICE` models).
+    /// Feature store (for `NAME:SERVICE` models): a directory (embedded RocksDB), or a Redis
+    /// URL (`redis://HOST:PORT`, `redis+cluster://H1:P1,H2:P2`) shared by a fleet.
     #[arg(long)]
-    store: Option<PathBuf>,
+    store: Option<String>,
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
@@ -134,14 +141,18 @@ fn init_logs(format: LogFormat, level: &str) -> Result<()> {
 /// Runs the server until the process is stopped.
 pub fn run(a: ServeArgs) -> Result<()> {
     init_logs(a.log_format, &a.log_level)?;
-    let mut registry = Registry::open(&a.registry)
-        .with_context(|| format!("opening registry {}", a.registry.display()))?;
+    let mut registry =
+        Registry::at(&a.registry).with_context(|| format!("opening registry {}", a.registry))?;
     if let Some(p) = &a.trusted_keys {
         registry = registry.with_trusted_keys(TrustedKeys::from_file(p)?);
     }
     let store = match &a.store {
+        Some(p) if p.starts_with("redis://") || p.starts_with("redis+") => Some(Arc::new(
+            Store::connect(p, Default::default())
+                .with_context(|| format!("connecting to store {p}"))?,
+        )),
         Some(p) => Some(Arc::new(
-            Store::open(p).with_context(|| format!("opening store {}", p.display()))?,
+            Store::open(p).with_context(|| format!("opening store {p}"))?,
         )),
         None => None,
     };
@@ -203,6 +214,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         [] => defaults.admin_hosts.clone(),
         h if h.iter().any(|h| h == "*") => Vec::new(),
         h => h.to_vec(),
+    };
+    let follow = std::time::Duration::try_from_secs_f64(a.follow_interval_secs)
+        .ok()
+        .context("--follow-interval-secs must be 0 or a positive number of seconds")?;
+    let _followers = if follow.is_zero() {
+        Vec::new()
+    } else {
+        deployments
+            .iter()
+            .map(|d| Follower::start(Arc::clone(d), follow))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let server = http::start(
         deployments,

@@ -16,6 +16,7 @@ use crate::{Result, ServeError};
 use keel_model::ServedModel;
 
 mod config;
+mod follow;
 mod inputs;
 mod rollout;
 mod shadow;
@@ -23,6 +24,7 @@ mod telemetry;
 mod types;
 
 pub use config::*;
+pub use follow::{FollowStatus, Follower};
 pub(crate) use shadow::lower_priority;
 pub use shadow::ShadowStats;
 use shadow::{Shadow, ShadowJob};
@@ -67,6 +69,10 @@ pub struct Deployment {
     unknown_entities: AtomicU64,
     /// Pipeline input -> service feature positions, per (version, resolved service).
     input_maps: RwLock<Vec<InputMapEntry>>,
+    /// Held while the served state moves (admin moves, following the registry): one at a time.
+    moving: Mutex<()>,
+    /// How this replica stands with its registry.
+    following: follow::FollowState,
 }
 
 type InputMap = Arc<[Option<usize>]>;
@@ -131,6 +137,8 @@ impl Deployment {
             missing_features: AtomicU64::new(0),
             unknown_entities: AtomicU64::new(0),
             input_maps: RwLock::new(Vec::new()),
+            moving: Mutex::new(()),
+            following: Default::default(),
         })
     }
 

@@ -13,6 +13,7 @@ impl Deployment {
 
     /// Puts registered version `version` in shadow beside the champion (alias `shadow`).
     pub fn start_shadow(&self, version: u32, reason: &str) -> Result<()> {
+        let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
         let m = ServedModel::from_bundle(&self.registry.load(&self.name, version)?)?;
         self.rollout().shadow(version, reason)?;
         let s = self.state();
@@ -120,6 +121,7 @@ impl Deployment {
     }
 
     pub(super) fn move_to_canary(&self, s: &State, m: ServedModel, audit: &str) -> Result<()> {
+        let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
         // The challenger's bundle was verified when it was loaded into shadow; the aliases
         // move first, then the served state (a failed alias write changes nothing).
         self.rollout().to_canary(m.version, audit)?;
@@ -156,6 +158,7 @@ impl Deployment {
     }
 
     pub(super) fn move_to_champion(&self, m: ServedModel, audit: &str) -> Result<()> {
+        let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
         self.rollout().promote(m.version, audit)?;
         self.swap(State {
             champion: m,
@@ -169,6 +172,7 @@ impl Deployment {
     /// moves, and the alias moves before the served state: a failure leaves both as they were.
     /// In-flight requests finish on the model they started with.
     pub fn rollback(&self, reason: &str) -> Result<u32> {
+        let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.state();
         if let Some((m, _)) = &s.challenger {
             self.rollout().withdraw(reason)?;

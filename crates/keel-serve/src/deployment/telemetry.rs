@@ -185,7 +185,7 @@ impl Deployment {
         } else {
             sh.agreed as f64 / sh.compared as f64
         };
-        vec![
+        let mut families = vec![
             requests,
             errors,
             latency,
@@ -219,6 +219,8 @@ impl Deployment {
                 "Share of compared requests on which champion and shadow agree.",
                 agreement.to_string(),
             ),
-        ]
+        ];
+        families.extend(self.follow_families());
+        families
     }
 }

@@ -350,8 +350,31 @@ async fn live() -> axum::Json<Json> {
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> axum::Json<Json> {
-    // Deployments are loaded before the router exists: serving means ready.
-    axum::Json(json!({ "ready": !s.models.is_empty() }))
+    // Deployments are loaded before the router exists: serving means ready. A stale registry
+    // (unreachable since the last read) does not make a replica unready: it keeps serving the
+    // last verified models, and says so per model under `registry`.
+    let registry: serde_json::Map<String, Json> = s
+        .models
+        .iter()
+        .map(|(name, sv)| {
+            let f = sv.deployment.follow_status();
+            let (champion, challenger) = sv.deployment.versions();
+            (
+                name.clone(),
+                json!({
+                    "stale": f.stale,
+                    "last_sync_ms": f.last_sync_ms,
+                    "last_error": f.last_error,
+                    "refused": f.refused.iter()
+                        .map(|(v, why)| json!({"version": v, "reason": why}))
+                        .collect::<Vec<_>>(),
+                    "champion": champion,
+                    "challenger": challenger.map(|(v, _)| v),
+                }),
+            )
+        })
+        .collect();
+    axum::Json(json!({ "ready": !s.models.is_empty(), "registry": registry }))
 }
 
 async fn server_metadata() -> axum::Json<Json> {
