@@ -54,10 +54,10 @@
 mod check;
 mod error;
 mod fsutil;
-#[cfg(feature = "mlflow")]
-mod local_mlflow;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "mlflow")]
+mod local_mlflow;
 #[cfg(feature = "mlflow")]
 mod mlflow;
 mod registry;
@@ -75,7 +75,7 @@ pub use local_mlflow::LocalMlflow;
 pub use mlflow::MlflowClient;
 pub use registry::{
     ActiveRun, AliasEvent, Bundle, Damaged, FileEntry, LoadedVersion, ModelMeta, ModelVersion,
-    Registry,
+    Registry, MAX_EVIDENCE,
 };
 pub use run::{
     ArtifactRef, Cmp, Comparison, DataRef, MetricPoint, Run, RunFilter, RunId, RunStatus,

@@ -122,7 +122,10 @@ impl MlflowClient {
     /// The proxied-artifact URL of an `mlflow-artifacts:` location.
     fn artifact_url(&self, location: &str) -> Result<String> {
         let rel = artifact_rel(location)?;
-        Ok(format!("{}/api/2.0/mlflow-artifacts/artifacts/{rel}", self.base))
+        Ok(format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{rel}",
+            self.base
+        ))
     }
 
     /// Uploads one file to an `mlflow-artifacts:/...` location through the server's proxy.
@@ -276,7 +279,11 @@ pub(crate) fn artifact_rel(location: &str) -> Result<&str> {
                  `mlflow server` with its artifact proxy (the default, `--serve-artifacts`)"
             ))
         })?;
-    if rel.is_empty() || rel.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
         return Err(RegistryError::Mlflow(format!(
             "artifact location {location:?} is not a plain path"
         )));

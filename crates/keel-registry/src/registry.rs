@@ -20,6 +20,8 @@ use crate::{RegistryError, Result};
 const MAX_RECORD: u64 = 64 << 20;
 /// A version's signature file (see [`crate::signing`]).
 pub(crate) const SIGNATURE: &str = "SIGNATURE";
+/// Largest evidence one replica publishes (see [`Registry::publish_evidence`]).
+pub const MAX_EVIDENCE: usize = 48_000;
 /// Largest bundle file or artifact.
 const MAX_BLOB: u64 = 16 << 30;
 
@@ -307,7 +309,10 @@ enum Place {
 
 /// A held writer lock.
 enum Held<'a> {
-    Dir(#[allow(dead_code)] std::sync::MutexGuard<'a, ()>, #[allow(dead_code)] DirLock),
+    Dir(
+        #[allow(dead_code)] std::sync::MutexGuard<'a, ()>,
+        #[allow(dead_code)] DirLock,
+    ),
     #[cfg(feature = "mlflow")]
     Mlflow(
         #[allow(dead_code)] std::sync::MutexGuard<'a, ()>,
@@ -898,7 +903,12 @@ impl Registry {
     }
 
     /// Reads every file of a version's manifest in a directory, verifying size and sha256.
-    fn read_files(root: &Path, name: &str, version: u32, mv: ModelVersion) -> Result<LoadedVersion> {
+    fn read_files(
+        root: &Path,
+        name: &str,
+        version: u32,
+        mv: ModelVersion,
+    ) -> Result<LoadedVersion> {
         let dir = model_dir(root, name)?.join(format!("v{version}"));
         let mut files = BTreeMap::new();
         for f in &mv.files {
@@ -1026,6 +1036,52 @@ impl Registry {
             AliasMove::Rollback(alias.to_string(), Some(expected)),
             reason,
         )
+    }
+
+    /// Publishes one replica's gate evidence about `name` (opaque bytes, at most
+    /// [`MAX_EVIDENCE`]), replacing what that replica published before. Gates read every
+    /// replica's with [`Registry::evidence`] and merge them.
+    pub fn publish_evidence(&self, name: &str, replica: &str, evidence: &[u8]) -> Result<()> {
+        check_name("model", name)?;
+        check_name("replica", replica)?;
+        if evidence.len() > MAX_EVIDENCE {
+            return Err(RegistryError::Mlflow(format!(
+                "evidence of replica {replica} is {} bytes, over the {MAX_EVIDENCE} limit",
+                evidence.len()
+            )));
+        }
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = model_dir(root, name)?.join("evidence");
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let _shared = DirLock::shared(root)?;
+                write_atomic(&dir, replica, evidence)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.publish_evidence(name, replica, evidence),
+        }
+    }
+
+    /// Every replica's published evidence about `name`: `(replica, bytes)`.
+    pub fn evidence(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        check_name("model", name)?;
+        match &self.place {
+            Place::Dir(root) => {
+                let dir = model_dir(root, name)?.join("evidence");
+                let mut out = Vec::new();
+                for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let replica = e.file_name().to_string_lossy().into_owned();
+                    if replica.starts_with('.') || check_name("replica", &replica).is_err() {
+                        continue;
+                    }
+                    out.push((replica, read_bounded(&e.path(), MAX_EVIDENCE as u64)?));
+                }
+                out.sort();
+                Ok(out)
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.evidence(name),
+        }
     }
 
     fn move_one(&self, name: &str, m: AliasMove, reason: &str) -> Result<AliasEvent> {

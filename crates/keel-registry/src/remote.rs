@@ -33,6 +33,7 @@ const READY: &str = "keel.ready";
 const MANIFEST_SHA: &str = "keel.manifest.sha256";
 const SHA_TAG: &str = "keel.sha256.";
 const AUDIT_TAG: &str = "keel.audit.";
+const EVIDENCE_TAG: &str = "keel.evidence.";
 const ARTIFACT_TAG: &str = "keel.artifact.";
 const DATA_TAG: &str = "keel.data.";
 const SEED_TAG: &str = "keel.seed";
@@ -131,7 +132,10 @@ impl MlflowRegistry {
                 Ok(())
             }
             RunChange::Tag(k, v) => tag(k, v),
-            RunChange::Seed => tag(SEED_TAG, &run.seed.map(|s| s.to_string()).unwrap_or_default()),
+            RunChange::Seed => tag(
+                SEED_TAG,
+                &run.seed.map(|s| s.to_string()).unwrap_or_default(),
+            ),
             RunChange::Data(d) => tag(&format!("{DATA_TAG}{}", d.name), &d.version),
             RunChange::Artifact(a, bytes) => {
                 let uri = self.run_artifact_uri(&run.id)?;
@@ -436,7 +440,8 @@ impl MlflowRegistry {
             let v = self.client.get("model-versions/search", &q)?;
             for mv in v["model_versions"].as_array().into_iter().flatten() {
                 let ready = pairs(&mv["tags"]).contains_key(READY);
-                if let (true, Some(n)) = (ready, mv["version"].as_str().and_then(|s| s.parse().ok()))
+                if let (true, Some(n)) =
+                    (ready, mv["version"].as_str().and_then(|s| s.parse().ok()))
                 {
                     out.push(n);
                 }
@@ -658,6 +663,35 @@ impl MlflowRegistry {
             };
         }
         Ok(())
+    }
+
+    /// Stores one replica's evidence as the registered-model tag `keel.evidence.<replica>`
+    /// (hex).
+    pub(crate) fn publish_evidence(&self, name: &str, replica: &str, bytes: &[u8]) -> Result<()> {
+        self.ensure_model(name)?;
+        self.client
+            .post(
+                "registered-models/set-tag",
+                &json!({"name": name, "key": format!("{EVIDENCE_TAG}{replica}"),
+                        "value": hex::encode(bytes)}),
+            )
+            .map(drop)
+    }
+
+    /// Every replica's evidence tag, decoded.
+    pub(crate) fn evidence(&self, name: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let v = match self.client.get("registered-models/get", &[("name", name)]) {
+            Ok(v) => v,
+            Err(e) if e.is_mlflow_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(pairs(&v["registered_model"]["tags"])
+            .into_iter()
+            .filter_map(|(k, val)| {
+                let replica = k.strip_prefix(EVIDENCE_TAG)?.to_string();
+                Some((replica, hex::decode(val).ok()?))
+            })
+            .collect())
     }
 
     /// Takes `name`'s move lock (see the module docs).

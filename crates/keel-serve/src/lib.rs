@@ -41,9 +41,9 @@ mod metrics;
 mod precompute;
 
 pub use deployment::{
-    CanaryGate, Deployment, DeploymentConfig, FollowStatus, Follower, DeploymentConfigs, LabelEvidence, MissingFeature,
-    OnMissing, Request, RequestId, Response, Route, ShadowGate, ShadowStats, Stage, CANARY,
-    CHAMPION, SHADOW,
+    CanaryGate, Deployment, DeploymentConfig, DeploymentConfigs, Evidence, FleetEvidence,
+    FollowStatus, Follower, LabelEvidence, MissingFeature, OnMissing, Request, RequestId, Response,
+    Route, ShadowGate, ShadowStats, Stage, CANARY, CHAMPION, SHADOW,
 };
 pub use error::{Result, ServeError};
 pub use keel_model::{DeepPredictor, GbdtPredictor, ModelError, Predictor, ServedModel};

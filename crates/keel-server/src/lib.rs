@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// intervals. `0` reads them only at start.
     #[arg(long, default_value_t = 2.0)]
     follow_interval_secs: f64,
+    /// This replica's name in the gate evidence it publishes through the registry (default:
+    /// `KEEL_REPLICA`, else `HOSTNAME-PID`): gates merge every replica's evidence.
+    #[arg(long)]
+    replica: Option<String>,
     /// Model to serve, by registry name, as its aliases describe it (`champion` required;
     /// `shadow` or `canary` when set). `NAME:SERVICE` reads each request's entity from the
     /// feature service SERVICE of `--store`. Repeat for several models.
@@ -176,8 +180,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
             (None, _) => None,
         };
         let cfg = file.for_model(name).clone();
-        let d = Deployment::from_registry(registry.clone(), name, lookup, cfg)
+        let mut d = Deployment::from_registry(registry.clone(), name, lookup, cfg)
             .with_context(|| format!("loading model `{name}`"))?;
+        if let Some(r) = &a.replica {
+            d = d.with_replica(r);
+        }
         let (champion, challenger) = d.versions();
         eprintln!("model {name}: champion v{champion}, challenger {challenger:?}");
         deployments.push(Arc::new(d));

@@ -6,9 +6,7 @@
 use keel_core::ManualClock;
 use keel_registry::rollout::Rollout;
 use keel_registry::signing::{public_path, SigningKey, TrustedKeys};
-use keel_registry::{
-    Bundle, LocalMlflow, MlflowClient, Registry, RegistryError, RunFilter, RunId,
-};
+use keel_registry::{Bundle, LocalMlflow, MlflowClient, Registry, RegistryError, RunFilter, RunId};
 use std::sync::Arc;
 
 #[test]
@@ -155,11 +153,17 @@ fn the_registry_on_mlflow_answers_like_the_directory() {
         assert_eq!(run.duration_ms(), Some(35));
         assert_eq!(reg.artifact(&a, "notes.txt").unwrap(), b"hello");
         let best = reg
-            .search_runs(&RunFilter::parse("experiment=fraud order_by=valid.auc desc limit=1").unwrap())
+            .search_runs(
+                &RunFilter::parse("experiment=fraud order_by=valid.auc desc limit=1").unwrap(),
+            )
             .unwrap();
         assert_eq!(best.len(), 1);
         assert_eq!(best[0].id, b);
-        assert_eq!(best[0].metrics["train.loss"].len(), 3, "histories, not the latest point");
+        assert_eq!(
+            best[0].metrics["train.loss"].len(),
+            3,
+            "histories, not the latest point"
+        );
 
         // Registration from a running run is refused; versions verify.
         let open_run = reg.start_run("fraud").unwrap();
@@ -194,7 +198,10 @@ fn the_registry_on_mlflow_answers_like_the_directory() {
         ));
         ro.shadow(2, "retrained").unwrap();
         ro.to_canary(2, "shadow gate passed").unwrap();
-        assert!(matches!(ro.shadow(3, "no"), Err(RegistryError::Transition { .. })));
+        assert!(matches!(
+            ro.shadow(3, "no"),
+            Err(RegistryError::Transition { .. })
+        ));
         ro.promote(2, "canary gate passed").unwrap();
         let st = ro.state().unwrap();
         assert_eq!((st.champion, st.shadow, st.canary), (Some(2), None, None));
@@ -275,10 +282,18 @@ fn the_registry_on_mlflow_answers_like_the_directory() {
         .clone()
         .with_signing_key(SigningKey::from_file(&key_path).unwrap());
     let signed = signer
-        .register("signed", &run, Bundle::new("gbdt").with_file("model", vec![1]))
+        .register(
+            "signed",
+            &run,
+            Bundle::new("gbdt").with_file("model", vec![1]),
+        )
         .unwrap();
     let unsigned = shared
-        .register("signed", &run, Bundle::new("gbdt").with_file("model", vec![2]))
+        .register(
+            "signed",
+            &run,
+            Bundle::new("gbdt").with_file("model", vec![2]),
+        )
         .unwrap();
     let verifying = shared.clone().with_trusted_keys(trusted);
     assert!(verifying.load("signed", signed.version).is_ok());

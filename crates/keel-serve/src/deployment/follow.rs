@@ -134,7 +134,11 @@ impl Deployment {
         if cur.champion.version == version {
             return Ok(cur.champion.clone());
         }
-        if let Some((m, _)) = cur.challenger.as_ref().filter(|(m, _)| m.version == version) {
+        if let Some((m, _)) = cur
+            .challenger
+            .as_ref()
+            .filter(|(m, _)| m.version == version)
+        {
             return Ok(m.clone());
         }
         {
@@ -143,9 +147,7 @@ impl Deployment {
                 (f.status.refused.get(&version), f.refused_at.get(&version))
             {
                 if at.elapsed() < RETRY_REFUSED {
-                    return Err(ServeError::Stage(format!(
-                        "v{version} was refused: {why}"
-                    )));
+                    return Err(ServeError::Stage(format!("v{version} was refused: {why}")));
                 }
             }
         }
@@ -227,7 +229,8 @@ impl Deployment {
     }
 }
 
-/// A background thread calling [`Deployment::follow`] every interval; stops when dropped.
+/// A background thread calling [`Deployment::follow`] and [`Deployment::publish_evidence`]
+/// every interval; stops when dropped.
 #[derive(Debug)]
 pub struct Follower {
     stop: Arc<AtomicBool>,
@@ -246,6 +249,11 @@ impl Follower {
                 while !flag.load(Ordering::Relaxed) {
                     if let Err(e) = deployment.follow() {
                         tracing::debug!(model = %deployment.name(), error = %e, "follow");
+                    }
+                    // The fleet's gates merge what every replica publishes.
+                    if let Err(e) = deployment.publish_evidence() {
+                        tracing::debug!(model = %deployment.name(), error = %e,
+                            "publishing gate evidence");
                     }
                     let until = Instant::now() + interval;
                     while !flag.load(Ordering::Relaxed) && Instant::now() < until {

@@ -16,6 +16,7 @@ use crate::{Result, ServeError};
 use keel_model::ServedModel;
 
 mod config;
+mod evidence;
 mod follow;
 mod inputs;
 mod rollout;
@@ -24,6 +25,7 @@ mod telemetry;
 mod types;
 
 pub use config::*;
+pub use evidence::{Evidence, FleetEvidence};
 pub use follow::{FollowStatus, Follower};
 pub(crate) use shadow::lower_priority;
 pub use shadow::ShadowStats;
@@ -73,6 +75,10 @@ pub struct Deployment {
     moving: Mutex<()>,
     /// How this replica stands with its registry.
     following: follow::FollowState,
+    /// This replica's name in published gate evidence.
+    replica: String,
+    /// The challenger stint the counted evidence belongs to (see `evidence`).
+    stint: Mutex<Option<String>>,
 }
 
 type InputMap = Arc<[Option<usize>]>;
@@ -139,6 +145,8 @@ impl Deployment {
             input_maps: RwLock::new(Vec::new()),
             moving: Mutex::new(()),
             following: Default::default(),
+            replica: default_replica(),
+            stint: Mutex::new(None),
         })
     }
 
@@ -202,8 +210,39 @@ impl Deployment {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Replaces the served state. A challenger that changes (version or stage) starts a new
+    /// stint: what was counted about it before is dropped.
     fn swap(&self, s: State) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+        let key = |s: &State| {
+            s.challenger
+                .as_ref()
+                .map(|(m, st)| (m.version, matches!(st, Stage::Shadow)))
+        };
+        let new = key(&s);
+        let old = {
+            let mut w = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let old = key(&w);
+            *w = Arc::new(s);
+            old
+        };
+        if new != old {
+            if let Some((v, _)) = new {
+                self.reset_challenger_evidence(v);
+            }
+            *self.stint.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Names this replica in published gate evidence (default: `KEEL_REPLICA`, else
+    /// `HOSTNAME-PID`). Use 1-128 of `[A-Za-z0-9_.-]`.
+    pub fn with_replica(mut self, replica: &str) -> Deployment {
+        self.replica = replica.to_string();
+        self
+    }
+
+    /// This replica's name in published gate evidence.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The versions serving: `(champion, challenger and its stage)`.
@@ -359,4 +398,27 @@ impl Deployment {
             missing_features: missing,
         })
     }
+}
+
+/// `KEEL_REPLICA`, else `HOSTNAME-PID` (characters a registry name allows).
+fn default_replica() -> String {
+    let base = std::env::var("KEEL_REPLICA").ok().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_else(|| "replica".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let clean: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    clean.trim_start_matches('.').to_string()
 }

@@ -1,6 +1,6 @@
 //! The rollout: shadow, gated promotion, audited overrides, rollback.
 
-use super::{Deployment, DeploymentConfig, LabelEvidence, Route, Stage, State};
+use super::{Deployment, DeploymentConfig, FleetEvidence, LabelEvidence, Stage, State};
 use crate::{Result, ServeError};
 use keel_model::ServedModel;
 use keel_registry::rollout::Rollout;
@@ -31,12 +31,16 @@ impl Deployment {
 
     /// The checks of the configured [`ShadowGate`] that the shadow evidence fails (empty: it
     /// passes), and the challenger in shadow.
-    pub(super) fn shadow_checks(&self, s: &State) -> Result<(ServedModel, Vec<String>)> {
+    pub(super) fn shadow_checks(
+        &self,
+        s: &State,
+    ) -> Result<(ServedModel, Vec<String>, FleetEvidence)> {
         let Some((m, Stage::Shadow)) = &s.challenger else {
             return Err(ServeError::Stage("no challenger in shadow".into()));
         };
         let gate = &self.cfg.shadow_gate;
-        let st = self.shadow_stats();
+        let fleet = self.fleet_evidence()?;
+        let st = fleet.shadow;
         let agreement = if st.compared == 0 {
             0.0
         } else {
@@ -55,7 +59,7 @@ impl Deployment {
                 st.mean_abs_diff, gate.max_mean_diff
             ));
         }
-        Ok((m.clone(), failed))
+        Ok((m.clone(), failed, fleet))
     }
 
     /// The checks of the configured [`CanaryGate`] that the canary evidence fails, and the
@@ -64,12 +68,17 @@ impl Deployment {
         &self,
         s: &State,
         labels: Option<LabelEvidence>,
-    ) -> Result<(ServedModel, Vec<String>)> {
+    ) -> Result<(ServedModel, Vec<String>, FleetEvidence)> {
         let Some((m, Stage::Canary { .. })) = &s.challenger else {
             return Err(ServeError::Stage("no challenger on canary".into()));
         };
         let gate = &self.cfg.canary_gate;
-        let (n, errors, _, p99) = self.route_stats(m.version, Route::Canary);
+        let fleet = self.fleet_evidence()?;
+        let (n, errors, p99) = (
+            fleet.canary_requests,
+            fleet.canary_errors,
+            fleet.canary_p99_us,
+        );
         let mut failed = Vec::new();
         if n < gate.min_samples {
             failed.push(format!("{n} canary requests < {}", gate.min_samples));
@@ -96,7 +105,7 @@ impl Deployment {
             None if gate.require_labels => failed.push("no label evidence yet".into()),
             _ => {}
         }
-        Ok((m.clone(), failed))
+        Ok((m.clone(), failed, fleet))
     }
 
     /// Shadow -> canary through the configured [`ShadowGate`](super::ShadowGate)
@@ -104,19 +113,27 @@ impl Deployment {
     /// checks.
     pub fn promote_to_canary(&self) -> Result<()> {
         let s = self.state();
-        let (m, failed) = self.shadow_checks(&s)?;
+        let (m, failed, fleet) = self.shadow_checks(&s)?;
         if !failed.is_empty() {
-            return Err(ServeError::GateFailed(failed.join("; ")));
+            return Err(ServeError::GateFailed(format!(
+                "{} ({})",
+                failed.join("; "),
+                fleet.summary()
+            )));
         }
-        self.move_to_canary(&s, m, "shadow -> canary: gate passed")
+        self.move_to_canary(
+            &s,
+            m,
+            &format!("shadow -> canary: gate passed ({})", fleet.summary()),
+        )
     }
 
     /// Shadow -> canary whatever the gate says: an explicit decision with a reason, recorded
     /// in the audit as `OVERRIDE` with the checks that failed.
     pub fn override_to_canary(&self, reason: &str) -> Result<()> {
         let s = self.state();
-        let (m, failed) = self.shadow_checks(&s)?;
-        let audit = override_audit("shadow -> canary", reason, &failed)?;
+        let (m, failed, fleet) = self.shadow_checks(&s)?;
+        let audit = override_audit("shadow -> canary", reason, &failed, &fleet)?;
         self.move_to_canary(&s, m, &audit)
     }
 
@@ -141,19 +158,26 @@ impl Deployment {
     /// ([`DeploymentConfig::canary_gate`]), with label evidence when available.
     pub fn promote_to_champion(&self, labels: Option<LabelEvidence>) -> Result<()> {
         let s = self.state();
-        let (m, failed) = self.canary_checks(&s, labels)?;
+        let (m, failed, fleet) = self.canary_checks(&s, labels)?;
         if !failed.is_empty() {
-            return Err(ServeError::GateFailed(failed.join("; ")));
+            return Err(ServeError::GateFailed(format!(
+                "{} ({})",
+                failed.join("; "),
+                fleet.summary()
+            )));
         }
-        self.move_to_champion(m, "canary -> champion: gate passed")
+        self.move_to_champion(
+            m,
+            &format!("canary -> champion: gate passed ({})", fleet.summary()),
+        )
     }
 
     /// Canary -> champion whatever the gate says, recorded as `OVERRIDE` with `reason` and the
     /// checks that failed.
     pub fn override_to_champion(&self, reason: &str, labels: Option<LabelEvidence>) -> Result<()> {
         let s = self.state();
-        let (m, failed) = self.canary_checks(&s, labels)?;
-        let audit = override_audit("canary -> champion", reason, &failed)?;
+        let (m, failed, fleet) = self.canary_checks(&s, labels)?;
+        let audit = override_audit("canary -> champion", reason, &failed, &fleet)?;
         self.move_to_champion(m, &audit)
     }
 
@@ -198,17 +222,23 @@ impl Deployment {
 }
 
 /// The audit line of an override; refused without a reason.
-pub(super) fn override_audit(step: &str, reason: &str, failed: &[String]) -> Result<String> {
+pub(super) fn override_audit(
+    step: &str,
+    reason: &str,
+    failed: &[String],
+    fleet: &FleetEvidence,
+) -> Result<String> {
     if reason.trim().is_empty() {
         return Err(ServeError::BadRequest(
             "an override needs a reason (it is recorded in the audit)".into(),
         ));
     }
+    let fleet = fleet.summary();
     Ok(if failed.is_empty() {
-        format!("{step}: OVERRIDE ({reason}); the gate would have passed")
+        format!("{step}: OVERRIDE ({reason}); the gate would have passed ({fleet})")
     } else {
         format!(
-            "{step}: OVERRIDE ({reason}); failed checks: {}",
+            "{step}: OVERRIDE ({reason}); failed checks: {} ({fleet})",
             failed.join("; ")
         )
     })

@@ -55,6 +55,24 @@ impl Shadow {
     }
 }
 
+impl Shadow {
+    /// Zeroes every counter and histogram (a new challenger stint).
+    pub(super) fn reset(&self) {
+        for c in [
+            &self.compared,
+            &self.agreed,
+            &self.dropped,
+            &self.errors,
+            &self.diff_sum_micro,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        for h in [&self.diff, &self.latency] {
+            h.0.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        }
+    }
+}
+
 pub(super) struct ShadowJob {
     pub(super) model: ServedModel,
     pub(super) inputs: Vec<Value>,

@@ -325,7 +325,10 @@ fn a_rollback_to_a_tampered_bundle_moves_nothing() {
     let d = deployment(&reg, &store, DeploymentConfig::default());
     assert_eq!(d.versions(), (2, None));
     // Flip a byte of every file of v1's bundle except its manifest.
-    let v1 = reg.root().expect("a directory registry").join("models/fraud/v1");
+    let v1 = reg
+        .root()
+        .expect("a directory registry")
+        .join("models/fraud/v1");
     for f in std::fs::read_dir(&v1).unwrap().flatten() {
         if f.file_name() != "MANIFEST" {
             let mut b = std::fs::read(f.path()).unwrap();

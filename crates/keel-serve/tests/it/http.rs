@@ -171,7 +171,9 @@ fn v2_protocol_over_loopback() {
     assert!(body["error"].is_string(), "{body}");
 
     assert_eq!(c.get("/v2/health/live"), (200, json!({"live": true})));
-    assert_eq!(c.get("/v2/health/ready"), (200, json!({"ready": true})));
+    let (s, ready) = c.get("/v2/health/ready");
+    assert_eq!((s, &ready["ready"]), (200, &json!(true)), "{ready}");
+    assert_eq!(ready["registry"]["fraud"]["stale"], false, "{ready}");
     assert_eq!(c.get("/v2").1["name"], "keel");
     let (s, meta) = c.get("/v2/models/fraud");
     assert_eq!(s, 200);
