@@ -14,15 +14,15 @@ use crate::output::{OutputFormat, Records};
 /// Where the registry lives (`--registry`, default `keel-data/registry`).
 #[derive(Args, Clone)]
 pub struct RegistryArg {
-    /// Registry directory.
+    /// Registry: a directory, or an MLflow tracking server (`http://HOST:PORT`,
+    /// `mlflow+http://HOST:PORT`).
     #[arg(long, default_value = "keel-data/registry", global = true)]
-    registry: PathBuf,
+    registry: String,
 }
 
 impl RegistryArg {
     fn open(&self) -> Result<Registry> {
-        Registry::open(&self.registry)
-            .with_context(|| format!("opening registry {}", self.registry.display()))
+        Registry::at(&self.registry).with_context(|| format!("opening registry {}", self.registry))
     }
 }
 

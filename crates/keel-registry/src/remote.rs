@@ -57,6 +57,8 @@ pub(crate) struct MlflowRegistry {
     client: MlflowClient,
     /// Experiment id -> name.
     experiments: Mutex<HashMap<String, String>>,
+    /// Registered models known to exist (never deleted by keel).
+    known: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MlflowRegistry {
@@ -65,6 +67,7 @@ impl MlflowRegistry {
         let reg = MlflowRegistry {
             client: MlflowClient::with_timeout(base, Duration::from_secs(10)),
             experiments: Mutex::new(HashMap::new()),
+            known: Mutex::new(Default::default()),
         };
         reg.client
             .get("experiments/search", &[("max_results", "1")])?;
@@ -350,16 +353,27 @@ impl MlflowRegistry {
     // ------------------------------------------------------------ model versions
 
     fn ensure_model(&self, name: &str) -> Result<()> {
+        if self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+        {
+            return Ok(());
+        }
         match self
             .client
             .post("registered-models/create", &json!({"name": name}))
         {
-            Ok(_) => Ok(()),
-            Err(RegistryError::MlflowApi { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Ok(_) => {}
+            Err(RegistryError::MlflowApi { code, .. }) if code == "RESOURCE_ALREADY_EXISTS" => {}
+            Err(e) => return Err(e),
         }
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+        Ok(())
     }
 
     /// Uploads the files, creates the MLflow version, then uploads keel's manifest (which

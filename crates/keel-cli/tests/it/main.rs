@@ -3,6 +3,7 @@
 
 mod cli;
 mod drift_cli;
+mod fleet;
 mod ml_cli;
 mod store_cli;
 

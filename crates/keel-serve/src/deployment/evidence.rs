@@ -54,7 +54,7 @@ pub struct Evidence {
 }
 
 /// The fleet's merged evidence a gate decided on.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FleetEvidence {
     /// Replicas whose evidence was merged (this one included).
     pub replicas: usize,

@@ -80,7 +80,12 @@ impl Deployment {
                 self.name
             )));
         };
-        let challenger = match (aliases.canary, aliases.shadow) {
+        // A multi-alias move on a shared registry lands alias by alias: a challenger alias
+        // still naming the new champion is the tail of a promotion, not a challenger.
+        let challenger = match (
+            aliases.canary.filter(|v| *v != champion),
+            aliases.shadow.filter(|v| *v != champion),
+        ) {
             (Some(v), _) => Some((
                 v,
                 Stage::Canary {
@@ -138,6 +143,15 @@ impl Deployment {
             .challenger
             .as_ref()
             .filter(|(m, _)| m.version == version)
+        {
+            return Ok(m.clone());
+        }
+        if let Some(m) = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|m| m.version == version)
         {
             return Ok(m.clone());
         }
@@ -246,7 +260,10 @@ impl Follower {
         let thread = std::thread::Builder::new()
             .name(format!("keel-follow-{}", deployment.name()))
             .spawn(move || {
+                // Fixed rate: the work of one round does not push the next one back.
+                let mut next = Instant::now();
                 while !flag.load(Ordering::Relaxed) {
+                    next += interval;
                     if let Err(e) = deployment.follow() {
                         tracing::debug!(model = %deployment.name(), error = %e, "follow");
                     }
@@ -255,9 +272,15 @@ impl Follower {
                         tracing::debug!(model = %deployment.name(), error = %e,
                             "publishing gate evidence");
                     }
-                    let until = Instant::now() + interval;
-                    while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                        std::thread::sleep(interval.min(Duration::from_millis(50)));
+                    let now = Instant::now();
+                    if next < now {
+                        next = now;
+                    }
+                    while !flag.load(Ordering::Relaxed) && Instant::now() < next {
+                        std::thread::sleep(
+                            next.saturating_duration_since(Instant::now())
+                                .min(Duration::from_millis(50)),
+                        );
                     }
                 }
             })?;

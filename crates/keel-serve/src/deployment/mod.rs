@@ -79,7 +79,13 @@ pub struct Deployment {
     replica: String,
     /// The challenger stint the counted evidence belongs to (see `evidence`).
     stint: Mutex<Option<String>>,
+    /// The last models that stopped serving, newest last (at most [`RETIRED`]): a rollback or
+    /// a re-shadow swaps them back in without loading them again.
+    retired: Mutex<Vec<ServedModel>>,
 }
+
+/// How many retired models a deployment keeps loaded.
+const RETIRED: usize = 2;
 
 type InputMap = Arc<[Option<usize>]>;
 
@@ -147,6 +153,7 @@ impl Deployment {
             following: Default::default(),
             replica: default_replica(),
             stint: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
@@ -219,12 +226,27 @@ impl Deployment {
                 .map(|(m, st)| (m.version, matches!(st, Stage::Shadow)))
         };
         let new = key(&s);
-        let old = {
+        let serving = |st: &State, v: u32| {
+            st.champion.version == v || st.challenger.as_ref().is_some_and(|(m, _)| m.version == v)
+        };
+        let (old, leaving) = {
             let mut w = self.state.write().unwrap_or_else(|p| p.into_inner());
             let old = key(&w);
+            let mut leaving = vec![w.champion.clone()];
+            leaving.extend(w.challenger.as_ref().map(|(m, _)| m.clone()));
+            leaving.retain(|m| !serving(&s, m.version));
             *w = Arc::new(s);
-            old
+            (old, leaving)
         };
+        if !leaving.is_empty() {
+            let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            for m in leaving {
+                r.retain(|x| x.version != m.version);
+                r.push(m);
+            }
+            let extra = r.len().saturating_sub(RETIRED);
+            r.drain(..extra);
+        }
         if new != old {
             if let Some((v, _)) = new {
                 self.reset_challenger_evidence(v);

@@ -166,6 +166,9 @@ fn state_json(d: &Deployment) -> Json {
         "champion": champion,
         "challenger": challenger,
         "shadow": d.shadow_stats(),
+        // What the gates would judge now: every replica's published evidence merged.
+        "fleet": d.fleet_evidence().ok(),
+        "replica": d.replica(),
         "gates": { "shadow": cfg.shadow_gate, "canary": cfg.canary_gate },
     })
 }
