@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The replicas' follow interval.
-const INTERVAL: Duration = Duration::from_millis(500);
+const INTERVAL: Duration = Duration::from_secs(1);
 const TOKEN: &str = "fleet-admin-token";
 
 fn keel(args: &[&str]) -> (bool, String, String) {
@@ -320,7 +320,7 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
                     )),
                     Err(e) => failures.lock().unwrap().push(format!("{base}: {e}")),
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }));
     }
@@ -369,6 +369,7 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
         "--reason",
         "p99 regression",
     ]);
+    let t = Instant::now();
     assert_within_two_intervals(converge(&[&a, &b], (1, None), t), "rollback");
 
     // MLflow goes away: both replicas keep serving v1 and report the registry stale.
@@ -415,7 +416,6 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let t = Instant::now();
     ok(&[
         "models",
         "rollout",
@@ -427,6 +427,7 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
         "--reason",
         "again",
     ]);
+    let t = Instant::now();
     assert_within_two_intervals(
         converge(&[&a, &b], (1, Some(2)), t),
         "shadow after MLflow returned",
