@@ -515,3 +515,115 @@ fn precomputed_predictions_keep_every_class_of_a_multiclass_model() {
         assert_eq!(bits(&p.scores), bits(&online.scores), "card{i}");
     }
 }
+
+/// Issue 20: replicas of one model share a registry. One replica's move reaches the other by
+/// `follow`; the gates merge both replicas' published evidence and say how much they saw; a
+/// version that does not verify is never swapped in, and the refusal is reported.
+#[test]
+fn replicas_follow_the_aliases_merge_their_evidence_and_refuse_tampered_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reg, store) = setup(dir.path());
+    let cfg = DeploymentConfig {
+        shadow_gate: ShadowGate {
+            min_samples: 300,
+            min_agreement: 0.0,
+            max_mean_diff: 1.0,
+        },
+        canary_gate: CanaryGate {
+            min_samples: 0,
+            max_p99_us: 1e9,
+            max_error_rate: 1.0,
+            metric_margin: 1.0,
+            require_labels: false,
+        },
+        ..unlogged()
+    };
+    let a = deployment(&reg, &store, cfg.clone()).with_replica("replica-a");
+    let b = deployment(&reg, &store, cfg.clone()).with_replica("replica-b");
+
+    a.start_shadow(2, "retrained").unwrap();
+    assert_eq!(b.versions(), (1, None));
+    assert!(b.follow().unwrap(), "B follows A's shadow");
+    assert_eq!(b.versions(), (1, Some((2, Stage::Shadow))));
+    assert!(!b.follow().unwrap(), "nothing moved since");
+
+    // 200 mirrored requests on each replica: not enough alone, enough together.
+    for d in [&a, &b] {
+        for i in 0..200 {
+            d.predict(req(i)).unwrap();
+        }
+        for _ in 0..400 {
+            if d.shadow_stats().compared + d.shadow_stats().dropped >= 200 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let alone = b.shadow_stats().compared;
+    assert!(alone < 300);
+    assert!(
+        matches!(b.promote_to_canary(), Err(ServeError::GateFailed(m)) if m.contains("1 replica(s)")),
+        "B alone has too little evidence"
+    );
+    a.publish_evidence().unwrap();
+    let fleet = b.fleet_evidence().unwrap();
+    assert_eq!(fleet.replicas, 2);
+    assert_eq!(
+        fleet.shadow.compared,
+        alone + a.shadow_stats().compared,
+        "counters add up exactly"
+    );
+    assert!(fleet.shadow.compared >= 300, "{fleet:?}");
+    b.promote_to_canary().unwrap();
+    let audit = reg.audit("fraud").unwrap();
+    let gate = &audit[audit.len() - 2];
+    assert_eq!((gate.alias.as_str(), gate.to), ("canary", Some(2)));
+    assert!(
+        gate.reason.contains(&format!(
+            "fleet evidence: 2 replica(s), {} shadow comparisons",
+            fleet.shadow.compared
+        )),
+        "{}",
+        gate.reason
+    );
+    // A follows, and its counters restart with the canary stint: A's old shadow evidence
+    // does not count for the canary.
+    assert!(a.follow().unwrap());
+    assert!(matches!(a.versions(), (1, Some((2, Stage::Canary { .. })))));
+    assert_eq!(a.fleet_evidence().unwrap().shadow.compared, 0);
+
+    b.promote_to_champion(None).unwrap();
+    assert!(a.follow().unwrap());
+    assert_eq!(a.versions(), (2, None));
+    assert_eq!(a.follow_status().swaps, 2, "canary and champion, both followed");
+
+    // A replica started now holds v2 only. v1's bundle is tampered with, then the champion
+    // alias is moved back to it behind the replicas' backs: the new replica refuses it and
+    // keeps serving v2; A still holds v1 as it verified it and swaps it back in.
+    let c = deployment(&reg, &store, cfg).with_replica("replica-c");
+    let v1 = reg
+        .root()
+        .expect("a directory registry")
+        .join("models/fraud/v1");
+    for f in std::fs::read_dir(&v1).unwrap().flatten() {
+        if f.file_name() != "MANIFEST" {
+            let mut bytes = std::fs::read(f.path()).unwrap();
+            bytes[0] ^= 0x55;
+            std::fs::write(f.path(), bytes).unwrap();
+        }
+    }
+    keel_registry::rollout::Rollout::new(&reg, "fraud")
+        .rollback_champion(Some(1), "p99 alert")
+        .unwrap();
+    assert!(c.follow().is_err());
+    assert_eq!(c.versions(), (2, None), "the tampered version is never served");
+    let st = c.follow_status();
+    assert!(!st.stale);
+    assert!(st.refused[&1].contains("tampered"), "{st:?}");
+    assert!(c.predict(req(3)).is_ok());
+    assert!(c
+        .prometheus()
+        .contains("keel_registry_refused_versions{model=\"fraud\"} 1"));
+    assert!(a.follow().unwrap());
+    assert_eq!(a.versions(), (1, None));
+}
