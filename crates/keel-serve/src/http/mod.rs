@@ -155,9 +155,14 @@ impl From<ServeError> for HttpError {
             ) => StatusCode::UNPROCESSABLE_ENTITY,
             ServeError::GateFailed(_)
             | ServeError::Stage(_)
-            | ServeError::Registry(keel_registry::RegistryError::AliasMoved { .. }) => {
-                StatusCode::CONFLICT
-            }
+            | ServeError::Registry(
+                keel_registry::RegistryError::AliasMoved { .. }
+                | keel_registry::RegistryError::Transition { .. }
+                | keel_registry::RegistryError::Busy { .. },
+            ) => StatusCode::CONFLICT,
+            // A shared system (Redis, MLflow) that does not answer: retry later.
+            ServeError::Store(StoreError::Backend { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::Registry(r) if r.is_unreachable() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HttpError(status, e.to_string())
