@@ -1,6 +1,8 @@
 //! # keel-registry
 //!
-//! Experiment tracking and the model registry, embedded in a directory:
+//! Experiment tracking and the model registry, embedded in a directory ([`Registry::open`]) or
+//! shared by a fleet on an MLflow tracking server ([`Registry::mlflow`], [`Registry::at`]): the
+//! same calls, the same errors, the same checks on either.
 //!
 //! - **Runs** ([`Registry::start_run`] -> [`ActiveRun`]): params, metric histories with step and
 //!   timestamp, tags, seed, data versions (`DataHash`, store checkpoint ids), code version,
@@ -47,7 +49,11 @@
 //! ```
 //!
 //! ## Crate features
-//! - `mlflow` (default): [`MlflowClient`], a plain-HTTP REST client (pure Rust, no TLS).
+//! - `mlflow` (default): the registry on an MLflow server ([`Registry::mlflow`]: runs as MLflow
+//!   runs, versions as registered model versions whose artifacts are the bundle's files, MLflow's
+//!   own aliases, the audit as hash-chained model tags; see `docs/fleet.md`), [`MlflowClient`]
+//!   (a plain-HTTP REST client, pure Rust, no TLS) and [`LocalMlflow`] (a throwaway server for
+//!   tests and demos).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 

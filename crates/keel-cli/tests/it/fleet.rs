@@ -497,3 +497,19 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
         );
     }
 }
+
+/// MLflow unreachable when a replica starts: a clear error, not a replica serving nothing.
+#[test]
+fn a_replica_refuses_to_start_without_its_registry() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (ok, _, err) = keel(&["serve", "--registry", &url, "--model", "demo", "--no-admin"]);
+    assert!(!ok);
+    assert!(err.contains(&format!("opening registry {url}")), "{err}");
+    let (ok, _, err) = keel(&["models", "list", "--registry", &url]);
+    assert!(!ok && err.contains("mlflow"), "{err}");
+}

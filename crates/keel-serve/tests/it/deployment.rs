@@ -595,7 +595,11 @@ fn replicas_follow_the_aliases_merge_their_evidence_and_refuse_tampered_versions
     b.promote_to_champion(None).unwrap();
     assert!(a.follow().unwrap());
     assert_eq!(a.versions(), (2, None));
-    assert_eq!(a.follow_status().swaps, 2, "canary and champion, both followed");
+    assert_eq!(
+        a.follow_status().swaps,
+        2,
+        "canary and champion, both followed"
+    );
 
     // A replica started now holds v2 only. v1's bundle is tampered with, then the champion
     // alias is moved back to it behind the replicas' backs: the new replica refuses it and
@@ -616,7 +620,11 @@ fn replicas_follow_the_aliases_merge_their_evidence_and_refuse_tampered_versions
         .rollback_champion(Some(1), "p99 alert")
         .unwrap();
     assert!(c.follow().is_err());
-    assert_eq!(c.versions(), (2, None), "the tampered version is never served");
+    assert_eq!(
+        c.versions(),
+        (2, None),
+        "the tampered version is never served"
+    );
     let st = c.follow_status();
     assert!(!st.stale);
     assert!(st.refused[&1].contains("tampered"), "{st:?}");
