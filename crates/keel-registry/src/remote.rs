@@ -229,63 +229,7 @@ impl MlflowRegistry {
 
     /// A run from MLflow's JSON, each metric with its latest point only.
     fn run_from_json(&self, v: &Value) -> Result<Run> {
-        let info = &v["info"];
-        let id = str_at(&info["run_id"], "run: run_id")?;
-        let tags: BTreeMap<String, String> = pairs(&v["data"]["tags"]);
-        let experiment = match tags.get("keel.experiment") {
-            Some(e) => e.clone(),
-            None => self.experiment_name(&str_at(&info["experiment_id"], "run: experiment")?)?,
-        };
-        let status = match info["status"].as_str().unwrap_or("") {
-            "RUNNING" | "SCHEDULED" => RunStatus::Running,
-            "FINISHED" => RunStatus::Finished,
-            "FAILED" => RunStatus::Failed,
-            _ => RunStatus::Killed,
-        };
-        let mut metrics = BTreeMap::new();
-        for m in v["data"]["metrics"].as_array().into_iter().flatten() {
-            if let (Some(k), Some(p)) = (m["key"].as_str(), metric_point(m)) {
-                metrics.insert(k.to_string(), vec![p]);
-            }
-        }
-        let mut user_tags = BTreeMap::new();
-        let mut data = Vec::new();
-        let mut artifacts = Vec::new();
-        for (k, val) in &tags {
-            if let Some(name) = k.strip_prefix(DATA_TAG) {
-                data.push(DataRef {
-                    name: name.to_string(),
-                    version: val.clone(),
-                });
-            } else if let Some(name) = k.strip_prefix(ARTIFACT_TAG) {
-                let (sha, size) = val.split_once(':').unwrap_or((val, ""));
-                artifacts.push(ArtifactRef {
-                    name: name.to_string(),
-                    sha256: sha.to_string(),
-                    size: size.parse().unwrap_or(0),
-                });
-            } else if !k.starts_with("mlflow.") && !k.starts_with("keel.") {
-                user_tags.insert(k.clone(), val.clone());
-            }
-        }
-        Ok(Run {
-            id: RunId(id),
-            experiment,
-            name: info["run_name"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .map(str::to_string),
-            status,
-            start_ms: int_at(&info["start_time"]).unwrap_or(0),
-            end_ms: int_at(&info["end_time"]),
-            params: pairs(&v["data"]["params"]),
-            metrics,
-            tags: user_tags,
-            seed: tags.get(SEED_TAG).and_then(|s| s.parse().ok()),
-            data,
-            code_version: tags.get(GIT_TAG).cloned(),
-            artifacts,
-        })
+        run_from_json(v, &|id| self.experiment_name(id))
     }
 
     /// Every run (of `experiment` when given), each metric with its latest point only; runs
@@ -606,51 +550,10 @@ impl MlflowRegistry {
             Err(e) if e.is_mlflow_not_found() => return Ok(AliasState::default()),
             Err(e) => return Err(e),
         };
-        let m = &v["registered_model"];
-        let mut st = AliasState::default();
-        for a in m["aliases"].as_array().into_iter().flatten() {
-            if let (Some(alias), Some(v)) = (
-                a["alias"].as_str(),
-                a["version"].as_str().and_then(|s| s.parse().ok()),
-            ) {
-                st.current.insert(alias.to_string(), v);
-            }
-        }
-        let here = self.entry(&format!("models/{name}/audit"));
-        for (k, val) in pairs(&m["tags"]) {
-            let Some(seq) = k.strip_prefix(AUDIT_TAG) else {
-                continue;
-            };
-            if seq.parse::<u64>().ok() != Some(st.audit.len() as u64 + 1) {
-                return Err(RegistryError::Corrupt {
-                    path: here,
-                    reason: format!("audit event {k} is out of sequence"),
-                });
-            }
-            let ev: AliasEvent =
-                serde_json::from_str(&val).map_err(|e| RegistryError::Corrupt {
-                    path: here.clone(),
-                    reason: format!("audit event {k}: {e}"),
-                })?;
-            st.audit.push(ev);
-        }
-        if let Some(i) = st.broken_link() {
-            return Err(RegistryError::Corrupt {
-                path: here,
-                reason: format!(
-                    "the alias audit's hash chain breaks at event {i}: the history was edited"
-                ),
-            });
-        }
-        for e in &st.audit {
-            let stack = st.previous.entry(e.alias.clone()).or_default();
-            if e.rollback {
-                stack.pop();
-            } else {
-                stack.push(e.from);
-            }
-        }
-        Ok(st)
+        alias_state_from(
+            &v["registered_model"],
+            self.entry(&format!("models/{name}/audit")),
+        )
     }
 
     /// Records `events` (numbered after `already` earlier ones) and moves MLflow's aliases to
@@ -831,4 +734,180 @@ fn pairs(v: &Value) -> BTreeMap<String, String> {
             ))
         })
         .collect()
+}
+
+/// A run from MLflow's JSON (`runs/get`, `runs/search`), each metric with its latest point only;
+/// `experiment` resolves an experiment id when the run has no `keel.experiment` tag.
+fn run_from_json(v: &Value, experiment: &dyn Fn(&str) -> Result<String>) -> Result<Run> {
+    let info = &v["info"];
+    let id = str_at(&info["run_id"], "run: run_id")?;
+    let tags: BTreeMap<String, String> = pairs(&v["data"]["tags"]);
+    let experiment = match tags.get("keel.experiment") {
+        Some(e) => e.clone(),
+        None => experiment(&str_at(&info["experiment_id"], "run: experiment")?)?,
+    };
+    let status = match info["status"].as_str().unwrap_or("") {
+        "RUNNING" | "SCHEDULED" => RunStatus::Running,
+        "FINISHED" => RunStatus::Finished,
+        "FAILED" => RunStatus::Failed,
+        _ => RunStatus::Killed,
+    };
+    let mut metrics = BTreeMap::new();
+    for m in v["data"]["metrics"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(p)) = (m["key"].as_str(), metric_point(m)) {
+            metrics.insert(k.to_string(), vec![p]);
+        }
+    }
+    let mut user_tags = BTreeMap::new();
+    let mut data = Vec::new();
+    let mut artifacts = Vec::new();
+    for (k, val) in &tags {
+        if let Some(name) = k.strip_prefix(DATA_TAG) {
+            data.push(DataRef {
+                name: name.to_string(),
+                version: val.clone(),
+            });
+        } else if let Some(name) = k.strip_prefix(ARTIFACT_TAG) {
+            let (sha, size) = val.split_once(':').unwrap_or((val, ""));
+            artifacts.push(ArtifactRef {
+                name: name.to_string(),
+                sha256: sha.to_string(),
+                size: size.parse().unwrap_or(0),
+            });
+        } else if !k.starts_with("mlflow.") && !k.starts_with("keel.") {
+            user_tags.insert(k.clone(), val.clone());
+        }
+    }
+    Ok(Run {
+        id: RunId(id),
+        experiment,
+        name: info["run_name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string),
+        status,
+        start_ms: int_at(&info["start_time"]).unwrap_or(0),
+        end_ms: int_at(&info["end_time"]),
+        params: pairs(&v["data"]["params"]),
+        metrics,
+        tags: user_tags,
+        seed: tags.get(SEED_TAG).and_then(|s| s.parse().ok()),
+        data,
+        code_version: tags.get(GIT_TAG).cloned(),
+        artifacts,
+    })
+}
+
+/// The alias state in a `registered-models/get` answer (see [`MlflowRegistry::alias_state`]);
+/// `here` names it in errors.
+fn alias_state_from(m: &Value, here: PathBuf) -> Result<AliasState> {
+    let mut st = AliasState::default();
+    for a in m["aliases"].as_array().into_iter().flatten() {
+        if let (Some(alias), Some(v)) = (
+            a["alias"].as_str(),
+            a["version"].as_str().and_then(|s| s.parse().ok()),
+        ) {
+            st.current.insert(alias.to_string(), v);
+        }
+    }
+    for (k, val) in pairs(&m["tags"]) {
+        let Some(seq) = k.strip_prefix(AUDIT_TAG) else {
+            continue;
+        };
+        if seq.parse::<u64>().ok() != Some(st.audit.len() as u64 + 1) {
+            return Err(RegistryError::Corrupt {
+                path: here,
+                reason: format!("audit event {k} is out of sequence"),
+            });
+        }
+        let ev: AliasEvent = serde_json::from_str(&val).map_err(|e| RegistryError::Corrupt {
+            path: here.clone(),
+            reason: format!("audit event {k}: {e}"),
+        })?;
+        st.audit.push(ev);
+    }
+    if let Some(i) = st.broken_link() {
+        return Err(RegistryError::Corrupt {
+            path: here,
+            reason: format!(
+                "the alias audit's hash chain breaks at event {i}: the history was edited"
+            ),
+        });
+    }
+    for e in &st.audit {
+        let stack = st.previous.entry(e.alias.clone()).or_default();
+        if e.rollback {
+            stack.pop();
+        } else {
+            stack.push(e.from);
+        }
+    }
+    Ok(st)
+}
+
+/// Parses `data` as the MLflow answers keel reads (fuzzing and the corpus replay test).
+pub(crate) fn fuzz_answers(data: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let _ = alias_state_from(&v, PathBuf::from("fuzz"));
+    let _ = alias_state_from(&v["registered_model"], PathBuf::from("fuzz"));
+    let _ = run_from_json(&v, &|id| Ok(id.to_string()));
+    let _ = run_from_json(&v["run"], &|id| Ok(id.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> Value {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/registry_records")
+            .join(name);
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn mlflow_answers_parse_into_keel_records() {
+        let run = run_from_json(&corpus("mlflow_run.json")["run"], &|id| {
+            Ok(format!("exp{id}"))
+        })
+        .unwrap();
+        assert_eq!(run.experiment, "exp1");
+        assert_eq!(
+            (run.start_ms, run.end_ms),
+            (5, Some(9)),
+            "int64 as text or number"
+        );
+        assert_eq!(run.status, RunStatus::Finished);
+        assert_eq!(run.seed, Some(7));
+        assert_eq!(run.params["lr"], "0.1");
+        assert_eq!(run.metrics["auc"][0].step, 2);
+        assert_eq!(run.data[0].version, "ab");
+        assert_eq!(run.artifacts[0].size, 5);
+        assert_eq!(
+            run.tags.keys().collect::<Vec<_>>(),
+            ["team"],
+            "keel.* tags are fields"
+        );
+
+        // The corpus's audit event carries a zero chain link: refused as an edited history.
+        let m = corpus("mlflow_registered_model.json");
+        let err = alias_state_from(&m["registered_model"], PathBuf::from("x")).unwrap_err();
+        assert!(
+            err.to_string().contains("hash chain breaks at event 0"),
+            "{err}"
+        );
+        let mut ok = m["registered_model"].clone();
+        let mut ev: AliasEvent =
+            serde_json::from_str(ok["tags"][0]["value"].as_str().unwrap()).unwrap();
+        ev.chain = ev.digest(&[0; 32]);
+        ok["tags"][0]["value"] = json!(serde_json::to_string(&ev).unwrap());
+        let st = alias_state_from(&ok, PathBuf::from("x")).unwrap();
+        assert_eq!(st.current["champion"], 1);
+        assert_eq!(st.previous["champion"], vec![None]);
+        // A gap in the sequence is refused too.
+        ok["tags"][0]["key"] = json!("keel.audit.00000002");
+        assert!(alias_state_from(&ok, PathBuf::from("x")).is_err());
+    }
 }
