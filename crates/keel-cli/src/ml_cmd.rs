@@ -123,6 +123,18 @@ pub enum ModelsCmd {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Copy a model of this (directory) registry into an MLflow server's registry: its
+    /// versions' runs, the versions (verified on the way out and in) and its aliases. Safe to
+    /// repeat: nothing is created twice.
+    #[command(after_help = "Example:
+  keel models export fraud --registry keel-data/registry --to http://127.0.0.1:5000")]
+    Export {
+        /// Model name.
+        name: String,
+        /// The MLflow tracking server, `http://HOST:PORT`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// One rollout move (`keel models rollout NAME ...`).
@@ -420,6 +432,22 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
             let key = SigningKey::from_file(&key)?;
             r.sign(&name, version, &key)?;
             println!("signed {name} v{version} with {}", key.public());
+        }
+        ModelsCmd::Export { name, to } => {
+            let client =
+                keel::registry::MlflowClient::new(to.strip_prefix("mlflow+").unwrap_or(&to));
+            let out = client.export_model(&r, &name)?;
+            for (local, remote) in &out.versions {
+                println!("{name} v{local} -> {to} v{remote}");
+            }
+            for (alias, v) in &out.aliases {
+                println!("{name}@{alias} -> v{v}");
+            }
+            println!(
+                "{} versions created ({} already there)",
+                out.created,
+                out.versions.len() - out.created
+            );
         }
         ModelsCmd::Verify { trusted_keys } => {
             let r = match trusted_keys {

@@ -78,7 +78,7 @@ pub use error::{RegistryError, Result};
 #[cfg(feature = "mlflow")]
 pub use local_mlflow::LocalMlflow;
 #[cfg(feature = "mlflow")]
-pub use mlflow::MlflowClient;
+pub use mlflow::{MlflowClient, ModelExport};
 pub use registry::{
     ActiveRun, AliasEvent, Bundle, Damaged, FileEntry, LoadedVersion, ModelMeta, ModelVersion,
     Registry, MAX_EVIDENCE,

@@ -3,15 +3,35 @@
 //! Params, metric histories (value, step, timestamp), tags and artifacts are pushed; keel's
 //! seed, data versions, code version and run id travel as tags (`keel.seed`, `keel.data.<name>`,
 //! `mlflow.source.git.commit`, `keel.run_id`). Artifacts go through the server's artifact proxy
-//! (`mlflow server` serves artifacts by default since MLflow 2).
+//! (`mlflow server` serves artifacts by default since MLflow 2). Re-exporting a run finds the
+//! MLflow run it made before (tag `keel.run_id`) instead of making another.
+//!
+//! [`MlflowClient::export_model`] copies a directory registry's model (versions and aliases)
+//! into the server's registry, for a team moving from one process to a fleet.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::remote::status_name;
-use crate::run::Run;
+use crate::registry::ModelVersion;
+use crate::remote::{status_name, MlflowRegistry};
+use crate::run::{Run, RunId};
 use crate::{Registry, RegistryError, Result};
+
+/// The version tag naming the directory version an MLflow version was exported from.
+const EXPORTED_FROM: &str = "keel.exported_from";
+
+/// What [`MlflowClient::export_model`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelExport {
+    /// Local version -> MLflow version, for every version exported (now or before).
+    pub versions: BTreeMap<u32, u32>,
+    /// Versions created by this call (0 on a re-export).
+    pub created: usize,
+    /// Alias -> MLflow version, as now set in MLflow.
+    pub aliases: BTreeMap<String, u32>,
+}
 
 /// Largest JSON answer read from the server.
 const MAX_ANSWER: u64 = 64 << 20;
@@ -170,6 +190,54 @@ impl MlflowClient {
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| RegistryError::Mlflow("experiments/create: no experiment_id".into()))
+    }
+
+    /// Copies model `name` of a directory `registry` into this server's registry: each
+    /// version's run ([`MlflowClient::export_run`]), each version (files verified on the way
+    /// out, then uploaded and verified like any registration; tag `keel.exported_from` = the
+    /// local version), then the aliases as they stand (one audit event each, reason `exported
+    /// from <directory>`). Re-exporting creates nothing twice: versions already exported are
+    /// found by their tag, aliases already in place are left alone.
+    pub fn export_model(&self, registry: &Registry, name: &str) -> Result<ModelExport> {
+        let target = Registry::mlflow(&self.base)?;
+        let remote = MlflowRegistry::connect(&self.base)?;
+        let mut done: BTreeMap<u32, u32> = remote
+            .versions_tagged(name)?
+            .into_iter()
+            .filter_map(|(v, tags)| Some((tags.get(EXPORTED_FROM)?.parse().ok()?, v)))
+            .collect();
+        let mut created = 0;
+        for v in registry.versions(name)? {
+            if done.contains_key(&v) {
+                continue;
+            }
+            let loaded = registry.load(name, v)?;
+            let run = registry.run(&loaded.version.run_id)?;
+            let run_id = RunId(self.export_run(registry, &run)?);
+            let mv = ModelVersion {
+                run_id,
+                ..loaded.version
+            };
+            let out = remote.register(mv, &loaded.files, None)?;
+            remote.version_tag(name, out.version, EXPORTED_FROM, &v.to_string())?;
+            done.insert(v, out.version);
+            created += 1;
+        }
+        let now = target.aliases(name)?;
+        let reason = format!("exported from {}", registry.location());
+        let mut aliases = BTreeMap::new();
+        for (alias, v) in registry.aliases(name)? {
+            let Some(&to) = done.get(&v) else { continue };
+            if now.get(&alias) != Some(&to) {
+                target.set_alias(name, &alias, to, &reason)?;
+            }
+            aliases.insert(alias, to);
+        }
+        Ok(ModelExport {
+            versions: done,
+            created,
+            aliases,
+        })
     }
 
     /// Pushes one run (with its artifacts read from `registry`); returns the MLflow run id.

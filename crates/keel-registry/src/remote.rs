@@ -374,7 +374,13 @@ impl MlflowRegistry {
         Ok(mv)
     }
 
-    fn version_tag(&self, name: &str, version: u32, key: &str, value: &str) -> Result<()> {
+    pub(crate) fn version_tag(
+        &self,
+        name: &str,
+        version: u32,
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
         self.client
             .post(
                 "model-versions/set-tag",
@@ -386,6 +392,18 @@ impl MlflowRegistry {
 
     /// Version numbers of `name` whose registration completed, ascending.
     pub(crate) fn versions(&self, name: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .versions_tagged(name)?
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect())
+    }
+
+    /// Completed versions of `name` with their tags, ascending.
+    pub(crate) fn versions_tagged(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(u32, BTreeMap<String, String>)>> {
         let filter = format!("name='{}'", name.replace('\'', "\\'"));
         let mut out = Vec::new();
         let mut token = String::new();
@@ -397,11 +415,10 @@ impl MlflowRegistry {
             }
             let v = self.client.get("model-versions/search", &q)?;
             for mv in v["model_versions"].as_array().into_iter().flatten() {
-                let ready = pairs(&mv["tags"]).contains_key(READY);
-                if let (true, Some(n)) =
-                    (ready, mv["version"].as_str().and_then(|s| s.parse().ok()))
-                {
-                    out.push(n);
+                let tags = pairs(&mv["tags"]);
+                let n = mv["version"].as_str().and_then(|s| s.parse().ok());
+                if let (true, Some(n)) = (tags.contains_key(READY), n) {
+                    out.push((n, tags));
                 }
             }
             token = v["next_page_token"].as_str().unwrap_or("").to_string();
@@ -409,8 +426,8 @@ impl MlflowRegistry {
                 break;
             }
         }
-        out.sort_unstable();
-        out.dedup();
+        out.sort_by_key(|(v, _)| *v);
+        out.dedup_by_key(|(v, _)| *v);
         Ok(out)
     }
 

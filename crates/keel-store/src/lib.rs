@@ -58,8 +58,8 @@ mod value;
 #[cfg(feature = "redis")]
 pub use backend::redis;
 pub use backend::{
-    Backend, Batch, Found, Invalidation, InvalidationSink, Lookup, ManyFound, NewestLayout,
-    NewestRead, RecoveryReport, RocksBackend, RocksOptions, RowRef,
+    Backend, Batch, Found, Invalidation, InvalidationSink, Lookup, ManyFound, MessageSink,
+    NewestLayout, NewestRead, RecoveryReport, RocksBackend, RocksOptions, RowRef,
 };
 pub use defs::{Definitions, Entity, FeatureRef, FeatureService, FeatureView, MAX_NAME};
 pub use defs_toml::parse_duration_ms;

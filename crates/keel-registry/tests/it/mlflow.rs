@@ -86,6 +86,53 @@ fn runs_round_trip_through_a_real_mlflow_server() {
     let size = arts["files"][0]["file_size"].as_i64().unwrap();
     assert_eq!(size, br#"{"amount": 0.4}"#.len() as i64);
 
+    // A model of the directory registry: versions and aliases go to MLflow's registry, once.
+    let mut run2 = reg.start_run("fraud-detection").unwrap();
+    run2.log_param("num_leaves", "63").unwrap();
+    let run2 = run2.finish().unwrap();
+    reg.register(
+        "fraud",
+        &record.id,
+        Bundle::new("gbdt").with_file("model", b"v1".to_vec()),
+    )
+    .unwrap();
+    reg.register(
+        "fraud",
+        &run2.id,
+        Bundle::new("gbdt").with_file("model", b"v2".to_vec()),
+    )
+    .unwrap();
+    reg.set_alias("fraud", "champion", 2, "better").unwrap();
+    let first = client.export_model(&reg, "fraud").unwrap();
+    assert_eq!(first.created, 2);
+    assert_eq!(first.versions.len(), 2);
+    let again = client.export_model(&reg, "fraud").unwrap();
+    assert_eq!(
+        (again.created, &again.versions),
+        (0, &first.versions),
+        "nothing twice"
+    );
+    let shared = Registry::at(&server.url()).unwrap();
+    assert_eq!(shared.versions("fraud").unwrap().len(), 2);
+    let champion = first.versions[&2];
+    assert_eq!(first.aliases["champion"], champion);
+    assert_eq!(shared.alias("fraud", "champion").unwrap(), Some(champion));
+    assert_eq!(
+        shared
+            .load("fraud", champion)
+            .unwrap()
+            .file("model")
+            .unwrap(),
+        b"v2"
+    );
+    assert_eq!(
+        shared.audit("fraud").unwrap().len(),
+        1,
+        "one alias move, not two"
+    );
+    let exported_run = shared.version("fraud", first.versions[&1]).unwrap().run_id;
+    assert_eq!(exported_run.0, id, "the version names the exported run");
+
     // Exporting into the same experiment again reuses it.
     let again = client.export_run(&reg, &record).unwrap();
     assert_eq!(again, id, "a re-export updates the run it made before");

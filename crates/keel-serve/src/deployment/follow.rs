@@ -188,6 +188,22 @@ impl Deployment {
         }
     }
 
+    /// The message that tells the replicas sharing this deployment's store that its rollout
+    /// moved.
+    fn moved_message(&self) -> Vec<u8> {
+        format!("keel.rollout:{}", self.name).into_bytes()
+    }
+
+    /// After a move made through this replica: tells the others at once, when the features
+    /// live in a shared store (Redis pub/sub), instead of leaving them to their next poll.
+    pub(super) fn announce_move(&self) {
+        if let Some((store, _)) = self.store.as_ref().filter(|(s, _)| s.is_shared()) {
+            if let Err(e) = store.publish(&self.moved_message()) {
+                tracing::debug!(model = %self.name, error = %e, "announcing a rollout move");
+            }
+        }
+    }
+
     /// How this deployment stands with its registry.
     pub fn follow_status(&self) -> FollowStatus {
         self.following
@@ -252,11 +268,22 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Follows `deployment`'s registry every `interval` (at least 50 ms).
+    /// Follows `deployment`'s registry every `interval` (at least 50 ms), and at once when
+    /// another replica announces a move through the shared store (Redis pub/sub) the
+    /// deployment reads its features from.
     pub fn start(deployment: Arc<Deployment>, interval: Duration) -> Result<Follower> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let interval = interval.max(Duration::from_millis(50));
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        if let Some((store, _)) = deployment.store.as_ref().filter(|(s, _)| s.is_shared()) {
+            let want = deployment.moved_message();
+            store.subscribe(Arc::new(move |m: &[u8]| {
+                if m == want.as_slice() {
+                    let _ = wake.try_send(());
+                }
+            }))?;
+        }
         let thread = std::thread::Builder::new()
             .name(format!("keel-follow-{}", deployment.name()))
             .spawn(move || {
@@ -277,10 +304,16 @@ impl Follower {
                         next = now;
                     }
                     while !flag.load(Ordering::Relaxed) && Instant::now() < next {
-                        std::thread::sleep(
-                            next.saturating_duration_since(Instant::now())
-                                .min(Duration::from_millis(50)),
-                        );
+                        let nap = next
+                            .saturating_duration_since(Instant::now())
+                            .min(Duration::from_millis(50));
+                        if woken.recv_timeout(nap).is_ok() {
+                            // Another replica announced a move: follow now; the regular
+                            // rounds keep their schedule.
+                            if let Err(e) = deployment.follow() {
+                                tracing::debug!(model = %deployment.name(), error = %e, "follow");
+                            }
+                        }
                     }
                 }
             })?;

@@ -21,6 +21,7 @@ impl Deployment {
             champion: s.champion.clone(),
             challenger: Some((m, Stage::Shadow)),
         });
+        self.announce_move();
         Ok(())
     }
 
@@ -151,6 +152,7 @@ impl Deployment {
                 },
             )),
         });
+        self.announce_move();
         Ok(())
     }
 
@@ -188,6 +190,7 @@ impl Deployment {
             champion: m,
             challenger: None,
         });
+        self.announce_move();
         Ok(())
     }
 
@@ -204,6 +207,7 @@ impl Deployment {
                 champion: s.champion.clone(),
                 challenger: None,
             });
+            self.announce_move();
             return Ok(m.version);
         }
         let Some(v) = self.rollout().rollback_target()? else {
@@ -217,6 +221,7 @@ impl Deployment {
             champion: m,
             challenger: None,
         });
+        self.announce_move();
         Ok(v)
     }
 }

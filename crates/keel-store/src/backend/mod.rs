@@ -169,6 +169,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn cache_token(&self) -> Option<u64> {
         Some(0)
     }
+    /// Sends `message` (at most 4 KiB) to every process subscribed to this store's messages
+    /// ([`Backend::subscribe`]); a store only this process uses has nobody to tell
+    /// ([`StoreError::Unsupported`](crate::StoreError::Unsupported)).
+    fn publish(&self, _message: &[u8]) -> Result<()> {
+        Err(crate::StoreError::Unsupported {
+            operation: "publishing a message",
+            backend: "this backend",
+            instead: "messages between processes need a shared store (Redis)".into(),
+        })
+    }
+    /// Calls `sink` with every message published to this store from now on (by any process,
+    /// this one included). `Ok(false)`: this backend carries no messages.
+    fn subscribe(&self, _sink: MessageSink) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A change another process made, as a shared backend reports it.
@@ -184,6 +199,9 @@ pub enum Invalidation<'a> {
     /// Anything may have changed (a flush, or the backend lost track).
     All,
 }
+
+/// Where messages between processes go ([`Backend::subscribe`]).
+pub type MessageSink = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Where invalidations go (the store's row cache).
 pub type InvalidationSink = std::sync::Arc<dyn for<'a> Fn(Invalidation<'a>) + Send + Sync>;

@@ -257,6 +257,25 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether this store is shared with other processes (Redis) rather than embedded.
+    pub fn is_shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    /// Sends `message` (at most 4 KiB) to every process subscribed to this store's messages:
+    /// a hint between replicas ("look now"), never state. Refused with
+    /// [`StoreError::Unsupported`] on an embedded store.
+    pub fn publish(&self, message: &[u8]) -> Result<()> {
+        self.backend.publish(message)
+    }
+
+    /// Calls `sink` with every message published to this store from now on (by any process,
+    /// this one included; delivery is best effort, a message lost to a reconnect is not sent
+    /// again). `Ok(false)` on an embedded store, which carries no messages.
+    pub fn subscribe(&self, sink: crate::MessageSink) -> Result<bool> {
+        self.backend.subscribe(sink)
+    }
+
     /// Reloads the definitions if another process applied some since they were loaded
     /// (shared backends; a no-op on an embedded store). Returns whether they changed. Reads
     /// call this by themselves at most once per [`StoreOptions::catalog_refresh`].

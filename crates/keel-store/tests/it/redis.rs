@@ -609,3 +609,69 @@ fn the_client_cache_follows_other_replicas_writes() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Messages between processes sharing a store (Redis pub/sub): every subscriber, this process
+/// included, hears each message; a subscriber reconnects after the server restarts; a store
+/// with another prefix does not hear them; the embedded store has none; oversized ones are
+/// refused.
+#[test]
+fn messages_reach_every_process_on_the_store() {
+    use std::sync::mpsc::channel;
+    let mut redis = LocalRedis::start(&["--appendonly", "yes"]).unwrap();
+    let a = connect_impatient(&redis.url(), true);
+    let b = connect_impatient(&redis.url(), true);
+    let other = connect_impatient(&format!("{}?prefix=other", redis.url()), true);
+    let (ta, ra) = channel::<Vec<u8>>();
+    let (tb, rb) = channel::<Vec<u8>>();
+    let (to, ro) = channel::<Vec<u8>>();
+    let sink = |t: std::sync::mpsc::Sender<Vec<u8>>| -> MessageSink {
+        let t = std::sync::Mutex::new(t);
+        Arc::new(move |m: &[u8]| {
+            let _ = t.lock().unwrap().send(m.to_vec());
+        })
+    };
+    assert!(a.subscribe(sink(ta)).unwrap());
+    assert!(b.subscribe(sink(tb)).unwrap());
+    assert!(other.subscribe(sink(to)).unwrap());
+    let wait = Duration::from_secs(5);
+    // The subscriptions come up in the background: publish until the first one lands.
+    let mut heard = None;
+    for _ in 0..50 {
+        a.publish(b"hello").unwrap();
+        if let Ok(m) = rb.recv_timeout(Duration::from_millis(100)) {
+            heard = Some(m);
+            break;
+        }
+    }
+    assert_eq!(heard.as_deref(), Some(&b"hello"[..]));
+    while ra.try_recv().is_ok() {}
+    while rb.try_recv().is_ok() {}
+    b.publish(b"keel.rollout:fraud").unwrap();
+    assert_eq!(ra.recv_timeout(wait).unwrap(), b"keel.rollout:fraud");
+    assert_eq!(rb.recv_timeout(wait).unwrap(), b"keel.rollout:fraud");
+    assert!(ro.try_recv().is_err(), "another prefix is another store");
+    assert!(matches!(
+        a.publish(&vec![b'x'; 5000]),
+        Err(StoreError::TooLarge(_))
+    ));
+
+    // The server restarts: the subscriber comes back by itself.
+    redis.restart().unwrap();
+    let mut back = false;
+    for _ in 0..100 {
+        if a.publish(b"again").is_ok() && rb.recv_timeout(Duration::from_millis(100)).is_ok() {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the subscriber never reconnected");
+
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Store::open(dir.path()).unwrap();
+    assert!(!embedded.is_shared());
+    assert!(!embedded.subscribe(Arc::new(|_: &[u8]| {})).unwrap());
+    assert!(matches!(
+        embedded.publish(b"x"),
+        Err(StoreError::Unsupported { .. })
+    ));
+}

@@ -22,6 +22,7 @@
 
 mod conn;
 mod local;
+mod messages;
 mod resp;
 mod scripts;
 mod topology;
@@ -152,6 +153,16 @@ pub struct RedisBackend {
     retention: RwLock<HashMap<String, Option<i64>>>,
     /// SHA-1 of [`scripts::LATEST`] (loaded on demand).
     latest_sha: String,
+    /// The subscriber of the store's message channel, started by the first `subscribe`.
+    messages: std::sync::Mutex<Option<Arc<messages::Messages>>>,
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        if let Ok(Some(m)) = self.messages.get_mut().map(|m| m.take()) {
+            m.stop();
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -205,6 +216,7 @@ impl RedisBackend {
             opts,
             retention: RwLock::default(),
             latest_sha: sha1(scripts::LATEST),
+            messages: std::sync::Mutex::new(None),
         })
     }
 
@@ -683,6 +695,41 @@ impl Backend for RedisBackend {
         } else {
             None
         }
+    }
+
+    fn publish(&self, message: &[u8]) -> Result<()> {
+        if message.len() > messages::MAX_MESSAGE {
+            return Err(StoreError::TooLarge(format!(
+                "a message is at most {} bytes",
+                messages::MAX_MESSAGE
+            )));
+        }
+        let channel = self.registry_key("messages");
+        let mut pipe = Packed::default();
+        pipe.cmd(&[b"PUBLISH", channel.as_bytes(), message]);
+        let got = self.topology.query_key(channel.as_bytes(), &pipe)?;
+        let r = got.replies()?[0];
+        match r.int() {
+            Some(_) => Ok(()),
+            None => Err(r.first_error().unwrap_or_else(|| unexpected(&r, "PUBLISH"))),
+        }
+    }
+
+    fn subscribe(&self, sink: super::MessageSink) -> Result<bool> {
+        let mut slot = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let target = conn::Target::parse(self.topology.first_seed())?;
+            let m = messages::Messages::start(
+                target,
+                self.opts.connect_timeout,
+                self.registry_key("messages"),
+            )?;
+            *slot = Some(m);
+        }
+        if let Some(m) = slot.as_ref() {
+            m.add(sink);
+        }
+        Ok(true)
     }
 
     fn catalog_generation(&self) -> Result<u64> {

@@ -234,6 +234,11 @@ impl Topology {
         Ok(t)
     }
 
+    /// The first seed URL (a cluster broadcasts pub/sub messages to every node: any will do).
+    pub(super) fn first_seed(&self) -> &str {
+        &self.seeds[0]
+    }
+
     pub(super) fn is_cluster(&self) -> bool {
         self.cluster
     }
