@@ -592,6 +592,7 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
                         ev.from.map_or("-".into(), |v| format!("v{v}")),
                         ev.to.map_or("-".into(), |v| format!("v{v}")),
                         if ev.rollback { "rollback" } else { "move" }.into(),
+                        ev.who.clone(),
                         ev.reason.clone(),
                     ]
                 })
@@ -599,13 +600,16 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
             let json = json!({
                 "events": events.iter().map(|ev| json!({
                     "at_ms": ev.at_ms, "alias": ev.alias, "from": ev.from, "to": ev.to,
-                    "rollback": ev.rollback, "reason": ev.reason,
+                    "rollback": ev.rollback, "who": ev.who, "reason": ev.reason,
                 })).collect::<Vec<_>>(),
                 "chain_head": head,
             });
-            Records::new(&["at", "alias", "from", "to", "kind", "reason"], rows)
-                .with_json(json)
-                .print(format)?;
+            Records::new(
+                &["at", "alias", "from", "to", "kind", "who", "reason"],
+                rows,
+            )
+            .with_json(json)
+            .print(format)?;
             if format == OutputFormat::Table {
                 println!("audit chain head {head}");
             }

@@ -144,6 +144,11 @@ pub struct AliasEvent {
     pub reason: String,
     /// Whether this was a rollback.
     pub rollback: bool,
+    /// Who moved it: the registry handle's actor ([`Registry::with_actor`]; by default
+    /// `KEEL_ACTOR`, else `user@host`; a serving replica names itself). Empty in events
+    /// recorded before keel kept it.
+    #[serde(default)]
+    pub who: String,
     /// The audit's hash chain: sha256 over the previous event's `chain` (zeros for the first)
     /// and this event's fields ([`AliasEvent::digest`]). Editing, removing or reordering an
     /// event breaks every later link; the registry refuses a broken chain when it reads the
@@ -172,6 +177,12 @@ impl AliasEvent {
             }
         }
         h.update([u8::from(self.rollback)]);
+        // Events from before `who` existed chain exactly as they did.
+        if !self.who.is_empty() {
+            h.update(b"who");
+            h.update((self.who.len() as u64).to_le_bytes());
+            h.update(self.who.as_bytes());
+        }
         h.finalize().into()
     }
 }
@@ -203,6 +214,25 @@ impl AliasState {
     }
 }
 
+/// `MALS` v2: events without `who`.
+#[derive(Deserialize)]
+struct AliasStateV2 {
+    current: BTreeMap<String, u32>,
+    previous: BTreeMap<String, Vec<Option<u32>>>,
+    audit: Vec<AliasEventV2>,
+}
+
+#[derive(Deserialize)]
+struct AliasEventV2 {
+    at_ms: i64,
+    alias: String,
+    from: Option<u32>,
+    to: Option<u32>,
+    reason: String,
+    rollback: bool,
+    chain: [u8; 32],
+}
+
 /// `MALS` v1: the audit without its hash chain.
 #[derive(Deserialize)]
 struct AliasStateV1 {
@@ -223,13 +253,35 @@ struct AliasEventV1 {
 
 impl Persisted for AliasState {
     const KIND: Kind = Kind(*b"MALS");
-    /// v2: the audit is a hash chain. v1 blobs are read and chained as they stand.
-    const FORMAT_VERSION: u16 = 2;
+    /// v2: the audit is a hash chain. v3: each event says who moved the alias. v1 blobs are
+    /// read and chained as they stand; v2 events read with `who` empty (their links hold).
+    const FORMAT_VERSION: u16 = 3;
     const OLDEST_SUPPORTED: u16 = 1;
 
     fn decode_version(version: u16, payload: &[u8]) -> std::result::Result<Self, EnvelopeError> {
-        if version >= 2 {
+        if version >= 3 {
             return envelope::decode_payload(payload);
+        }
+        if version == 2 {
+            let v2: AliasStateV2 = envelope::decode_payload(payload)?;
+            return Ok(AliasState {
+                current: v2.current,
+                previous: v2.previous,
+                audit: v2
+                    .audit
+                    .into_iter()
+                    .map(|e| AliasEvent {
+                        at_ms: e.at_ms,
+                        alias: e.alias,
+                        from: e.from,
+                        to: e.to,
+                        reason: e.reason,
+                        rollback: e.rollback,
+                        who: String::new(),
+                        chain: e.chain,
+                    })
+                    .collect(),
+            });
         }
         let v1: AliasStateV1 = envelope::decode_payload(payload)?;
         let mut prev = [0u8; 32];
@@ -244,6 +296,7 @@ impl Persisted for AliasState {
                     to: e.to,
                     reason: e.reason,
                     rollback: e.rollback,
+                    who: String::new(),
                     chain: [0; 32],
                 };
                 ev.chain = ev.digest(&prev);
@@ -298,6 +351,25 @@ pub struct Registry {
     signer: Option<Arc<SigningKey>>,
     /// When set, only versions signed by one of these keys load.
     trusted: Option<Arc<TrustedKeys>>,
+    /// Who this handle's alias moves are recorded as.
+    actor: Arc<str>,
+}
+
+/// `KEEL_ACTOR`, else `user@host`.
+fn default_actor() -> Arc<str> {
+    if let Ok(a) = std::env::var("KEEL_ACTOR") {
+        if !a.trim().is_empty() {
+            return a.trim().into();
+        }
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}").into()
 }
 
 #[derive(Debug, Clone)]
@@ -350,6 +422,7 @@ impl Registry {
             guard: Arc::new(Mutex::new(())),
             signer: None,
             trusted: None,
+            actor: default_actor(),
         };
         {
             let _l = DirLock::acquire(&root)?;
@@ -387,6 +460,7 @@ impl Registry {
             guard: Arc::new(Mutex::new(())),
             signer: None,
             trusted: None,
+            actor: default_actor(),
         })
     }
 
@@ -405,6 +479,18 @@ impl Registry {
             )));
         }
         Registry::open(location)
+    }
+
+    /// Records this handle's alias moves as made by `who` (a person, a service, a replica)
+    /// in the audit (at most 256 characters kept).
+    pub fn with_actor(mut self, who: &str) -> Registry {
+        self.actor = who.chars().take(256).collect::<String>().into();
+        self
+    }
+
+    /// Who this handle's alias moves are recorded as.
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     /// The same registry with another clock (run times, version times, audit times).
@@ -1156,6 +1242,7 @@ impl Registry {
                 to,
                 reason,
                 rollback,
+                who: self.actor.to_string(),
                 chain: [0; 32],
             };
             ev.chain = ev.digest(&st.head());
@@ -1380,7 +1467,7 @@ mod golden {
     /// The alias state and audit trail (`MALS`): the committed v1 blob (no chain) still reads,
     /// chained on the way in; v2 has its own golden blob.
     #[test]
-    fn golden_alias_state_v1_and_v2_read_back() {
+    fn golden_alias_state_v1_v2_and_v3_read_back() {
         let mut event = AliasEvent {
             at_ms: 1_767_225_600_000,
             alias: "champion".into(),
@@ -1388,22 +1475,35 @@ mod golden {
             to: Some(2),
             reason: "canary -> champion: gate passed".into(),
             rollback: false,
+            who: String::new(),
             chain: [0; 32],
         };
         event.chain = event.digest(&[0; 32]);
         let state = AliasState {
             current: BTreeMap::from([("champion".to_string(), 2)]),
             previous: BTreeMap::from([("champion".to_string(), vec![None, Some(1)])]),
-            audit: vec![event],
+            audit: vec![event.clone()],
         };
         let dir =
             std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
                 .join("tests/golden");
-        let v1: AliasState =
-            keel_core::envelope::decode(&std::fs::read(dir.join("alias_state_v1.bin")).unwrap())
-                .unwrap();
-        assert_eq!(v1, state);
-        assert_eq!(v1.broken_link(), None);
-        keel_core::envelope::assert_golden(&dir.join("alias_state_v2.bin"), &state);
+        let read = |name: &str| -> AliasState {
+            keel_core::envelope::decode(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+        };
+        // v1 (no chain) and v2 (no `who`) read back, their links intact.
+        for old in ["alias_state_v1.bin", "alias_state_v2.bin"] {
+            let st = read(old);
+            assert_eq!(st, state, "{old}");
+            assert_eq!(st.broken_link(), None, "{old}");
+        }
+        let mut who = event;
+        who.who = "alice@ops-1".into();
+        who.chain = who.digest(&[0; 32]);
+        let v3 = AliasState {
+            audit: vec![who],
+            ..state
+        };
+        assert_eq!(v3.broken_link(), None);
+        keel_core::envelope::assert_golden(&dir.join("alias_state_v3.bin"), &v3);
     }
 }

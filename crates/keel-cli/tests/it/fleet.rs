@@ -446,6 +446,18 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
         "shadow after MLflow returned",
     );
 
+    // A move made in MLflow itself (its UI calls this REST endpoint): the replicas follow it
+    // too. Champion = v2 while v2 is also the shadow: served as the champion alone.
+    let r = agent()
+        .post(&format!(
+            "{registry}/api/2.0/mlflow/registered-models/alias"
+        ))
+        .send_json(json!({"name": "demo", "alias": "champion", "version": "2"}))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = Instant::now();
+    assert_within_two_intervals(converge(&[&a, &b], (2, None), t), "a move made in MLflow");
+
     stop.store(true, Ordering::Relaxed);
     for h in load {
         h.join().unwrap();
@@ -508,7 +520,17 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
             reason.contains("gate passed (fleet evidence: 2 replica(s)"),
             "{reason}"
         );
+        let who = events[gate]["who"].as_str().unwrap();
+        assert!(who.ends_with("via replica replica-b"), "{who}");
     }
+    assert!(events[1]["who"]
+        .as_str()
+        .unwrap()
+        .ends_with("via replica replica-a"));
+    assert!(
+        !events[6]["who"].as_str().unwrap().contains("via replica"),
+        "the CLI's own"
+    );
 }
 
 /// MLflow unreachable when a replica starts: a clear error, not a replica serving nothing.

@@ -54,7 +54,10 @@ struct Answer {
 /// A model deployment: see the module docs. `Send + Sync`; share it across request threads.
 pub struct Deployment {
     name: String,
+    /// The registry, its moves recorded as made by `actor` through this replica.
     registry: Registry,
+    /// Who the registry handle given to this deployment acted as.
+    actor: String,
     store: Option<(Arc<Store>, String)>,
     clock: Arc<dyn Clock>,
     cfg: DeploymentConfig,
@@ -131,9 +134,12 @@ impl Deployment {
         } else {
             None
         };
+        let replica = default_replica();
+        let actor = registry.actor().to_string();
         Ok(Deployment {
             name: name.to_string(),
-            registry,
+            registry: registry.with_actor(&format!("{actor} via replica {replica}")),
+            actor,
             store,
             clock: Arc::new(SystemClock),
             cfg,
@@ -151,7 +157,7 @@ impl Deployment {
             input_maps: RwLock::new(Vec::new()),
             moving: Mutex::new(()),
             following: Default::default(),
-            replica: default_replica(),
+            replica,
             stint: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
         })
@@ -259,6 +265,9 @@ impl Deployment {
     /// `HOSTNAME-PID`). Use 1-128 of `[A-Za-z0-9_.-]`.
     pub fn with_replica(mut self, replica: &str) -> Deployment {
         self.replica = replica.to_string();
+        self.registry = self
+            .registry
+            .with_actor(&format!("{} via replica {replica}", self.actor));
         self
     }
 
