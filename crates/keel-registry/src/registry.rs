@@ -214,33 +214,15 @@ impl AliasState {
     }
 }
 
-/// `MALS` v2: events without `who`.
+/// `MALS` before v3, whose events are `E`.
 #[derive(Deserialize)]
-struct AliasStateV2 {
+struct AliasStateOld<E> {
     current: BTreeMap<String, u32>,
     previous: BTreeMap<String, Vec<Option<u32>>>,
-    audit: Vec<AliasEventV2>,
+    audit: Vec<E>,
 }
 
-#[derive(Deserialize)]
-struct AliasEventV2 {
-    at_ms: i64,
-    alias: String,
-    from: Option<u32>,
-    to: Option<u32>,
-    reason: String,
-    rollback: bool,
-    chain: [u8; 32],
-}
-
-/// `MALS` v1: the audit without its hash chain.
-#[derive(Deserialize)]
-struct AliasStateV1 {
-    current: BTreeMap<String, u32>,
-    previous: BTreeMap<String, Vec<Option<u32>>>,
-    audit: Vec<AliasEventV1>,
-}
-
+/// A v1 event (no chain link, no `who`); v2 adds the link (`chain`).
 #[derive(Deserialize)]
 struct AliasEventV1 {
     at_ms: i64,
@@ -249,6 +231,21 @@ struct AliasEventV1 {
     to: Option<u32>,
     reason: String,
     rollback: bool,
+}
+
+impl AliasEventV1 {
+    fn upgrade(self, chain: [u8; 32]) -> AliasEvent {
+        AliasEvent {
+            at_ms: self.at_ms,
+            alias: self.alias,
+            from: self.from,
+            to: self.to,
+            reason: self.reason,
+            rollback: self.rollback,
+            who: String::new(),
+            chain,
+        }
+    }
 }
 
 impl Persisted for AliasState {
@@ -263,42 +260,20 @@ impl Persisted for AliasState {
             return envelope::decode_payload(payload);
         }
         if version == 2 {
-            let v2: AliasStateV2 = envelope::decode_payload(payload)?;
+            let v2: AliasStateOld<(AliasEventV1, [u8; 32])> = envelope::decode_payload(payload)?;
             return Ok(AliasState {
                 current: v2.current,
                 previous: v2.previous,
-                audit: v2
-                    .audit
-                    .into_iter()
-                    .map(|e| AliasEvent {
-                        at_ms: e.at_ms,
-                        alias: e.alias,
-                        from: e.from,
-                        to: e.to,
-                        reason: e.reason,
-                        rollback: e.rollback,
-                        who: String::new(),
-                        chain: e.chain,
-                    })
-                    .collect(),
+                audit: v2.audit.into_iter().map(|(e, c)| e.upgrade(c)).collect(),
             });
         }
-        let v1: AliasStateV1 = envelope::decode_payload(payload)?;
+        let v1: AliasStateOld<AliasEventV1> = envelope::decode_payload(payload)?;
         let mut prev = [0u8; 32];
         let audit = v1
             .audit
             .into_iter()
             .map(|e| {
-                let mut ev = AliasEvent {
-                    at_ms: e.at_ms,
-                    alias: e.alias,
-                    from: e.from,
-                    to: e.to,
-                    reason: e.reason,
-                    rollback: e.rollback,
-                    who: String::new(),
-                    chain: [0; 32],
-                };
+                let mut ev = e.upgrade([0; 32]);
                 ev.chain = ev.digest(&prev);
                 prev = ev.chain;
                 ev

@@ -12,6 +12,20 @@ pub(crate) struct Family {
 }
 
 impl Family {
+    /// A family with one sample labelled by `model`.
+    pub(crate) fn of_model(
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        model: &str,
+        value: impl std::fmt::Display,
+    ) -> Family {
+        let mut f = Family::new(name, kind, help);
+        f.samples
+            .push(format!("{name}{{model=\"{model}\"}} {value}"));
+        f
+    }
+
     pub(crate) fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
         Family {
             name,

@@ -7,6 +7,19 @@ mod fleet;
 mod ml_cli;
 mod store_cli;
 
+/// Runs the `keel` binary: `(success, stdout, stderr)`.
+pub fn keel(args: &[&str]) -> (bool, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .output()
+        .expect("the keel binary runs");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// The tested crate's directory, read when the test runs (cargo sets it): a test binary that
 /// cargo reuses from a build in another checkout (they share one target directory) still reads
 /// the fixtures of the checkout under test.

@@ -1,19 +1,7 @@
 //! `keel store` end to end: apply TOML definitions, ingest CSV, online get, historical join,
 //! checkpoint.
 
-use std::process::Command;
-
-fn keel(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use crate::keel;
 
 /// `keel store get` of service `fraud` for one card.
 fn get(db: &str, card: &str) -> (bool, String, String) {

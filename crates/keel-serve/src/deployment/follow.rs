@@ -216,10 +216,7 @@ impl Deployment {
     pub(super) fn follow_families(&self) -> Vec<Family> {
         let st = self.follow_status();
         let model = |name: &'static str, kind: &'static str, help: &'static str, v: String| {
-            let mut f = Family::new(name, kind, help);
-            f.samples
-                .push(format!("{name}{{model=\"{}\"}} {v}", self.name));
-            f
+            Family::of_model(name, kind, help, &self.name, v)
         };
         let age = st
             .last_sync_ms

@@ -174,10 +174,7 @@ impl Deployment {
                 .push(format!("keel_latency_seconds_count{{{l}}} {count}"));
         }
         let model = |name: &'static str, kind: &'static str, help: &'static str, v: String| {
-            let mut f = Family::new(name, kind, help);
-            f.samples
-                .push(format!("{name}{{model=\"{}\"}} {v}", self.name));
-            f
+            Family::of_model(name, kind, help, &self.name, v)
         };
         let sh = self.shadow_stats();
         let agreement = if sh.compared == 0 {

@@ -7,17 +7,18 @@
 //! after a failure or a silence (it pings its server, so silence means a lost connection).
 
 use super::super::MessageSink;
-use super::conn::{Conn, Target};
+use super::conn::{Conn, Response, Target};
 use super::resp::Packed;
 use crate::error::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// How often the subscriber pings its server.
-const PING_EVERY: Duration = Duration::from_millis(250);
-/// How long it may hear nothing (not even its pings' answers) before reconnecting.
-const SILENCE: Duration = Duration::from_millis(1500);
+/// How often a subscribed connection pings its server.
+pub(super) const PING_EVERY: Duration = Duration::from_millis(250);
+/// How long a subscribed connection may hear nothing (not even its pings' answers) before it
+/// counts as lost.
+pub(super) const SILENCE: Duration = Duration::from_millis(1500);
 /// Largest message delivered (longer ones are dropped: they are hints, not payloads).
 pub(super) const MAX_MESSAGE: usize = 4096;
 
@@ -82,42 +83,55 @@ impl Messages {
         let mut sub = Packed::default();
         sub.cmd(&[b"SUBSCRIBE", channel.as_bytes()]);
         conn.send(&sub)?;
-        let mut heard = Instant::now();
-        let mut pinged = Instant::now();
-        loop {
-            if self.stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            match conn.poll()? {
-                Some(msg) => {
-                    heard = Instant::now();
-                    // ["message", channel, payload]
-                    let parts = msg.last().and_then(|r| r.items());
-                    let kind = parts.as_ref().and_then(|p| p.first()?.text());
-                    let payload = parts.as_ref().and_then(|p| p.get(2)?.bulk());
-                    if let (Some(b"message"), Some(payload)) = (kind, payload) {
-                        if payload.len() <= MAX_MESSAGE {
-                            let sinks = match self.sinks.read() {
-                                Ok(s) => s.clone(),
-                                Err(p) => p.into_inner().clone(),
-                            };
-                            for s in sinks {
-                                s(payload);
-                            }
-                        }
+        pump(&mut conn, &self.stop, |msg| {
+            // ["message", channel, payload]
+            let parts = msg.last().and_then(|r| r.items());
+            let kind = parts.as_ref().and_then(|p| p.first()?.text());
+            let payload = parts.as_ref().and_then(|p| p.get(2)?.bulk());
+            if let (Some(b"message"), Some(payload)) = (kind, payload) {
+                if payload.len() <= MAX_MESSAGE {
+                    let sinks = match self.sinks.read() {
+                        Ok(s) => s.clone(),
+                        Err(p) => p.into_inner().clone(),
+                    };
+                    for s in sinks {
+                        s(payload);
                     }
                 }
-                None if heard.elapsed() > SILENCE => {
-                    return Err(super::protocol("the message subscriber fell silent"))
-                }
-                None => {}
             }
-            if pinged.elapsed() >= PING_EVERY {
-                let mut ping = Packed::default();
-                ping.cmd(&[b"PING"]);
-                conn.send(&ping)?;
-                pinged = Instant::now();
+        })
+    }
+}
+
+/// Reads a subscribed connection until `stop`, handing each message to `on`, pinging every
+/// [`PING_EVERY`]; fails when the connection fails or stays silent for [`SILENCE`] (a
+/// subscribed server answers pings, so silence means the connection is gone).
+pub(super) fn pump(
+    conn: &mut Conn,
+    stop: &AtomicBool,
+    mut on: impl FnMut(&Response),
+) -> Result<()> {
+    let mut heard = Instant::now();
+    let mut pinged = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match conn.poll()? {
+            Some(msg) => {
+                heard = Instant::now();
+                on(&msg);
             }
+            None if heard.elapsed() > SILENCE => {
+                return Err(super::protocol("a subscribed connection fell silent"))
+            }
+            None => {}
+        }
+        if pinged.elapsed() >= PING_EVERY {
+            let mut ping = Packed::default();
+            ping.cmd(&[b"PING"]);
+            conn.send(&ping)?;
+            pinged = Instant::now();
         }
     }
 }

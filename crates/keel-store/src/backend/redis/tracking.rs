@@ -13,7 +13,7 @@
 //!   an invalidation (its write epoch), and an invalidation for a key read at server time `t`
 //!   is sent after `t`, so it reaches the cache after the reader noted the epoch;
 //! - a listener that fails, or hears nothing (not even its own `PING`) for
-//!   [`SILENCE`], is *down*: the whole cache is dropped and nothing is cached until a new
+//!   [`SILENCE`](super::messages::SILENCE), is *down*: the whole cache is dropped and nothing is cached until a new
 //!   listener is subscribed (a new generation). Staleness is bounded by that detection time
 //!   when only the listener's connection is cut; a restarted server cuts every connection.
 
@@ -23,12 +23,9 @@ use super::resp::Packed;
 use crate::error::Result;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long a listener may hear nothing before it counts as lost.
-pub(super) const SILENCE: Duration = Duration::from_millis(1500);
-/// How often the listener pings its server.
-const PING_EVERY: Duration = Duration::from_millis(250);
+use super::messages::PING_EVERY;
 
 /// The shared sink slot of a backend (set once the store is built).
 pub(super) type SinkSlot = Arc<RwLock<Option<InvalidationSink>>>;
@@ -179,37 +176,17 @@ impl Tracking {
         let mut sub = Packed::default();
         sub.cmd(&[b"SUBSCRIBE", b"__redis__:invalidate"]);
         conn.send(&sub)?;
-        let mut heard = Instant::now();
-        let mut pinged = Instant::now();
         let mut subscribed = false;
-        loop {
-            if self.stop.load(Ordering::SeqCst) {
-                return Ok(());
+        super::messages::pump(&mut conn, &self.stop, |msg| {
+            if !subscribed && is_kind(msg, b"subscribe") {
+                subscribed = true;
+                // Up: data connections redirect to `id` from this generation on.
+                self.id.store(id, Ordering::SeqCst);
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            } else if is_kind(msg, b"message") {
+                self.deliver(msg);
             }
-            match conn.poll()? {
-                Some(msg) => {
-                    heard = Instant::now();
-                    if !subscribed && is_kind(&msg, b"subscribe") {
-                        subscribed = true;
-                        // Up: data connections redirect to `id` from this generation on.
-                        self.id.store(id, Ordering::SeqCst);
-                        self.generation.fetch_add(1, Ordering::SeqCst);
-                    } else if is_kind(&msg, b"message") {
-                        self.deliver(&msg);
-                    }
-                }
-                None if heard.elapsed() > SILENCE => {
-                    return Err(super::protocol("the invalidation listener fell silent"))
-                }
-                None => {}
-            }
-            if pinged.elapsed() >= PING_EVERY {
-                let mut ping = Packed::default();
-                ping.cmd(&[b"PING"]);
-                conn.send(&ping)?;
-                pinged = Instant::now();
-            }
-        }
+        })
     }
 
     /// An invalidation message: `["message", "__redis__:invalidate", [keys...] | nil]`.
