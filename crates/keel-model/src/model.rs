@@ -88,6 +88,9 @@ pub struct Model {
     version: u32,
     flavor: Flavor,
     kind: Kind,
+    /// The name of a text or tensor model's one input (its declared column, else `text` /
+    /// `input`).
+    input_name: String,
 }
 
 impl std::fmt::Debug for Model {
@@ -173,11 +176,30 @@ impl Model {
                 }
             }
         };
+        let declared = v
+            .version
+            .meta
+            .input_schema
+            .as_ref()
+            .and_then(|s| s.fields().first().map(|f| f.name.clone()));
+        let input_name = match &kind {
+            Kind::Tabular(_) => String::new(),
+            Kind::Sequence(_) => declared.unwrap_or_else(|| "text".into()),
+            Kind::Cnn(_) | Kind::Onnx { .. } => declared.unwrap_or_else(|| "input".into()),
+        };
         Ok(Model {
             version: v.version.version,
             flavor,
             kind,
+            input_name,
         })
+    }
+
+    /// The name of a text or tensor model's one input, what a request names it by (its
+    /// declared column, else `text` for text models and `input` for tensor models); empty for
+    /// tabular models, whose inputs are the pipeline's columns.
+    pub fn input_name(&self) -> &str {
+        &self.input_name
     }
 
     /// The registry version.

@@ -50,7 +50,7 @@ pub use keel_core::Value;
 pub struct Tensor {
     /// Input name.
     pub name: String,
-    /// Shape (1 or 2 dimensions).
+    /// Shape (1 to [`MAX_DIMS`] dimensions; the first is the batch).
     pub shape: Vec<usize>,
     /// V2 datatype as sent (`FP32`, `BYTES`...).
     pub datatype: String,
@@ -82,6 +82,8 @@ pub struct InferRequest {
     pub outputs: Option<Vec<(String, bool)>>,
     /// Request-level `binary_data_output`.
     pub binary_output: bool,
+    /// Request-level `layout` parameter (`"NHWC"` for an image batch sent channels-last).
+    pub layout: Option<String>,
 }
 
 /// Most elements one tensor may declare (the body size bounds the data itself).
@@ -128,6 +130,11 @@ pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V
         .and_then(|p| p.get("binary_data_output"))
         .and_then(Json::as_bool)
         .unwrap_or(false);
+    let layout = obj
+        .get("parameters")
+        .and_then(|p| p.get("layout"))
+        .and_then(Json::as_str)
+        .map(|l| l.chars().take(16).collect());
     let outputs = match obj.get("outputs") {
         None | Some(Json::Null) => None,
         Some(Json::Array(list)) => {
@@ -168,6 +175,7 @@ pub fn parse_infer_request(json: &[u8], binary: &[u8]) -> Result<InferRequest, V
         inputs: tensors,
         outputs,
         binary_output,
+        layout,
     })
 }
 
@@ -243,12 +251,16 @@ fn parse_tensor(t: &Json, binary: &[u8], cursor: &mut usize) -> Result<Tensor, V
     })
 }
 
-/// Checks an input's shape (`[N]`, `[N,1]` or `[N,F]`, at most [`MAX_ELEMENTS`]) and datatype;
+/// Most dimensions of an input (`[N, C, H, W]`: an image batch).
+pub const MAX_DIMS: usize = 4;
+
+/// Checks an input's shape (`[N]`, `[N,F]`, `[N,C,H,W]`..., at most [`MAX_ELEMENTS`]) and datatype;
 /// returns its element count and the byte size of one element (0 for `BYTES`).
 fn header(name: &str, shape: &[usize], datatype: &str) -> Result<(usize, usize), V2Error> {
-    if shape.is_empty() || shape.len() > 2 {
+    if shape.is_empty() || shape.len() > MAX_DIMS {
         return Err(bad(format!(
-            "input `{name}` has shape {shape:?}; expected [N], [N,1] or [N,F]"
+            "input `{name}` has shape {shape:?}; expected [N], [N,F] or an image batch \
+             [N,C,H,W] (at most {MAX_DIMS} dimensions)"
         )));
     }
     let count = shape

@@ -119,7 +119,7 @@ impl Deployment {
         let link = audit
             .iter()
             .rev()
-            .find(|e| e.alias == alias && e.to == Some(m.version))
+            .find(|e| e.alias == alias && e.to == Some(m.version()))
             .map(|e| hex::encode(e.chain))
             .unwrap_or_default();
         // A new stint of the same challenger the served state did not see change: what was
@@ -127,13 +127,13 @@ impl Deployment {
         let mut known = self.stint.lock().unwrap_or_else(|p| p.into_inner());
         match known.as_deref() {
             Some(k) if k != link => {
-                self.reset_challenger_evidence(m.version);
+                self.reset_challenger_evidence(m.version());
                 *known = Some(link.clone());
             }
             None => *known = Some(link.clone()),
             _ => {}
         }
-        Ok(Some((m.version, alias, link)))
+        Ok(Some((m.version(), alias, link)))
     }
 
     /// Forgets what was counted about `version` as a challenger (a new stint starts).

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use keel_model::ServedModel;
+use keel_model::Model;
 use keel_registry::rollout::Rollout;
 
 use super::{Deployment, Stage, State};
@@ -97,8 +97,8 @@ impl Deployment {
         };
         let cur = self.state();
         let serving = (
-            cur.champion.version,
-            cur.challenger.as_ref().map(|(m, s)| (m.version, *s)),
+            cur.champion.version(),
+            cur.challenger.as_ref().map(|(m, s)| (m.version(), *s)),
         );
         if serving == (champion, challenger) {
             return Ok(false);
@@ -113,14 +113,14 @@ impl Deployment {
             None => None,
         };
         let changed = (
-            champion.version,
-            challenger.as_ref().map(|(m, s)| (m.version, *s)),
+            champion.version(),
+            challenger.as_ref().map(|(m, s)| (m.version(), *s)),
         ) != serving;
         if changed {
             tracing::info!(
                 model = %self.name,
-                champion = champion.version,
-                challenger = ?challenger.as_ref().map(|(m, s)| (m.version, *s)),
+                champion = champion.version(),
+                challenger = ?challenger.as_ref().map(|(m, s)| (m.version(), *s)),
                 "following the registry's aliases"
             );
             self.swap(State {
@@ -135,14 +135,14 @@ impl Deployment {
 
     /// The served model of `version`: reused when it serves already, else loaded and verified
     /// (refusals recorded).
-    fn served(&self, cur: &State, version: u32) -> Result<ServedModel> {
-        if cur.champion.version == version {
+    fn served(&self, cur: &State, version: u32) -> Result<Model> {
+        if cur.champion.version() == version {
             return Ok(cur.champion.clone());
         }
         if let Some((m, _)) = cur
             .challenger
             .as_ref()
-            .filter(|(m, _)| m.version == version)
+            .filter(|(m, _)| m.version() == version)
         {
             return Ok(m.clone());
         }
@@ -151,7 +151,7 @@ impl Deployment {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|m| m.version == version)
+            .find(|m| m.version() == version)
         {
             return Ok(m.clone());
         }
@@ -169,7 +169,7 @@ impl Deployment {
             .registry
             .load(&self.name, version)
             .map_err(ServeError::from)
-            .and_then(|b| ServedModel::from_bundle(&b).map_err(ServeError::from));
+            .and_then(|b| Model::load(&b).map_err(ServeError::from));
         let mut f = self.following.lock().unwrap_or_else(|p| p.into_inner());
         match loaded {
             Ok(m) => {

@@ -13,7 +13,7 @@ use keel_registry::Registry;
 use keel_store::{FeatureRef, Store, Value};
 
 use crate::{Result, ServeError};
-use keel_model::ServedModel;
+use keel_model::{Input, Model, ServedModel};
 
 mod config;
 mod evidence;
@@ -29,7 +29,7 @@ pub use evidence::{Evidence, FleetEvidence};
 pub use follow::{FollowStatus, Follower};
 pub(crate) use shadow::lower_priority;
 pub use shadow::ShadowStats;
-use shadow::{Shadow, ShadowJob};
+use shadow::{Mirrored, Shadow, ShadowJob};
 use telemetry::{Counters, Hist, Log};
 pub use types::*;
 
@@ -37,8 +37,8 @@ pub use types::*;
 pub use keel_registry::rollout::{CANARY, CHAMPION, SHADOW};
 
 struct State {
-    champion: ServedModel,
-    challenger: Option<(ServedModel, Stage)>,
+    champion: Model,
+    challenger: Option<(Model, Stage)>,
 }
 
 type Key = (u32, Route);
@@ -84,7 +84,7 @@ pub struct Deployment {
     stint: Mutex<Option<String>>,
     /// The last models that stopped serving, newest last (at most [`RETIRED`]): a rollback or
     /// a re-shadow swaps them back in without loading them again.
-    retired: Mutex<Vec<ServedModel>>,
+    retired: Mutex<Vec<Model>>,
 }
 
 /// How many retired models a deployment keeps loaded.
@@ -118,19 +118,16 @@ impl Deployment {
         cfg: DeploymentConfig,
     ) -> Result<Deployment> {
         cfg.validate()?;
-        let champion = ServedModel::from_bundle(&registry.load_alias(name, CHAMPION)?)?;
+        let champion = Model::load(&registry.load_alias(name, CHAMPION)?)?;
         let challenger = if let Some(v) = registry.alias(name, CANARY)? {
             Some((
-                ServedModel::from_bundle(&registry.load(name, v)?)?,
+                Model::load(&registry.load(name, v)?)?,
                 Stage::Canary {
                     percent: cfg.canary_percent,
                 },
             ))
         } else if let Some(v) = registry.alias(name, SHADOW)? {
-            Some((
-                ServedModel::from_bundle(&registry.load(name, v)?)?,
-                Stage::Shadow,
-            ))
+            Some((Model::load(&registry.load(name, v)?)?, Stage::Shadow))
         } else {
             None
         };
@@ -163,6 +160,74 @@ impl Deployment {
         })
     }
 
+    /// `model` as a tabular model (pipeline and predictor), or why it is not one.
+    fn tabular<'m>(&self, model: &'m Model) -> Result<&'m ServedModel> {
+        model.tabular().ok_or_else(|| {
+            ServeError::BadRequest(format!(
+                "model `{}` v{} is a {} model: it reads {} `{}`, not store rows and features",
+                self.name,
+                model.version(),
+                model.flavor().as_str(),
+                match model.input() {
+                    keel_model::InputSpec::Text => "texts",
+                    _ => "tensors",
+                },
+                model.input_name()
+            ))
+        })
+    }
+
+    /// Answers a batch of texts or tensors (models that read no tabular pipeline: sequence,
+    /// CNN, ONNX) as one batch: with `version`, that version alone; else the champion, or the
+    /// canary challenger for the canary's share of request ids (`request_id` routes the whole
+    /// batch), a shadow challenger mirrored off the critical path. Every row counts as a
+    /// request in the metrics and the gates.
+    pub fn predict_batch(
+        &self,
+        version: Option<u32>,
+        request_id: &str,
+        input: Input<'_>,
+    ) -> Result<BatchResponse> {
+        let t0 = Instant::now();
+        let state = self.state();
+        let (model, route) = match version {
+            Some(v) => self.role(&state, v)?,
+            None => match &state.challenger {
+                Some((m, Stage::Canary { percent }))
+                    if (keel_core::fnv1a(request_id.as_bytes()) % 10_000) as f64 / 100.0
+                        < *percent =>
+                {
+                    (m, Route::Canary)
+                }
+                _ => (&state.champion, Route::Champion),
+            },
+        };
+        let rows = input.rows() as u64;
+        let metrics = self.metrics_for((model.version(), route));
+        metrics.1.requests.fetch_add(rows, Ordering::Relaxed);
+        let scores = match model.score_batch(input) {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.1.errors.fetch_add(rows, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        metrics.0.record(t0.elapsed().as_nanos() as u64);
+        if let (None, Some((challenger, Stage::Shadow))) = (version, &state.challenger) {
+            self.mirror(ShadowJob {
+                model: challenger.clone(),
+                input: Mirrored::of(input),
+                champion: scores.clone(),
+            });
+        }
+        Ok(BatchResponse {
+            outputs: model.outputs(),
+            scores,
+            model_version: model.version(),
+            route,
+        })
+    }
+
     /// The model's registry name.
     pub fn name(&self) -> &str {
         &self.name
@@ -176,7 +241,7 @@ impl Deployment {
         Ok(Response {
             request_id: req.request_id,
             scores: a.scores,
-            model_version: model.version,
+            model_version: model.version(),
             route: Route::Champion,
             freshness_ms: a.freshness_ms,
             missing_features: a.missing,
@@ -185,7 +250,8 @@ impl Deployment {
 
     /// Assembles `req`'s raw inputs for `model` and scores them. The one scoring path of online
     /// and batch requests.
-    fn answer(&self, model: &ServedModel, req: &Request) -> Result<Answer> {
+    fn answer(&self, model: &Model, req: &Request) -> Result<Answer> {
+        let model = self.tabular(model)?;
         let (inputs, freshness_ms, missing, unknown) = self.inputs(model, req)?;
         if unknown {
             self.unknown_entities.fetch_add(1, Ordering::Relaxed);
@@ -229,25 +295,29 @@ impl Deployment {
         let key = |s: &State| {
             s.challenger
                 .as_ref()
-                .map(|(m, st)| (m.version, matches!(st, Stage::Shadow)))
+                .map(|(m, st)| (m.version(), matches!(st, Stage::Shadow)))
         };
         let new = key(&s);
         let serving = |st: &State, v: u32| {
-            st.champion.version == v || st.challenger.as_ref().is_some_and(|(m, _)| m.version == v)
+            st.champion.version() == v
+                || st
+                    .challenger
+                    .as_ref()
+                    .is_some_and(|(m, _)| m.version() == v)
         };
         let (old, leaving) = {
             let mut w = self.state.write().unwrap_or_else(|p| p.into_inner());
             let old = key(&w);
             let mut leaving = vec![w.champion.clone()];
             leaving.extend(w.challenger.as_ref().map(|(m, _)| m.clone()));
-            leaving.retain(|m| !serving(&s, m.version));
+            leaving.retain(|m| !serving(&s, m.version()));
             *w = Arc::new(s);
             (old, leaving)
         };
         if !leaving.is_empty() {
             let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
             for m in leaving {
-                r.retain(|x| x.version != m.version);
+                r.retain(|x| x.version() != m.version());
                 r.push(m);
             }
             let extra = r.len().saturating_sub(RETIRED);
@@ -280,8 +350,8 @@ impl Deployment {
     pub fn versions(&self) -> (u32, Option<(u32, Stage)>) {
         let s = self.state();
         (
-            s.champion.version,
-            s.challenger.as_ref().map(|(m, st)| (m.version, *st)),
+            s.champion.version(),
+            s.challenger.as_ref().map(|(m, st)| (m.version(), *st)),
         )
     }
 
@@ -328,9 +398,9 @@ impl Deployment {
     }
 
     /// The served model of `version` (`None`: the champion) and its role.
-    pub fn model(&self, version: Option<u32>) -> Result<(ServedModel, Route)> {
+    pub fn model(&self, version: Option<u32>) -> Result<(Model, Route)> {
         let state = self.state();
-        let (m, r) = self.role(&state, version.unwrap_or(state.champion.version))?;
+        let (m, r) = self.role(&state, version.unwrap_or(state.champion.version()))?;
         Ok((m.clone(), r))
     }
 
@@ -343,13 +413,13 @@ impl Deployment {
         Ok(store.service_keys(service)?)
     }
 
-    fn role<'s>(&self, state: &'s State, version: u32) -> Result<(&'s ServedModel, Route)> {
-        if state.champion.version == version {
+    fn role<'s>(&self, state: &'s State, version: u32) -> Result<(&'s Model, Route)> {
+        if state.champion.version() == version {
             return Ok((&state.champion, Route::Champion));
         }
         match &state.challenger {
-            Some((m, Stage::Shadow)) if m.version == version => Ok((m, Route::Shadow)),
-            Some((m, Stage::Canary { .. })) if m.version == version => Ok((m, Route::Canary)),
+            Some((m, Stage::Shadow)) if m.version() == version => Ok((m, Route::Shadow)),
+            Some((m, Stage::Canary { .. })) if m.version() == version => Ok((m, Route::Canary)),
             _ => Err(ServeError::NotServing {
                 model: self.name.clone(),
                 version,
@@ -371,12 +441,12 @@ impl Deployment {
     fn respond(
         &self,
         t0: Instant,
-        model: &ServedModel,
+        model: &Model,
         route: Route,
-        shadow: Option<&ServedModel>,
+        shadow: Option<&Model>,
         req: Request,
     ) -> Result<Response> {
-        let metrics = self.metrics_for((model.version, route));
+        let metrics = self.metrics_for((model.version(), route));
         metrics.1.requests.fetch_add(1, Ordering::Relaxed);
         let Answer {
             inputs,
@@ -394,19 +464,19 @@ impl Deployment {
         if let Some(challenger) = shadow {
             self.mirror(ShadowJob {
                 model: challenger.clone(),
-                inputs: inputs.clone(),
+                input: Mirrored::Row(inputs.clone()),
                 champion: scores.clone(),
             });
         }
         if self.cfg.log_sample_rate > 0.0
             && (req.request_id.fnv1a() % 1_000_000) as f64 / 1e6 < self.cfg.log_sample_rate
         {
-            let names = model.pipeline.input_schema().names();
+            let names = self.tabular(model)?.pipeline.input_schema().names();
             let rec = PredictionRecord {
                 // The log is sampled and bounded in bytes: the row's id text is built here.
                 request_id: req.request_id.to_string(),
                 at_ms: self.clock.now_ms(),
-                model_version: model.version,
+                model_version: model.version(),
                 route: route.as_str().into(),
                 inputs: names
                     .zip(&inputs)
@@ -423,7 +493,7 @@ impl Deployment {
         Ok(Response {
             request_id: req.request_id,
             scores,
-            model_version: model.version,
+            model_version: model.version(),
             route,
             freshness_ms,
             missing_features: missing,

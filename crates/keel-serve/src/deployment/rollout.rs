@@ -2,7 +2,7 @@
 
 use super::{Deployment, DeploymentConfig, FleetEvidence, LabelEvidence, Stage, State};
 use crate::{Result, ServeError};
-use keel_model::ServedModel;
+use keel_model::Model;
 use keel_registry::rollout::Rollout;
 
 impl Deployment {
@@ -14,7 +14,7 @@ impl Deployment {
     /// Puts registered version `version` in shadow beside the champion (alias `shadow`).
     pub fn start_shadow(&self, version: u32, reason: &str) -> Result<()> {
         let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
-        let m = ServedModel::from_bundle(&self.registry.load(&self.name, version)?)?;
+        let m = Model::load(&self.registry.load(&self.name, version)?)?;
         self.rollout().shadow(version, reason)?;
         let s = self.state();
         self.swap(State {
@@ -32,10 +32,7 @@ impl Deployment {
 
     /// The checks of the configured [`ShadowGate`] that the shadow evidence fails (empty: it
     /// passes), and the challenger in shadow.
-    pub(super) fn shadow_checks(
-        &self,
-        s: &State,
-    ) -> Result<(ServedModel, Vec<String>, FleetEvidence)> {
+    pub(super) fn shadow_checks(&self, s: &State) -> Result<(Model, Vec<String>, FleetEvidence)> {
         let Some((m, Stage::Shadow)) = &s.challenger else {
             return Err(ServeError::Stage("no challenger in shadow".into()));
         };
@@ -69,7 +66,7 @@ impl Deployment {
         &self,
         s: &State,
         labels: Option<LabelEvidence>,
-    ) -> Result<(ServedModel, Vec<String>, FleetEvidence)> {
+    ) -> Result<(Model, Vec<String>, FleetEvidence)> {
         let Some((m, Stage::Canary { .. })) = &s.challenger else {
             return Err(ServeError::Stage("no challenger on canary".into()));
         };
@@ -138,11 +135,11 @@ impl Deployment {
         self.move_to_canary(&s, m, &audit)
     }
 
-    pub(super) fn move_to_canary(&self, s: &State, m: ServedModel, audit: &str) -> Result<()> {
+    pub(super) fn move_to_canary(&self, s: &State, m: Model, audit: &str) -> Result<()> {
         let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
         // The challenger's bundle was verified when it was loaded into shadow; the aliases
         // move first, then the served state (a failed alias write changes nothing).
-        self.rollout().to_canary(m.version, audit)?;
+        self.rollout().to_canary(m.version(), audit)?;
         self.swap(State {
             champion: s.champion.clone(),
             challenger: Some((
@@ -183,9 +180,9 @@ impl Deployment {
         self.move_to_champion(m, &audit)
     }
 
-    pub(super) fn move_to_champion(&self, m: ServedModel, audit: &str) -> Result<()> {
+    pub(super) fn move_to_champion(&self, m: Model, audit: &str) -> Result<()> {
         let _moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
-        self.rollout().promote(m.version, audit)?;
+        self.rollout().promote(m.version(), audit)?;
         self.swap(State {
             champion: m,
             challenger: None,
@@ -208,14 +205,14 @@ impl Deployment {
                 challenger: None,
             });
             self.announce_move();
-            return Ok(m.version);
+            return Ok(m.version());
         }
         let Some(v) = self.rollout().rollback_target()? else {
             return Err(ServeError::Stage(
                 "no earlier champion to roll back to".into(),
             ));
         };
-        let m = ServedModel::from_bundle(&self.registry.load(&self.name, v)?)?;
+        let m = Model::load(&self.registry.load(&self.name, v)?)?;
         self.rollout().rollback_champion(Some(v), reason)?;
         self.swap(State {
             champion: m,

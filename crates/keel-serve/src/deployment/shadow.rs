@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::telemetry::Hist;
 use super::Deployment;
-use keel_model::ServedModel;
+use keel_model::{Input, Model};
 
 /// Shadow comparison statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -74,9 +74,56 @@ impl Shadow {
 }
 
 pub(super) struct ShadowJob {
-    pub(super) model: ServedModel,
-    pub(super) inputs: Vec<Value>,
+    pub(super) model: Model,
+    pub(super) input: Mirrored,
+    /// The champion's scores: every output of every row.
     pub(super) champion: Vec<f64>,
+}
+
+/// A mirrored request's input, owned by the queue.
+pub(super) enum Mirrored {
+    /// One tabular row's raw inputs.
+    Row(Vec<Value>),
+    /// A batch of texts.
+    Texts(Vec<String>),
+    /// A batch of tensors, row-major.
+    Tensors(Vec<f32>, usize),
+    /// Tabular columns (a batch that is a frame).
+    Frame(keel_core::Frame),
+}
+
+impl Mirrored {
+    /// An owned copy of a batch.
+    pub(super) fn of(input: Input<'_>) -> Mirrored {
+        match input {
+            Input::Frame(f) => Mirrored::Frame(f.clone()),
+            Input::Texts(t) => Mirrored::Texts(t.iter().map(|s| s.to_string()).collect()),
+            Input::Tensors { data, rows } => Mirrored::Tensors(data.to_vec(), rows),
+        }
+    }
+
+    /// Scores it with `model`: every output of every row.
+    fn score(&self, model: &Model) -> keel_model::Result<Vec<f64>> {
+        match self {
+            Mirrored::Row(values) => {
+                let refs: Vec<ValueRef<'_>> = values.iter().map(Value::as_ref).collect();
+                match model.tabular() {
+                    Some(m) => m.score(&refs),
+                    None => Err(keel_model::ModelError::Shape(
+                        "a tabular row mirrored to a model that reads no rows".into(),
+                    )),
+                }
+            }
+            Mirrored::Texts(t) => {
+                let refs: Vec<&str> = t.iter().map(String::as_str).collect();
+                model.score_batch(Input::Texts(&refs))
+            }
+            Mirrored::Tensors(data, rows) => {
+                model.score_batch(Input::Tensors { data, rows: *rows })
+            }
+            Mirrored::Frame(f) => model.score_batch(Input::Frame(f)),
+        }
+    }
 }
 
 /// Puts the calling (shadow) thread in the lowest scheduling class: on Linux `SCHED_IDLE`, so
@@ -138,27 +185,29 @@ impl Deployment {
                             Err(TryRecvError::Disconnected) => break,
                         };
                         let t = Instant::now();
-                        let refs: Vec<ValueRef<'_>> =
-                            job.inputs.iter().map(Value::as_ref).collect();
-                        match job.model.score(&refs) {
-                            Ok(s) => {
+                        match job.input.score(&job.model) {
+                            // Row by row: a batch counts one comparison per row, each over
+                            // every output of its row.
+                            Ok(s) if s.len() == job.champion.len() && !s.is_empty() => {
                                 stats.latency.record(t.elapsed().as_nanos() as u64);
-                                let d = s
-                                    .iter()
-                                    .zip(&job.champion)
-                                    .map(|(a, b)| (a - b).abs())
-                                    .fold(0.0, f64::max);
-                                let same_side =
-                                    s.len() == 1 && (s[0] >= 0.5) == (job.champion[0] >= 0.5);
-                                stats.compared.fetch_add(1, Ordering::Relaxed);
-                                if d <= tol || same_side {
-                                    stats.agreed.fetch_add(1, Ordering::Relaxed);
+                                let width = job.model.outputs().max(1);
+                                for (s, c) in s.chunks(width).zip(job.champion.chunks(width)) {
+                                    let d = s
+                                        .iter()
+                                        .zip(c)
+                                        .map(|(a, b)| (a - b).abs())
+                                        .fold(0.0, f64::max);
+                                    let same_side = s.len() == 1 && (s[0] >= 0.5) == (c[0] >= 0.5);
+                                    stats.compared.fetch_add(1, Ordering::Relaxed);
+                                    if d <= tol || same_side {
+                                        stats.agreed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    let micro = (d * 1e6).round().min(6e10) as u64;
+                                    stats.diff_sum_micro.fetch_add(micro, Ordering::Relaxed);
+                                    stats.diff.record(micro.max(1));
                                 }
-                                let micro = (d * 1e6).round().min(6e10) as u64;
-                                stats.diff_sum_micro.fetch_add(micro, Ordering::Relaxed);
-                                stats.diff.record(micro.max(1));
                             }
-                            Err(_) => {
+                            _ => {
                                 stats.errors.fetch_add(1, Ordering::Relaxed);
                             }
                         }

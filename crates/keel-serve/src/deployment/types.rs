@@ -153,3 +153,17 @@ pub struct MissingFeature {
     /// [`Status::NotFound`] or [`Status::Expired`].
     pub status: Status,
 }
+
+/// What [`Deployment::predict_batch`](super::Deployment::predict_batch) answers: every output
+/// of every row, from one model version on one route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchResponse {
+    /// `rows * outputs` values, row-major.
+    pub scores: Vec<f64>,
+    /// Values per row.
+    pub outputs: usize,
+    /// The version that answered.
+    pub model_version: u32,
+    /// The route it answered on.
+    pub route: Route,
+}

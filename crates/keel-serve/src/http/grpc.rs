@@ -107,11 +107,21 @@ fn decode(req: pb::ModelInferRequest) -> HttpResult<keel_v2::InferRequest> {
     }
     let outputs = (!req.outputs.is_empty())
         .then(|| req.outputs.iter().map(|o| (o.name.clone(), true)).collect());
+    let layout = req
+        .parameters
+        .get("layout")
+        .and_then(|p| match &p.parameter_choice {
+            Some(pb::infer_parameter::ParameterChoice::StringParam(s)) => {
+                Some(s.chars().take(16).collect())
+            }
+            _ => None,
+        });
     Ok(keel_v2::InferRequest {
         id: (!req.id.is_empty()).then_some(req.id),
         inputs,
         outputs,
         binary_output: true,
+        layout,
     })
 }
 

@@ -65,6 +65,7 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{get, post};
 use axum::Router;
 use keel_core::{DType, Field};
+use keel_model::InputSpec;
 use keel_store::{StoreError, Value};
 use serde_json::{json, Value as Json};
 
@@ -418,20 +419,29 @@ fn metadata(sv: &Served, version: Option<u32>) -> HttpResult<Json> {
     if let Some((v, _)) = challenger {
         versions.push(v.to_string());
     }
-    let mut inputs: Vec<Json> = sv
-        .keys
-        .iter()
-        .map(|k| json!({ "name": k.name, "datatype": datatype(k.dtype), "shape": [-1] }))
-        .collect();
-    inputs.extend(
-        model
-            .pipeline
-            .input_schema()
-            .fields()
-            .iter()
-            .map(|f| json!({ "name": f.name, "datatype": datatype(f.dtype), "shape": [-1] })),
-    );
-    let c = model.predictor.outputs();
+    let inputs: Vec<Json> = match model.input() {
+        InputSpec::Text => vec![json!({ "name": model.input_name(), "datatype": "BYTES",
+                                        "shape": [-1] })],
+        InputSpec::Tensor(dims) => {
+            let mut shape = vec![-1i64];
+            shape.extend(dims.iter().map(|&d| d as i64));
+            vec![json!({ "name": model.input_name(), "datatype": "FP32", "shape": shape })]
+        }
+        _ => {
+            let mut inputs: Vec<Json> = sv
+                .keys
+                .iter()
+                .map(|k| json!({ "name": k.name, "datatype": datatype(k.dtype), "shape": [-1] }))
+                .collect();
+            if let Some(tab) = model.tabular() {
+                inputs.extend(tab.pipeline.input_schema().fields().iter().map(
+                    |f| json!({ "name": f.name, "datatype": datatype(f.dtype), "shape": [-1] }),
+                ));
+            }
+            inputs
+        }
+    };
+    let c = model.outputs();
     let shape = if c == 1 { json!([-1]) } else { json!([-1, c]) };
     Ok(json!({
         "name": d.name(),
@@ -673,16 +683,16 @@ fn prepare_request(
     let sv = served(s, name)?;
     let (model, _) = sv.deployment.model(version)?;
     let id = req.id.clone();
-    let parsed = parse_request(req, sv, &model, s.max_rows)?;
-    let values = parsed
-        .requests
-        .len()
-        .saturating_mul(model.predictor.outputs());
+    let parsed = match model.tabular() {
+        Some(tab) => parse_request(req, sv, tab, s.max_rows)?,
+        None => parse_batch(req, &model, s.max_rows)?,
+    };
+    let rows = parsed.rows();
+    let values = rows.saturating_mul(model.outputs());
     if values > s.max_response_values {
         return Err(HttpError::bad(format!(
-            "the response would hold {values} values ({} rows x {} outputs); at most {} (split the batch)",
-            parsed.requests.len(),
-            model.predictor.outputs(),
+            "the response would hold {values} values ({rows} rows x {} outputs); at most {} (split the batch)",
+            model.outputs(),
             s.max_response_values
         )));
     }
@@ -721,6 +731,17 @@ fn answer(p: Prepared) -> HttpResult<Answered> {
         id,
         parsed,
     } = p;
+    if let Some(batch) = parsed.batch {
+        return answer_batch(
+            deployment,
+            name,
+            version,
+            id,
+            batch,
+            parsed.outputs,
+            parsed.binary_all,
+        );
+    }
     let responses = parsed
         .requests
         .into_iter()
@@ -757,6 +778,8 @@ fn answer(p: Prepared) -> HttpResult<Answered> {
 /// What one request asks for, ready to score.
 struct Parsed {
     requests: Vec<Request>,
+    /// For a model that reads texts or tensors: the batch (`requests` is then empty).
+    batch: Option<Batch>,
     /// Requested outputs and whether each is binary (`None`: all three).
     outputs: Option<Vec<(String, bool)>>,
     binary_all: bool,
@@ -767,7 +790,7 @@ struct Parsed {
 fn parse_request(
     req: keel_v2::InferRequest,
     sv: &Served,
-    model: &crate::ServedModel,
+    model: &keel_model::ServedModel,
     max_rows: usize,
 ) -> HttpResult<Parsed> {
     let tensors = req.inputs;
@@ -916,9 +939,206 @@ fn parse_request(
     }
     Ok(Parsed {
         requests,
+        batch: None,
         outputs: req.outputs,
         binary_all: req.binary_output,
     })
+}
+
+/// One request's batch for a text or tensor model.
+enum Batch {
+    Texts(Vec<String>),
+    Tensors { data: Vec<f32>, rows: usize },
+}
+
+impl Parsed {
+    fn rows(&self) -> usize {
+        match &self.batch {
+            Some(Batch::Texts(t)) => t.len(),
+            Some(Batch::Tensors { rows, .. }) => *rows,
+            None => self.requests.len(),
+        }
+    }
+}
+
+/// Maps a request onto a text or tensor model's one input (named as the model's metadata
+/// says): texts as `BYTES [N]`, tensors as `FP32 [N, ...dims]` in the model's layout, or
+/// `[N, H, W, C]` with the request parameter `"layout": "NHWC"` for an image model declared
+/// `[C, H, W]`.
+fn parse_batch(
+    req: keel_v2::InferRequest,
+    model: &keel_model::Model,
+    max_rows: usize,
+) -> HttpResult<Parsed> {
+    let name = model.input_name();
+    let mut tensors = req.inputs.into_iter();
+    let t = match (tensors.next(), tensors.next()) {
+        (Some(t), None) if t.name == name => t,
+        _ => {
+            return Err(HttpError::bad(format!(
+                "model `{}` v{} takes one input, `{name}`",
+                model.flavor().as_str(),
+                model.version()
+            )))
+        }
+    };
+    let rows = t.rows();
+    if rows > max_rows {
+        return Err(HttpError::bad(format!(
+            "{rows} rows in one request; at most {max_rows} (split the batch)"
+        )));
+    }
+    let batch = match model.input() {
+        InputSpec::Text => {
+            if t.shape.len() != 1 && t.width() != 1 {
+                return Err(HttpError::bad(format!(
+                    "input `{name}` has shape {:?}; a text model takes BYTES [N]",
+                    t.shape
+                )));
+            }
+            let texts = t
+                .values
+                .into_iter()
+                .map(|v| match v {
+                    Value::Str(s) => Ok(s),
+                    other => Err(HttpError::bad(format!(
+                        "input `{name}`: {other:?} is not a text (send BYTES)"
+                    ))),
+                })
+                .collect::<HttpResult<Vec<String>>>()?;
+            Batch::Texts(texts)
+        }
+        InputSpec::Tensor(dims) => {
+            let nhwc = req
+                .layout
+                .as_deref()
+                .is_some_and(|l| l.eq_ignore_ascii_case("NHWC"));
+            let want: Vec<usize> = if nhwc && dims.len() == 3 {
+                vec![dims[1], dims[2], dims[0]]
+            } else {
+                dims.clone()
+            };
+            if t.shape[1..] != want[..] {
+                return Err(HttpError::bad(format!(
+                    "input `{name}` has shape {:?}; this model takes [N, {}]{}",
+                    t.shape,
+                    want.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if dims.len() == 3 && !nhwc {
+                        " (or [N, H, W, C] with the parameter \"layout\": \"NHWC\")"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let mut data = Vec::with_capacity(t.values.len());
+            for v in t.values {
+                match v {
+                    Value::F64(x) => data.push(x as f32),
+                    Value::I64(x) => data.push(x as f32),
+                    other => {
+                        return Err(HttpError::bad(format!(
+                            "input `{name}`: {other:?} is not a number (send FP32)"
+                        )))
+                    }
+                }
+            }
+            if nhwc && dims.len() == 3 {
+                data = nhwc_to_nchw(&data, rows, dims[0], dims[1], dims[2]);
+            }
+            Batch::Tensors { data, rows }
+        }
+        InputSpec::Tabular(_) | _ => {
+            return Err(HttpError::bad("this model reads tabular rows".to_string()))
+        }
+    };
+    if let Some(o) = req
+        .outputs
+        .iter()
+        .flatten()
+        .find(|(o, _)| !OUTPUTS.contains(&o.as_str()))
+    {
+        return Err(HttpError::bad(format!(
+            "unknown output `{}` (outputs: {})",
+            o.0,
+            OUTPUTS.join(", ")
+        )));
+    }
+    Ok(Parsed {
+        requests: Vec::new(),
+        batch: Some(batch),
+        outputs: req.outputs,
+        binary_all: req.binary_output,
+    })
+}
+
+/// `[N, H, W, C]` -> `[N, C, H, W]`.
+fn nhwc_to_nchw(data: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for i in 0..n {
+        let base = i * c * h * w;
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    out[base + (ch * h + y) * w + x] = data[base + (y * w + x) * c + ch];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Scores a text or tensor batch as one batch and answers it like rows.
+fn answer_batch(
+    deployment: Arc<Deployment>,
+    name: String,
+    version: Option<u32>,
+    id: Option<String>,
+    batch: Batch,
+    outputs: Option<Vec<(String, bool)>>,
+    binary_all: bool,
+) -> HttpResult<Answered> {
+    let key = id
+        .clone()
+        .unwrap_or_else(|| format!("{name}-batch-{}", batch_nonce()));
+    let texts;
+    let input = match &batch {
+        Batch::Texts(t) => {
+            texts = t.iter().map(String::as_str).collect::<Vec<_>>();
+            keel_model::Input::Texts(&texts)
+        }
+        Batch::Tensors { data, rows } => keel_model::Input::Tensors { data, rows: *rows },
+    };
+    let b = deployment.predict_batch(version, &key, input)?;
+    let width = b.outputs.max(1);
+    let responses: Vec<crate::Response> = b
+        .scores
+        .chunks(width)
+        .map(|s| crate::Response {
+            request_id: RequestId::default(),
+            scores: s.to_vec(),
+            model_version: b.model_version,
+            route: b.route,
+            freshness_ms: None,
+            missing_features: Vec::new(),
+        })
+        .collect();
+    Ok(Answered {
+        rows: responses.len(),
+        routes: format!("{}:{}", route_name(b.route), responses.len()),
+        version: Some(b.model_version.to_string()),
+        outputs: output_tensors(outputs, binary_all, &responses)?,
+        name,
+        id,
+    })
+}
+
+/// A process-unique number for requests without an id (their canary routing key).
+fn batch_nonce() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The outputs sent when a request names none. `missing` (per row, the stored features scored

@@ -5,6 +5,7 @@ mod common;
 mod deployment;
 mod http;
 mod limits;
+mod unstructured;
 
 /// The tested crate's directory, read when the test runs (cargo sets it): a test binary that
 /// cargo reuses from a build in another checkout (they share one target directory) still reads

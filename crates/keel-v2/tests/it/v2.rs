@@ -63,7 +63,7 @@ fn malformed_requests_are_typed_errors() {
             "non-negative",
         ),
         (
-            r#"{"inputs":[{"name":"a","shape":[1,1,1],"datatype":"FP32","data":[1]}]}"#,
+            r#"{"inputs":[{"name":"a","shape":[1,1,1,1,1],"datatype":"FP32","data":[1]}]}"#,
             "expected [N]",
         ),
         (
@@ -273,11 +273,14 @@ fn grpc_tensors_decode_like_http_ones() {
     )
     .unwrap();
     assert_eq!(t.values, vec![Value::I64(200)]);
-    // Refusals: negative or empty shapes, 3 dimensions, FP16, lengths that disagree, UINT64
+    // Image batches have up to 4 dimensions.
+    let img = tensor_from_raw("x", "FP32", &[1, 1, 2], &raw).unwrap();
+    assert_eq!((img.rows(), img.width()), (1, 2));
+    // Refusals: negative or empty shapes, 5 dimensions, FP16, lengths that disagree, UINT64
     // over i64, bytes that are not UTF-8.
     assert!(tensor_from_raw("x", "FP32", &[-1], &raw).is_err());
     assert!(tensor_from_raw("x", "FP32", &[], &raw).is_err());
-    assert!(tensor_from_raw("x", "FP32", &[1, 1, 2], &raw).is_err());
+    assert!(tensor_from_raw("x", "FP32", &[1, 1, 1, 1, 2], &raw).is_err());
     assert!(tensor_from_raw("x", "FP16", &[2], &raw).is_err());
     assert!(tensor_from_raw("x", "FP32", &[3], &raw).is_err());
     assert!(tensor_from_raw("x", "FP32", &[i64::MAX], &raw).is_err());
