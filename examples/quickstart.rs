@@ -21,12 +21,10 @@
 use anyhow::{Context, Result};
 use keel::core::{DType, Field};
 use keel::core::{DataHash, Frame, ManualClock};
-use keel::deep::{Dataset, Head, MlpConfig, OptimizerConfig, TrainConfig as DeepTrain};
 use keel::monitor::{
-    metrics::roc_auc, DecayMetric, DecayRule, DecisionLog, GateConfig, Monitor, MonitorConfig,
-    Profile, WindowSpec,
+    DecayMetric, DecayRule, DecisionLog, GateConfig, Monitor, MonitorConfig, Profile, WindowSpec,
 };
-use keel::registry::{Bundle, ModelMeta, Registry};
+use keel::registry::Registry;
 use keel::serve::{
     CanaryGate, Deployment, DeploymentConfig, LabelEvidence, Request, Route, ShadowGate,
 };
@@ -35,7 +33,7 @@ use keel::store::{
     StoreOptions, Value,
 };
 use keel::train::{RetrainLoop, TrainingData, TrainingJob};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -290,6 +288,24 @@ column = "max_amount_24h"
 steps = [{ op = "impute", strategy = "median" }, { op = "log1p" }]
 "#;
 
+/// The MLP challenger's settings, appended to [`JOB`] with `kind = "mlp"`.
+const MLP: &str = r#"
+[mlp]
+hidden = [64, 64]
+layer_norm = true
+residual = true
+dropout = 0.1
+head = { kind = "binary" }
+
+[train]
+optimizer = { kind = "adam_w", lr = 3e-3, weight_decay = 1e-4 }
+epochs = 6
+batch_size = 256
+warmup_steps = 50
+clip_norm = 1.0
+early_stopping = { patience = 2, min_delta = 0.0 }
+"#;
+
 fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * q) as usize]
@@ -386,11 +402,10 @@ fn main() -> Result<()> {
     data.versions.push(("store".into(), cp.to_string()));
     let v1 = job.run(&registry, &data)?;
     let champion_auc = v1.metrics["test.auc"];
-    let lgb = lightgbm3::Booster::from_string(&v1.lightgbm_text)?;
-    let x = v1.pipeline.transform(&training)?;
-    let ours = v1
-        .model
-        .predict(x.as_slice().context("row-major")?, &Default::default())?;
+    let lgb = lightgbm3::Booster::from_string(v1.lightgbm_text.as_deref().context("gbdt")?)?;
+    let pipeline = v1.pipeline.as_ref().context("a tabular job")?;
+    let x = pipeline.transform(&training)?;
+    let ours = v1.model()?.score_frame(&training)?;
     let theirs = lgb.predict_with_params(
         x.as_slice().context("row-major")?,
         x.ncols() as i32,
@@ -402,7 +417,7 @@ fn main() -> Result<()> {
         .zip(&theirs)
         .all(|(a, b)| a.to_bits() == b.to_bits());
     let version = v1.version.clone().context("registered")?;
-    println!("3. run {} ({:.1}s): {} features after transforms, test AUC {:.3}, PR-AUC {:.3}; registered fraud v{}", v1.run.id, t0.elapsed().as_secs_f64(), v1.pipeline.width(), champion_auc, v1.metrics["test.pr_auc"], version.version);
+    println!("3. run {} ({:.1}s): {} features after transforms, test AUC {:.3}, PR-AUC {:.3}; registered fraud v{}", v1.run.id, t0.elapsed().as_secs_f64(), pipeline.width(), champion_auc, v1.metrics["test.pr_auc"], version.version);
     println!(
         "   keel's pure-Rust scores bit-identical to LightGBM's own on {} rows: {identical}",
         ours.len()
@@ -454,110 +469,24 @@ fn main() -> Result<()> {
         pct(&mut lat, 0.99)
     );
 
-    // 5. A candle challenger on the same fitted transforms, trained deterministically.
+    // 5. A candle challenger: the same job file with `kind = "mlp"` (same transforms, fitted on
+    // the same training rows), tracked and registered the same way, deterministic.
     let t0 = Instant::now();
-    let n = training.nrows();
-    let (tr, te) = (
-        training.slice(0, n * 85 / 100)?,
-        training.slice(n * 85 / 100, n - n * 85 / 100)?,
-    );
-    let to_ds = |f: &Frame| -> Result<Dataset> {
-        let x = v1.pipeline.transform(f)?;
-        let y = f.column("is_fraud")?;
-        Ok(Dataset {
-            numeric: x.iter().map(|v| *v as f32).collect(),
-            codes: vec![],
-            targets: (0..f.nrows())
-                .map(|i| y.get_f64(i).unwrap_or(0.0) as f32)
-                .collect(),
-            rows: f.nrows(),
-        })
-    };
-    let (dtr, dte) = (to_ds(&tr)?, to_ds(&te)?);
-    let mlp_cfg = MlpConfig {
-        numeric: v1.pipeline.width(),
-        embeddings: vec![],
-        hidden: vec![64, 64],
-        layer_norm: true,
-        residual: true,
-        dropout: 0.1,
-        head: Head::Binary,
-    };
-    let tc = DeepTrain {
-        optimizer: OptimizerConfig::AdamW {
-            lr: 3e-3,
-            weight_decay: 1e-4,
-        },
-        epochs: 6,
-        batch_size: 256,
-        warmup_steps: 50,
-        clip_norm: Some(1.0),
-        early_stopping: Some(keel::deep::EarlyStopping {
-            patience: 2,
-            min_delta: 0.0,
-        }),
-        class_weights: None,
-        seed: 42,
-    };
-    let mut run = registry.start_run("fraud")?;
-    run.set_seed(42)?;
-    run.log_data("dataset", &DataHash::of(&training).to_hex())?;
-    run.log_params([
-        ("model", "mlp 64x64 layernorm residual"),
-        ("optimizer", "adamw 3e-3"),
-    ])?;
-    let mut epochs = Vec::new();
-    let (mlp, _) = keel::deep::train(mlp_cfg, &tc, &dtr, Some(&dte), &mut |e| {
-        epochs.push((e.epoch, e.train_loss, e.valid_loss.unwrap_or(f64::NAN)));
-        // A progress bar redrawn in place on a terminal; one line per epoch in a log.
-        let bar = format!(
-            "5. MLP challenger [{:<12}] epoch {:>2}/{}: loss {:.4}, valid loss {:.4} ({:.0} rows/s)",
-            "#".repeat(e.epoch * 12 / tc.epochs.max(1)),
-            e.epoch,
-            tc.epochs,
-            e.train_loss,
-            e.valid_loss.unwrap_or(f64::NAN),
-            e.rows_per_sec
+    let mlp_job = TrainingJob::from_toml(&format!("kind = \"mlp\"\n{JOB}{MLP}"))?;
+    let v2 = mlp_job.run(&registry, &data)?;
+    let mlp_auc = v2.metrics["test.auc"];
+    for p in v2.run.metrics.get("train.loss").into_iter().flatten() {
+        let valid = v2.run.metrics["valid.loss"]
+            .iter()
+            .find(|q| q.step == p.step)
+            .map_or(f64::NAN, |q| q.value);
+        println!(
+            "5. MLP challenger epoch {:>2}: loss {:.4}, valid loss {valid:.4}",
+            p.step, p.value
         );
-        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            print!("\r{bar}");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-        } else {
-            println!("{bar}");
-        }
-    })?;
-    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        println!();
     }
-    for (ep, tl, vl) in &epochs {
-        run.log_metrics([("train.loss", *tl), ("valid.loss", *vl)], *ep as u64)?;
-    }
-    let p = mlp.predict_batch(&dte.numeric, &[], dte.rows)?;
-    let y: Vec<f64> = dte.targets.iter().map(|v| f64::from(*v)).collect();
-    let mlp_auc = roc_auc(&y, &p.iter().map(|v| f64::from(*v)).collect::<Vec<_>>())?;
-    run.log_metric("test.auc", mlp_auc, 0)?;
-    let run = run.finish()?;
-    let (manifest, weights) =
-        mlp.to_parts(BTreeMap::from([("run".to_string(), run.id.0.clone())]))?;
-    let bundle = Bundle {
-        files: BTreeMap::from([
-            ("model".to_string(), manifest),
-            ("weights".to_string(), weights),
-            ("pipeline".to_string(), v1.pipeline.to_bytes()?),
-            (
-                "reference".to_string(),
-                keel::core::envelope::encode(&v1.reference)?,
-            ),
-        ]),
-        meta: ModelMeta {
-            flavor: "deep".into(),
-            feature_service: Some("fraud_v1".into()),
-            eval: BTreeMap::from([("test.auc".to_string(), mlp_auc)]),
-            ..Default::default()
-        },
-    };
-    let v2 = registry.register("fraud", &run.id, bundle)?;
-    println!("   MLP test AUC {:.3} (champion {:.3}), trained in {:.1}s; registered fraud v{} (flavor deep)", mlp_auc, champion_auc, t0.elapsed().as_secs_f64(), v2.version);
+    let v2 = v2.version.context("registered")?;
+    println!("   MLP test AUC {:.3} (champion {:.3}), trained in {:.1}s; registered fraud v{} (flavor {})", mlp_auc, champion_auc, t0.elapsed().as_secs_f64(), v2.version, v2.meta.flavor);
 
     // 6. Shadow -> 10% canary -> promotion through the gates.
     deployment.start_shadow(v2.version, "MLP challenger")?;

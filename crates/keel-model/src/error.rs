@@ -32,6 +32,9 @@ pub enum ModelError {
     /// Deep model failure.
     #[error(transparent)]
     Deep(#[from] keel_deep::DeepError),
+    /// A frame without a column the model reads.
+    #[error(transparent)]
+    Frame(#[from] keel_core::Error),
 }
 
 /// Result alias of this crate.

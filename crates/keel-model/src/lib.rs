@@ -32,7 +32,7 @@ mod model;
 mod predictor;
 
 pub use error::{ModelError, Result};
-pub use model::{Input, InputSpec, Model, MAX_BATCH_ROWS};
+pub use model::{tensor_columns, Input, InputSpec, Model, MAX_BATCH_ROWS};
 pub use predictor::{DeepPredictor, GbdtPredictor, Predictor, ServedModel};
 
 /// The file names of a registered bundle.

@@ -290,6 +290,40 @@ impl Model {
         Ok(out)
     }
 
+    /// Scores a frame as one batch, whatever the flavor reads: a tabular model its pipeline's
+    /// columns; a text model the string column named [`Model::input_name`]; a tensor model the
+    /// numeric columns `{input_name}_0`, `{input_name}_1`, ... (one per tensor element, in
+    /// row-major order). The one way training, retraining and batch jobs score a frame.
+    pub fn score_frame(&self, frame: &Frame) -> Result<Vec<f64>> {
+        match self.input() {
+            InputSpec::Tabular(_) => self.score_batch(Input::Frame(frame)),
+            InputSpec::Text => {
+                let col = frame.column(&self.input_name)?;
+                let texts: Vec<&str> = (0..frame.nrows())
+                    .map(|i| match col.get(i) {
+                        keel_core::ValueRef::Str(s) => Ok(s),
+                        other => Err(ModelError::Shape(format!(
+                            "column `{}` row {i}: {other:?} is not a text",
+                            self.input_name
+                        ))),
+                    })
+                    .collect::<Result<_>>()?;
+                self.score_batch(Input::Texts(&texts))
+            }
+            InputSpec::Tensor(_) => {
+                let data = tensor_columns(
+                    frame,
+                    &self.input_name,
+                    self.input().tensor_len().unwrap_or(0),
+                )?;
+                self.score_batch(Input::Tensors {
+                    data: &data,
+                    rows: frame.nrows(),
+                })
+            }
+        }
+    }
+
     /// Scores one row: every output. Equal to [`Model::score_batch`] of a one-row batch.
     pub fn score_row(&self, input: Input<'_>) -> Result<Vec<f64>> {
         if input.rows() != 1 {
@@ -338,4 +372,22 @@ fn check_single_column(v: &LoadedVersion, what: &str, dtypes: &[DType]) -> Resul
         }
     }
     Ok(())
+}
+
+/// The tensors of a frame whose columns `{prefix}_0 .. {prefix}_{len-1}` hold one element each:
+/// `rows * len` values, row-major.
+pub fn tensor_columns(frame: &Frame, prefix: &str, len: usize) -> Result<Vec<f32>> {
+    let cols = (0..len)
+        .map(|j| frame.column(&format!("{prefix}_{j}")))
+        .collect::<keel_core::Result<Vec<_>>>()?;
+    let mut data = Vec::with_capacity(frame.nrows().saturating_mul(len));
+    for i in 0..frame.nrows() {
+        for (j, c) in cols.iter().enumerate() {
+            let v = c.get_f64(i).ok_or_else(|| {
+                ModelError::Shape(format!("column `{prefix}_{j}` row {i} is not a number"))
+            })?;
+            data.push(v as f32);
+        }
+    }
+    Ok(data)
 }

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use keel_core::{Column, DataHash, Field, Frame};
-use keel_gbdt::{GbdtModel, PredictOptions};
-use keel_registry::{ActiveRun, Bundle, ModelMeta, ModelVersion, Registry, Run};
+use keel_core::{Column, DataHash, Field, Frame, Schema};
+use keel_registry::{ActiveRun, Bundle, LoadedVersion, ModelMeta, ModelVersion, Registry, Run};
 use keel_store::{FeatureRef, HistoricalOptions, Store};
 use keel_transform::{FittedPipeline, Spec};
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{self, CnnJob, DeepTrain, MlpJob, ModelKind, SequenceJob};
 use crate::metrics;
 use crate::{Result, TrainError};
 
@@ -49,11 +49,27 @@ pub struct JobConfig {
     /// Hold-out fractions.
     #[serde(default)]
     pub split: SplitConfig,
-    /// Feature transforms, fitted on the training rows only.
+    /// What to train (default `gbdt`); `auto` chooses from the data ([`ModelKind::Auto`]).
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Feature transforms of tabular kinds (gbdt, mlp), fitted on the training rows only.
+    #[serde(default)]
     pub transform: Spec,
     /// LightGBM parameters (`objective` defaults to `binary`).
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// `kind = "mlp"`: the network.
+    #[serde(default)]
+    pub mlp: Option<MlpJob>,
+    /// `kind = "sequence"` (or `auto` on text): the text column and the encoder.
+    #[serde(default)]
+    pub sequence: Option<SequenceJob>,
+    /// `kind = "cnn"` (or `auto` on images): the pixel columns and the network.
+    #[serde(default)]
+    pub cnn: Option<CnnJob>,
+    /// How deep kinds train (epochs, batch, optimiser...).
+    #[serde(default)]
+    pub train: DeepTrain,
     /// Seed of every random choice.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -121,17 +137,57 @@ pub struct JobOutcome {
     pub metrics: BTreeMap<String, f64>,
     /// Hash of the full training frame (before the split).
     pub data_hash: DataHash,
-    /// The fitted transforms.
-    pub pipeline: FittedPipeline,
-    /// The model, scored in pure Rust.
-    pub model: GbdtModel,
-    /// The monitoring reference profile: training inputs plus the model's prediction
-    /// distribution (column `keel_monitor::PREDICTION_COLUMN`); stored as `reference`.
+    /// What was trained (`auto` resolved).
+    pub kind: ModelKind,
+    /// The bundle's flavor (`keel_model::Flavor` text).
+    pub flavor: String,
+    /// The bundle's files (model, weights, pipeline... not yet `reference`).
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// What the model reads (recorded with the version).
+    pub input_schema: Schema,
+    /// The fitted transforms (tabular kinds).
+    pub pipeline: Option<FittedPipeline>,
+    /// The monitoring reference profile: training inputs (tabular kinds) plus the model's
+    /// prediction distribution (column `keel_monitor::PREDICTION_COLUMN`); stored as
+    /// `reference`.
     pub reference: keel_monitor::Profile,
-    /// The model in keel's envelope (what the registry stores as `model`).
-    pub model_bytes: Vec<u8>,
-    /// LightGBM's text form of the model.
-    pub lightgbm_text: String,
+    /// LightGBM's text form of the model (`gbdt`).
+    pub lightgbm_text: Option<String>,
+}
+
+impl JobOutcome {
+    /// The trained model through the model seam (`keel_model::Model::load`), exactly as
+    /// serving and the retraining gate load it.
+    pub fn model(&self) -> Result<keel_model::Model> {
+        Ok(keel_model::Model::load(&self.loaded(0)?)?)
+    }
+
+    /// The bundle as a loaded registry version (numbered `version`), without the registry.
+    fn loaded(&self, version: u32) -> Result<LoadedVersion> {
+        let files = self.files.clone();
+        Ok(LoadedVersion {
+            version: ModelVersion {
+                name: String::new(),
+                version,
+                run_id: self.run.id.clone(),
+                created_ms: 0,
+                meta: ModelMeta {
+                    flavor: self.flavor.clone(),
+                    input_schema: Some(self.input_schema.clone()),
+                    ..ModelMeta::default()
+                },
+                files: files
+                    .iter()
+                    .map(|(n, b)| keel_registry::FileEntry {
+                        name: n.clone(),
+                        sha256: String::new(),
+                        size: b.len() as u64,
+                    })
+                    .collect(),
+            },
+            files,
+        })
+    }
 }
 
 /// Runs a [`JobConfig`] against a registry.
@@ -217,61 +273,225 @@ impl TrainingJob {
             0,
         )?;
 
-        let pipeline = cfg.transform.fit(&train)?;
-        let features: Vec<String> = pipeline.output_names().to_vec();
-        // Each split is transformed once; the matrices feed training, scoring and the profile.
-        let (mtrain, mvalid, mtest) = (
-            pipeline.transform(&train)?,
-            pipeline.transform(&valid)?,
-            pipeline.transform(&test)?,
-        );
-        let (ytrain, yvalid, ytest) = (
-            labels(&train, &cfg.label)?,
-            labels(&valid, &cfg.label)?,
-            labels(&test, &cfg.label)?,
-        );
-        let xtrain = with_label(&pipeline.output_frame(&mtrain)?, &ytrain, &cfg.label)?;
-        let xvalid = with_label(&pipeline.output_frame(&mvalid)?, &yvalid, &cfg.label)?;
-        let mut lgbm = cfg.params.clone();
-        lgbm.entry("objective").or_insert("binary".into());
-        let trained = keel_gbdt::train(
-            &xtrain,
-            (valid.nrows() > 0).then_some(&xvalid),
-            &keel_gbdt::TrainConfig {
-                features,
-                label: cfg.label.clone(),
-                params: serde_json::Value::Object(lgbm),
-                seed: cfg.seed,
-            },
-        )?;
-        let model = trained.model;
-
+        let (kind, why) = match cfg.kind {
+            ModelKind::Auto => kinds::choose(frame, cfg.sequence.as_ref(), cfg.cnn.as_ref()),
+            k => (k, "as configured".to_string()),
+        };
+        run.log_params([("kind", kind.as_str()), ("kind.reason", why.as_str())])?;
+        let y = |f: &Frame| labels(f, &cfg.label);
+        let (ytrain, yvalid) = (y(&train)?, y(&valid)?);
+        let mut epochs = Vec::new();
+        let mut lightgbm_text = None;
+        let mut pipeline = None;
+        let (flavor, files, input_schema, objective) = match kind {
+            ModelKind::Gbdt | ModelKind::Auto => {
+                let p = cfg.transform.fit(&train)?;
+                let features: Vec<String> = p.output_names().to_vec();
+                let (mtrain, mvalid) = (p.transform(&train)?, p.transform(&valid)?);
+                let xtrain = with_label(&p.output_frame(&mtrain)?, &ytrain, &cfg.label)?;
+                let xvalid = with_label(&p.output_frame(&mvalid)?, &yvalid, &cfg.label)?;
+                let mut lgbm = cfg.params.clone();
+                lgbm.entry("objective").or_insert("binary".into());
+                let trained = keel_gbdt::train(
+                    &xtrain,
+                    (valid.nrows() > 0).then_some(&xvalid),
+                    &keel_gbdt::TrainConfig {
+                        features,
+                        label: cfg.label.clone(),
+                        params: serde_json::Value::Object(lgbm),
+                        seed: cfg.seed,
+                    },
+                )?;
+                let files = BTreeMap::from([
+                    ("model".to_string(), trained.model.to_bytes()?),
+                    (
+                        "model.txt".to_string(),
+                        trained.lightgbm_text.as_bytes().to_vec(),
+                    ),
+                    ("pipeline".to_string(), p.to_bytes()?),
+                ]);
+                run.log_artifact("model.txt", trained.lightgbm_text.as_bytes())?;
+                lightgbm_text = Some(trained.lightgbm_text);
+                let schema = p.input_schema().clone();
+                pipeline = Some(p);
+                ("gbdt", files, schema, self.objective())
+            }
+            ModelKind::Mlp => {
+                let job = cfg.mlp.as_ref().ok_or_else(|| {
+                    TrainError::Config("kind = \"mlp\" needs an [mlp] section".into())
+                })?;
+                let p = cfg.transform.fit(&train)?;
+                let ds = |f: &Frame, y: &[f64]| -> Result<keel_deep::Dataset> {
+                    let x = p.transform(f)?;
+                    Ok(keel_deep::Dataset {
+                        numeric: x.iter().map(|v| *v as f32).collect(),
+                        codes: Vec::new(),
+                        targets: y.iter().map(|v| *v as f32).collect(),
+                        rows: f.nrows(),
+                    })
+                };
+                let (dtrain, dvalid) = (ds(&train, &ytrain)?, ds(&valid, &yvalid)?);
+                let (m, report) = keel_deep::train(
+                    keel_deep::MlpConfig {
+                        numeric: p.width(),
+                        embeddings: Vec::new(),
+                        hidden: job.hidden.clone(),
+                        layer_norm: job.layer_norm,
+                        residual: job.residual,
+                        dropout: job.dropout,
+                        head: job.head,
+                    },
+                    &cfg.train.config(cfg.seed),
+                    &dtrain,
+                    (dvalid.rows > 0).then_some(&dvalid),
+                    &mut |_| {},
+                )?;
+                epochs = report.epochs;
+                let (manifest, weights) = m.to_parts(BTreeMap::new())?;
+                let files = BTreeMap::from([
+                    ("model".to_string(), manifest),
+                    ("weights".to_string(), weights),
+                    ("pipeline".to_string(), p.to_bytes()?),
+                ]);
+                let schema = p.input_schema().clone();
+                pipeline = Some(p);
+                (
+                    "deep",
+                    files,
+                    schema,
+                    kinds::objective_of(job.head).to_string(),
+                )
+            }
+            ModelKind::Sequence => {
+                let job = cfg.sequence.as_ref().ok_or_else(|| {
+                    TrainError::Config("kind = \"sequence\" needs a [sequence] section".into())
+                })?;
+                let texts = |f: &Frame| -> Result<Vec<String>> {
+                    let c = f.column(&job.column)?;
+                    Ok((0..f.nrows())
+                        .map(|i| match c.get(i) {
+                            keel_core::ValueRef::Str(s) => s.to_string(),
+                            _ => String::new(),
+                        })
+                        .collect())
+                };
+                let (ttrain, tvalid) = (texts(&train)?, texts(&valid)?);
+                let f32s = |y: &[f64]| y.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+                let (ftrain, fvalid) = (f32s(&ytrain), f32s(&yvalid));
+                let (m, report) = keel_deep::train_text(
+                    job.config.clone(),
+                    &cfg.train.config(cfg.seed),
+                    keel_deep::TextData {
+                        texts: &ttrain,
+                        targets: &ftrain,
+                    },
+                    (!tvalid.is_empty()).then_some(keel_deep::TextData {
+                        texts: &tvalid,
+                        targets: &fvalid,
+                    }),
+                    &mut |_| {},
+                )?;
+                epochs = report.epochs;
+                let (manifest, weights) = m.to_parts(BTreeMap::new())?;
+                let files = BTreeMap::from([
+                    ("model".to_string(), manifest),
+                    ("weights".to_string(), weights),
+                ]);
+                let schema =
+                    Schema::new(vec![Field::required(&job.column, keel_core::DType::String)])?;
+                (
+                    "sequence",
+                    files,
+                    schema,
+                    kinds::objective_of(job.config.head).to_string(),
+                )
+            }
+            ModelKind::Cnn => {
+                let job = cfg.cnn.as_ref().ok_or_else(|| {
+                    TrainError::Config("kind = \"cnn\" needs a [cnn] section".into())
+                })?;
+                let c = &job.config;
+                let len = c.channels * c.height * c.width;
+                let (ptrain, pvalid) = (
+                    keel_model::tensor_columns(&train, &job.prefix, len)?,
+                    keel_model::tensor_columns(&valid, &job.prefix, len)?,
+                );
+                let f32s = |y: &[f64]| y.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+                let (ftrain, fvalid) = (f32s(&ytrain), f32s(&yvalid));
+                let (m, report) = keel_deep::train_images(
+                    c.clone(),
+                    &cfg.train.config(cfg.seed),
+                    keel_deep::ImageData {
+                        pixels: &ptrain,
+                        targets: &ftrain,
+                    },
+                    (!fvalid.is_empty()).then_some(keel_deep::ImageData {
+                        pixels: &pvalid,
+                        targets: &fvalid,
+                    }),
+                    &mut |_| {},
+                )?;
+                epochs = report.epochs;
+                let (manifest, weights) = m.to_parts(BTreeMap::new())?;
+                let files = BTreeMap::from([
+                    ("model".to_string(), manifest),
+                    ("weights".to_string(), weights),
+                ]);
+                let schema =
+                    Schema::new(vec![Field::required(&job.prefix, keel_core::DType::F32)])?;
+                (
+                    "cnn",
+                    files,
+                    schema,
+                    kinds::objective_of(c.head).to_string(),
+                )
+            }
+        };
+        for e in &epochs {
+            let mut m = vec![("train.loss", e.train_loss)];
+            if let Some(v) = e.valid_loss {
+                m.push(("valid.loss", v));
+            }
+            if let Some(v) = e.valid_accuracy {
+                m.push(("valid.accuracy", v));
+            }
+            run.log_metrics(m, e.epoch as u64)?;
+        }
+        if let Some(p) = &pipeline {
+            run.log_artifact("pipeline.bin", &p.to_bytes()?)?;
+        }
+        let mut out = JobOutcome {
+            run: run.record().clone(),
+            version: None,
+            metrics: BTreeMap::new(),
+            data_hash,
+            kind,
+            flavor: flavor.to_string(),
+            files,
+            input_schema,
+            pipeline,
+            reference: keel_monitor::Profile::new(&[], 1, cfg.seed),
+            lightgbm_text,
+        };
+        // Evaluation and the reference profile score through the model seam, as serving does.
+        let model = out.model()?;
+        let k = model.outputs().max(1);
         let mut scores = BTreeMap::new();
-        for (name, x, y) in [("valid", &mvalid, &yvalid), ("test", &mtest, &ytest)] {
-            if x.nrows() == 0 {
+        for (name, f) in [("valid", &valid), ("test", &test)] {
+            if f.nrows() == 0 {
                 continue;
             }
-            let p = model.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?;
-            for (k, v) in evaluate(&self.objective(), y, &p, model.num_outputs())? {
-                scores.insert(format!("{name}.{k}"), v);
+            let p = model.score_frame(f)?;
+            for (key, v) in evaluate(&objective, &y(f)?, &p, k)? {
+                scores.insert(format!("{name}.{key}"), v);
             }
         }
         run.log_metrics(scores.iter().map(|(k, v)| (k.as_str(), *v)), 0)?;
-        let reference = reference_profile(&pipeline, &model, &train, &mtrain, cfg.seed)?;
-        let model_bytes = model.to_bytes()?;
-        run.log_artifact("model.txt", trained.lightgbm_text.as_bytes())?;
-        run.log_artifact("pipeline.bin", &pipeline.to_bytes()?)?;
-        Ok(JobOutcome {
-            run: run.record().clone(),
-            version: None,
-            metrics: scores,
-            data_hash,
-            pipeline,
-            model,
-            reference,
-            model_bytes,
-            lightgbm_text: trained.lightgbm_text,
-        })
+        let preds = model.score_frame(&train)?;
+        out.reference = reference_profile(out.pipeline.as_ref(), &preds, k, &train, cfg.seed)?;
+        out.metrics = scores;
+        out.run = run.record().clone();
+        Ok(out)
     }
 
     /// Registers a finished job's model as a new version (what `run` does when `register` is
@@ -291,28 +511,27 @@ impl TrainingJob {
             .unwrap_or(&run.data[0])
             .version
             .clone();
+        let mut files = out.files.clone();
+        files.insert(
+            "reference".to_string(),
+            keel_core::envelope::encode(&out.reference).map_err(keel_core::Error::from)?,
+        );
         let bundle = Bundle {
-            files: BTreeMap::from([
-                ("model".to_string(), out.model_bytes.clone()),
-                (
-                    "model.txt".to_string(),
-                    out.lightgbm_text.as_bytes().to_vec(),
-                ),
-                ("pipeline".to_string(), out.pipeline.to_bytes()?),
-                (
-                    "reference".to_string(),
-                    keel_core::envelope::encode(&out.reference).map_err(keel_core::Error::from)?,
-                ),
-            ]),
+            files,
             meta: ModelMeta {
-                flavor: "gbdt".into(),
+                flavor: out.flavor.clone(),
                 feature_service: self.config.feature_service.clone(),
-                input_schema: Some(out.pipeline.input_schema().clone()),
+                input_schema: Some(out.input_schema.clone()),
                 eval,
                 params: run.params.clone(),
                 seed: Some(self.config.seed),
                 data_version: Some(data_version),
-                description: format!("{} on {}", self.objective(), self.config.label),
+                description: format!(
+                    "{} {} on {}",
+                    out.kind.as_str(),
+                    self.objective(),
+                    self.config.label
+                ),
             },
         };
         Ok(registry.register(&self.config.model, &run.id, bundle)?)
@@ -389,22 +608,20 @@ fn with_label(features: &Frame, y: &[f64], label: &str) -> Result<Frame> {
 /// The reference profile of the training rows: the pipeline's raw inputs and the first model
 /// output (`x` is the training rows already transformed).
 fn reference_profile(
-    pipeline: &FittedPipeline,
-    model: &GbdtModel,
+    pipeline: Option<&FittedPipeline>,
+    p: &[f64],
+    k: usize,
     train: &Frame,
-    x: &ndarray::Array2<f64>,
     seed: u64,
 ) -> Result<keel_monitor::Profile> {
     use keel_monitor::{default_kind, ColumnKind, Profile, DEFAULT_SAMPLE, PREDICTION_COLUMN};
-    let fields = pipeline.input_schema().fields();
+    let fields = pipeline.map_or(&[][..], |p| p.input_schema().fields());
     let mut cols: Vec<(String, ColumnKind)> = fields
         .iter()
         .map(|f| (f.name.clone(), default_kind(f.dtype)))
         .collect();
     cols.push((PREDICTION_COLUMN.to_string(), ColumnKind::Numerical));
     let mut profile = Profile::new(&cols, DEFAULT_SAMPLE, seed);
-    let k = model.num_outputs();
-    let p = model.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?;
     let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
     let inputs = train.select(&names)?;
     let mut out_fields = inputs.schema().fields().to_vec();

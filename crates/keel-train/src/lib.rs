@@ -11,6 +11,20 @@
 //! The same data, config and seed give the same data hash, the same model bytes and the same
 //! metrics (tested).
 //!
+//! Every model kind trains from the same job file (`kind = ...`, [`ModelKind`]):
+//!
+//! | kind | reads | settings | registered flavor |
+//! |---|---|---|---|
+//! | `gbdt` (default) | the transformed columns | `params` (LightGBM) | `gbdt` |
+//! | `mlp` | the transformed columns | `[mlp]` ([`MlpJob`]), `[train]` ([`DeepTrain`]) | `deep` |
+//! | `sequence` | one text column | `[sequence]` ([`SequenceJob`]), `[train]` | `sequence` |
+//! | `cnn` | one image per row, columns `{prefix}_0..` | `[cnn]` ([`CnnJob`]), `[train]` | `cnn` |
+//! | `auto` | chosen from the data: pixel columns -> `cnn`, free text -> `sequence`, else `gbdt`; the run records `kind` and `kind.reason` | all of the above | as chosen |
+//!
+//! Deep kinds log `train.loss`, `valid.loss` and `valid.accuracy` per epoch. Evaluation,
+//! the reference profile and the retraining gate score the trained bundle through the model
+//! seam (`keel_model::Model::load` + `score_frame`), exactly as serving loads it.
+//!
 //! ```no_run
 //! use keel_core::Frame;
 //! use keel_registry::Registry;
@@ -42,9 +56,11 @@
 
 mod error;
 mod job;
+mod kinds;
 mod retrain;
 pub use error::{Result, TrainError};
 pub use keel_monitor::metrics;
 
 pub use job::{evaluate, JobConfig, JobOutcome, SplitConfig, TrainingData, TrainingJob};
+pub use kinds::{CnnJob, DeepTrain, MlpJob, ModelKind, SequenceJob};
 pub use retrain::{RetrainLoop, RetrainOutcome, CHAMPION_ALIAS, SHADOW_ALIAS};

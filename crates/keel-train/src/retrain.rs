@@ -5,10 +5,8 @@
 use std::time::Instant;
 
 use keel_core::{Frame, ValueRef};
-use keel_gbdt::{GbdtModel, PredictOptions};
 use keel_monitor::{Action, Decision, DecisionLog, GateConfig, GateResult};
 use keel_registry::{ModelVersion, Registry};
-use keel_transform::FittedPipeline;
 
 use crate::job::{labels, JobOutcome, TrainingData, TrainingJob};
 use crate::{Result, TrainError};
@@ -83,21 +81,17 @@ impl<'a> RetrainLoop<'a> {
         let out = self.job.run(self.registry, latest)?;
         let champion = self.registry.load_alias(&model, CHAMPION_ALIAS)?;
         let y = labels(holdout, &label)?;
-        let score = |p: &FittedPipeline, m: &GbdtModel| -> Result<Vec<f64>> {
-            let x = p.transform(holdout)?;
-            Ok(m.predict(x.as_slice().unwrap_or(&[]), &PredictOptions::default())?)
+        // Champion and challenger, whatever their flavors, are scored through the model seam,
+        // as serving scores them (a deep champion gets its category codes); the gate compares
+        // first outputs.
+        let first = |m: &keel_model::Model| -> Result<Vec<f64>> {
+            let k = m.outputs().max(1);
+            Ok(m.score_frame(holdout)?.chunks(k).map(|r| r[0]).collect())
         };
-        // The champion, whatever its flavor, is scored through the model seam, as serving
-        // scores it (a deep champion gets its category codes); the gate compares first outputs.
-        let champion_model = keel_model::ServedModel::from_bundle(&champion)?;
-        let k = champion_model.outputs().max(1);
-        let champion_scores: Vec<f64> = champion_model
-            .score_batch(holdout)?
-            .chunks(k)
-            .map(|r| r[0])
-            .collect();
-        let challenger_scores = score(&out.pipeline, &out.model)?;
-        let p99 = single_row_p99_us(&out.pipeline, &out.model, holdout)?;
+        let champion_scores = first(&keel_model::Model::load(&champion)?)?;
+        let challenger = out.model()?;
+        let challenger_scores = first(&challenger)?;
+        let p99 = single_row_p99_us(&challenger, holdout)?;
         let gate = self
             .gate
             .evaluate(&y, &champion_scores, &challenger_scores, Some(p99))?;
@@ -126,28 +120,39 @@ impl<'a> RetrainLoop<'a> {
     }
 }
 
-/// p99 of transform + score for one row at a time over (up to 500) holdout rows, in
-/// microseconds: the path a request takes.
-fn single_row_p99_us(p: &FittedPipeline, m: &GbdtModel, holdout: &Frame) -> Result<f64> {
-    let schema = p.input_schema().clone();
-    let cols = schema
-        .fields()
-        .iter()
-        .map(|f| holdout.column(&f.name))
-        .collect::<keel_core::Result<Vec<_>>>()?;
+/// p99 of scoring one row at a time over (up to 500) holdout rows, in microseconds: the path
+/// a request takes (a tabular row: transform + score from its values; otherwise the model's
+/// one-row batch).
+fn single_row_p99_us(m: &keel_model::Model, holdout: &Frame) -> Result<f64> {
     let n = holdout.nrows().min(500);
     if n == 0 {
         return Err(TrainError::Config("empty holdout".into()));
     }
-    let mut x = vec![0.0; p.width()];
-    let mut out = vec![0.0; m.num_outputs()];
     let mut times = Vec::with_capacity(n);
-    for i in 0..n {
-        let row: Vec<ValueRef<'_>> = cols.iter().map(|c| c.get(i)).collect();
-        let t = Instant::now();
-        p.transform_row_into(&row, &mut x)?;
-        m.predict_row(&x, &mut out)?;
-        times.push(t.elapsed().as_secs_f64() * 1e6);
+    match m.tabular() {
+        Some(tab) => {
+            let cols = tab
+                .pipeline
+                .input_schema()
+                .fields()
+                .iter()
+                .map(|f| holdout.column(&f.name))
+                .collect::<keel_core::Result<Vec<_>>>()?;
+            for i in 0..n {
+                let row: Vec<ValueRef<'_>> = cols.iter().map(|c| c.get(i)).collect();
+                let t = Instant::now();
+                tab.score(&row)?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        None => {
+            for i in 0..n {
+                let one = holdout.slice(i, 1)?;
+                let t = Instant::now();
+                m.score_frame(&one)?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
     }
     times.sort_by(f64::total_cmp);
     Ok(times[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1])

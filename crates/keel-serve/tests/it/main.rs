@@ -4,6 +4,7 @@
 mod common;
 mod deployment;
 mod http;
+mod lifecycle;
 mod limits;
 mod unstructured;
 

@@ -105,7 +105,7 @@ fn a_job_is_tracked_registered_and_servable_from_the_bundle() {
         assert!(out.run.metric(k).is_some(), "{k} not logged");
     }
     // Transforms saw the training rows only.
-    assert_eq!(out.pipeline.fitted_rows(), 1800);
+    assert_eq!(out.pipeline.as_ref().unwrap().fitted_rows(), 1800);
 
     let v = out.version.clone().unwrap();
     assert_eq!(v.version, 1);
@@ -128,10 +128,7 @@ fn a_job_is_tracked_registered_and_servable_from_the_bundle() {
     let served = model
         .predict(x.as_slice().unwrap(), &keel_gbdt::PredictOptions::default())
         .unwrap();
-    let direct = out
-        .model
-        .predict(x.as_slice().unwrap(), &keel_gbdt::PredictOptions::default())
-        .unwrap();
+    let direct = out.model().unwrap().score_frame(&data).unwrap();
     assert_eq!(served, direct);
     let runs = reg
         .search_runs(&RunFilter::parse("experiment=fraud status=finished").unwrap())
@@ -156,7 +153,7 @@ fn same_inputs_and_seed_give_the_same_hash_model_and_metrics() {
         )
         .unwrap();
     assert_eq!(a.data_hash, b.data_hash);
-    assert_eq!(a.model_bytes, b.model_bytes);
+    assert_eq!(a.files, b.files);
     assert_eq!(a.lightgbm_text, b.lightgbm_text);
     assert_eq!(a.metrics, b.metrics);
     assert_eq!(a.pipeline, b.pipeline);
@@ -171,7 +168,7 @@ fn same_inputs_and_seed_give_the_same_hash_model_and_metrics() {
         )
         .unwrap();
     assert_eq!(c.data_hash, a.data_hash);
-    assert_ne!(c.model_bytes, a.model_bytes);
+    assert_ne!(c.files["model"], a.files["model"]);
 }
 
 #[test]

@@ -206,8 +206,8 @@ fn a_deep_champion_with_embeddings_is_gated_on_the_scores_serving_gives() {
     let job = TrainingJob::from_toml(&JOB.replace("op = \"one_hot\"", "op = \"ordinal\"")).unwrap();
     let data = TrainingData::from_frame(synth::transactions(4000, Shift::None, 11));
     let gbdt = job.run(&reg, &data).unwrap();
-    let pipeline = gbdt.pipeline.to_bytes().unwrap();
-    assert_eq!(gbdt.pipeline.width(), 3);
+    let pipeline = gbdt.pipeline.as_ref().unwrap().to_bytes().unwrap();
+    assert_eq!(gbdt.pipeline.as_ref().unwrap().width(), 3);
     // The deep champion: two numeric inputs and one embedded code (random weights suffice).
     let mlp = Mlp::new(
         MlpConfig {
