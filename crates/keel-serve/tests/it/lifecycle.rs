@@ -326,3 +326,79 @@ fn auto_chooses_by_modality_and_records_why() {
         assert!(!out.run.params["kind.reason"].is_empty());
     }
 }
+
+/// The text and image models a `TrainingJob` trained, served over V2 (HTTP and gRPC), answer
+/// NVIDIA's `tritonclient`: texts as BYTES, images as FP32 NCHW and, with `layout = NHWC`,
+/// channels-last; every class equal to the seam's in-process scores.
+#[cfg(feature = "grpc")]
+#[test]
+fn trained_text_and_image_models_answer_tritonclient() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let mut deployments = Vec::new();
+    let mut expected = Vec::new();
+    let (texts, images) = (tickets(5, 21), images(4, 22));
+    for (kind, probe) in [("sequence", &texts), ("cnn", &images)] {
+        let out = job(kind, 1)
+            .run(&reg, &TrainingData::from_frame(data(kind, 300, 1)))
+            .unwrap();
+        Rollout::new(&reg, &format!("{kind}-model"))
+            .first_champion(out.version.as_ref().unwrap().version, "first")
+            .unwrap();
+        expected.push(out.model().unwrap().score_frame(probe).unwrap());
+        deployments.push(std::sync::Arc::new(
+            Deployment::from_registry(
+                reg.clone(),
+                &format!("{kind}-model"),
+                None,
+                DeploymentConfig::default(),
+            )
+            .unwrap(),
+        ));
+    }
+    let server = keel_serve::http::start(
+        deployments,
+        keel_serve::http::ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+            threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = texts.column("ticket").unwrap();
+    let text_values: Vec<String> = (0..texts.nrows())
+        .map(|i| match c.get(i) {
+            keel_core::ValueRef::Str(s) => s.to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    let spec = serde_json::json!({
+        "text_model": "sequence-model", "text_input": "ticket", "texts": text_values,
+        "want_text": expected[0],
+        "image_model": "cnn-model", "image_input": "px", "shape": [1, 4, 4], "classes": 1,
+        "images": keel_model::tensor_columns(&images, "px", 16).unwrap(),
+        "want_image": expected[1],
+    });
+    let python = std::env::var_os("KEEL_TRITON_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/keel/venv-triton/bin/python")
+        });
+    let out = std::process::Command::new(python)
+        .arg(crate::manifest_dir().join("tests/v2_unstructured_client.py"))
+        .arg(server.addr().to_string())
+        .arg(server.grpc_addr().unwrap().to_string())
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok\n"));
+    server.stop().unwrap();
+}
