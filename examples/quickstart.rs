@@ -475,8 +475,8 @@ fn main() -> Result<()> {
     let mlp_job = TrainingJob::from_toml(&format!("kind = \"mlp\"\n{JOB}{MLP}"))?;
     let v2 = mlp_job.run(&registry, &data)?;
     let mlp_auc = v2.metrics["test.auc"];
-    for p in v2.run.metrics.get("train.loss").into_iter().flatten() {
-        let valid = v2.run.metrics["valid.loss"]
+    for p in v2.run.metrics.get("epoch.train.loss").into_iter().flatten() {
+        let valid = v2.run.metrics["epoch.valid.loss"]
             .iter()
             .find(|q| q.step == p.step)
             .map_or(f64::NAN, |q| q.value);

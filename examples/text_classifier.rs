@@ -1,165 +1,150 @@
-//! # Text classification with a candle sequence model
+//! # Text classification, trained and served like every other model
 //!
 //! Routes support tickets to billing, shipping or technical queues. The corpus is generated
 //! (`keel::deep::ticket_corpus`: short texts mixing class keywords, filler words and some
 //! cross-class noise, 3% of labels flipped), so the example runs offline and the same everywhere.
 //!
-//! 1. Tokenize without a vocabulary file: lower-cased words hashed into 4096 ids.
-//! 2. Train a small transformer encoder (2 layers, 4 heads, width 64) with AdamW, warm-up and
-//!    cosine decay, gradient clipping and early stopping on the validation loss; every epoch
-//!    reports through a callback (here: a progress line).
-//! 3. Save the model (safetensors + manifest), load it back, check the scores are identical.
-//! 4. Route a few new tickets.
+//! 1. A `TrainingJob` with `kind = "sequence"`: a small transformer encoder over hashed words,
+//!    AdamW with warm-up, clipping and early stopping; params, per-epoch losses, seed and data
+//!    hash tracked in a run; the bundle registered as `tickets` v1.
+//! 2. Served over the Open Inference Protocol: the same `Deployment` and V2 server as tabular
+//!    models (`keel serve --registry ... --model tickets` does the same), texts sent as a BYTES
+//!    tensor, every queue's probability back.
 //!
 //! `cargo run --release -p keel-examples --example text_classifier`
 
-use anyhow::Result;
-use keel::deep::{
-    ticket_corpus, train_text, EarlyStopping, Head, OptimizerConfig, Pooling, SeqConfig, SeqModel,
-    TextData, Tokenizer, TrainConfig,
-};
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use anyhow::{Context, Result};
+use keel::core::{Column, DType, Field, Frame, Validity};
+use keel::deep::ticket_corpus;
+use keel::registry::rollout::Rollout;
+use keel::registry::Registry;
+use keel::serve::http::{self, ServerConfig};
+use keel::serve::{Deployment, DeploymentConfig};
+use keel::train::{TrainingData, TrainingJob};
+use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Instant;
 
 const QUEUES: [&str; 3] = ["billing", "shipping", "technical"];
 
+const JOB: &str = r#"
+experiment = "tickets"
+model = "tickets"
+label = "queue"
+kind = "sequence"
+seed = 42
+split = { valid = 0.15, test = 0.15 }
+
+[sequence]
+column = "ticket"
+[sequence.config]
+tokenizer = { kind = "hashed_words", buckets = 4096 }
+max_len = 32
+d_model = 64
+heads = 4
+layers = 2
+ff = 128
+dropout = 0.1
+pooling = "mean"
+head = { kind = "multiclass", classes = 3 }
+
+[train]
+optimizer = { kind = "adam_w", lr = 3e-3, weight_decay = 0.01 }
+epochs = 12
+batch_size = 64
+warmup_steps = 50
+clip_norm = 1.0
+early_stopping = { patience = 3, min_delta = 1e-4 }
+"#;
+
 fn main() -> Result<()> {
-    let (texts, labels) = ticket_corpus(4000, 1);
-    let (valid_texts, valid_labels) = ticket_corpus(800, 2);
-    let (test_texts, test_labels) = ticket_corpus(800, 3);
-    println!(
-        "corpus: {} train, {} valid, {} test tickets, e.g.",
-        texts.len(),
-        valid_texts.len(),
-        test_texts.len()
-    );
+    let (texts, labels) = ticket_corpus(5000, 1);
     for (t, l) in texts.iter().zip(&labels).take(3) {
         println!("  [{}] {t}", QUEUES[*l as usize]);
     }
+    let frame = Frame::new(
+        vec![
+            Field::new("ticket", DType::String),
+            Field::new("queue", DType::I64),
+        ],
+        vec![
+            Column::String {
+                values: texts,
+                validity: Validity::all_valid(),
+            },
+            Column::I64 {
+                values: labels.iter().map(|l| *l as i64).collect::<Vec<_>>().into(),
+                validity: Validity::all_valid(),
+            },
+        ],
+    )?;
 
-    let cfg = SeqConfig {
-        tokenizer: Tokenizer::HashedWords { buckets: 4096 },
-        max_len: 32,
-        d_model: 64,
-        heads: 4,
-        layers: 2,
-        ff: 128,
-        dropout: 0.1,
-        pooling: Pooling::Mean,
-        head: Head::Multiclass { classes: 3 },
-    };
-    let tc = TrainConfig {
-        optimizer: OptimizerConfig::AdamW {
-            lr: 3e-3,
-            weight_decay: 0.01,
-        },
-        epochs: 12,
-        batch_size: 64,
-        warmup_steps: 50,
-        clip_norm: Some(1.0),
-        early_stopping: Some(EarlyStopping {
-            patience: 3,
-            min_delta: 1e-4,
-        }),
-        class_weights: None,
-        seed: 42,
-    };
+    // 1. Train, track, register.
+    let root = std::env::temp_dir().join(format!("keel-text-{}", std::process::id()));
+    let registry = Registry::open(root.join("registry"))?;
     let t0 = Instant::now();
-    let (model, report) = train_text(
-        cfg,
-        &tc,
-        TextData {
-            texts: &texts,
-            targets: &labels,
-        },
-        Some(TextData {
-            texts: &valid_texts,
-            targets: &valid_labels,
-        }),
-        &mut |e| {
-            let done = e.epoch * 30 / tc.epochs;
-            let line = format!(
-                "  [{}{}] epoch {:>2}/{} loss {:.3} valid loss {:.3} acc {:.3} ({:.0} texts/s)",
-                "#".repeat(done),
-                ".".repeat(30 - done),
-                e.epoch,
-                tc.epochs,
-                e.train_loss,
-                e.valid_loss.unwrap_or(f64::NAN),
-                e.valid_accuracy.unwrap_or(f64::NAN),
-                e.rows_per_sec
-            );
-            // Redrawn in place on a terminal; one line per epoch in a log.
-            if std::io::stdout().is_terminal() {
-                print!("\r{line}");
-                let _ = std::io::stdout().flush();
-            } else {
-                println!("{line}");
-            }
+    let out = TrainingJob::from_toml(JOB)?.run(&registry, &TrainingData::from_frame(frame))?;
+    for p in out
+        .run
+        .metrics
+        .get("epoch.valid.accuracy")
+        .into_iter()
+        .flatten()
+    {
+        println!("  epoch {:>2}: valid accuracy {:.3}", p.step, p.value);
+    }
+    let v = out.version.clone().context("registered")?;
+    println!(
+        "1. run {} ({:.1}s): test accuracy {:.3}, logloss {:.3}; registered tickets v{} (flavor {})",
+        out.run.id,
+        t0.elapsed().as_secs_f64(),
+        out.metrics["test.accuracy"],
+        out.metrics["test.logloss"],
+        v.version,
+        v.meta.flavor
+    );
+    Rollout::new(&registry, "tickets").first_champion(v.version, "first model")?;
+
+    // 2. Serve it over V2 and ask.
+    let deployment = Arc::new(Deployment::from_registry(
+        registry.clone(),
+        "tickets",
+        None,
+        DeploymentConfig::default(),
+    )?);
+    let server = http::start(
+        vec![deployment],
+        ServerConfig {
+            addr: "127.0.0.1:0".parse()?,
+            threads: 2,
+            ..ServerConfig::default()
         },
     )?;
-    if std::io::stdout().is_terminal() {
-        println!();
-    }
-    println!(
-        "trained in {:.1} s; kept epoch {} of {}{}",
-        t0.elapsed().as_secs_f64(),
-        report.best_epoch,
-        report.epochs.len(),
-        if report.stopped_early {
-            " (stopped early)"
-        } else {
-            ""
-        }
-    );
-
-    let refs: Vec<&str> = test_texts.iter().map(String::as_str).collect();
-    let p = model.predict_texts(&refs)?;
-    let argmax = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .fold(
-                (0, f32::MIN),
-                |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
-            )
-            .0
-    };
-    let hits = p
-        .chunks(3)
-        .zip(&test_labels)
-        .filter(|(row, y)| argmax(row) == **y as usize)
-        .count();
-    println!(
-        "test accuracy {:.3} on {} held-out tickets (3% of labels are flipped on purpose)",
-        hits as f64 / test_labels.len() as f64,
-        test_labels.len()
-    );
-
-    let (manifest, weights) = model.to_parts(BTreeMap::from([(
-        "task".to_string(),
-        "ticket routing".to_string(),
-    )]))?;
-    let (loaded, meta) = SeqModel::from_parts(&manifest, &weights)?;
-    assert_eq!(
-        loaded.predict_texts(&refs)?,
-        p,
-        "a loaded model scores identically"
-    );
-    println!(
-        "saved: {} KiB of safetensors + {} B manifest ({meta:?}); reloaded scores are bit-identical",
-        weights.len() / 1024,
-        manifest.len()
-    );
-
-    for t in [
+    let asks = [
         "I was charged twice for my subscription",
         "the parcel never arrived and tracking is stuck",
         "app crashes at login after the update",
-    ] {
-        let p = loaded.predict_texts(&[t])?;
-        let q = argmax(&p);
-        println!("  {:<48} -> {} ({:.2})", t, QUEUES[q], p[q]);
+    ];
+    let body = json!({"inputs": [{"name": "ticket", "shape": [asks.len()], "datatype": "BYTES", "data": asks}]});
+    let answer: Value = ureq::post(&format!("http://{}/v2/models/tickets/infer", server.addr()))
+        .send_json(&body)?
+        .body_mut()
+        .read_json()?;
+    let probs: Vec<f64> = answer["outputs"][0]["data"]
+        .as_array()
+        .context("predict")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    println!("2. POST /v2/models/tickets/infer (BYTES [3]) -> predict [3, 3]:");
+    for (t, row) in asks.iter().zip(probs.chunks(3)) {
+        let (q, p) = row.iter().enumerate().fold(
+            (0, f64::MIN),
+            |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
+        );
+        println!("   {t:<48} -> {} ({p:.2})", QUEUES[q]);
     }
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

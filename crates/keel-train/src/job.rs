@@ -448,12 +448,12 @@ impl TrainingJob {
             }
         };
         for e in &epochs {
-            let mut m = vec![("train.loss", e.train_loss)];
+            let mut m = vec![("epoch.train.loss", e.train_loss)];
             if let Some(v) = e.valid_loss {
-                m.push(("valid.loss", v));
+                m.push(("epoch.valid.loss", v));
             }
             if let Some(v) = e.valid_accuracy {
-                m.push(("valid.accuracy", v));
+                m.push(("epoch.valid.accuracy", v));
             }
             run.log_metrics(m, e.epoch as u64)?;
         }

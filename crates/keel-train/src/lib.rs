@@ -21,7 +21,8 @@
 //! | `cnn` | one image per row, columns `{prefix}_0..` | `[cnn]` ([`CnnJob`]), `[train]` | `cnn` |
 //! | `auto` | chosen from the data: pixel columns -> `cnn`, free text -> `sequence`, else `gbdt`; the run records `kind` and `kind.reason` | all of the above | as chosen |
 //!
-//! Deep kinds log `train.loss`, `valid.loss` and `valid.accuracy` per epoch. Evaluation,
+//! Deep kinds log `epoch.train.loss`, `epoch.valid.loss` and `epoch.valid.accuracy` with the
+//! epoch as step. Evaluation,
 //! the reference profile and the retraining gate score the trained bundle through the model
 //! seam (`keel_model::Model::load` + `score_frame`), exactly as serving loads it.
 //!
