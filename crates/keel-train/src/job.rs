@@ -70,6 +70,15 @@ pub struct JobConfig {
     /// How deep kinds train (epochs, batch, optimiser...).
     #[serde(default)]
     pub train: DeepTrain,
+    /// Kinds to train on the same split, one tracked run each; the best by `metric` is
+    /// registered, every run tagged `candidate = selected | not selected` (empty: train
+    /// `kind` alone).
+    #[serde(default)]
+    pub candidates: Vec<ModelKind>,
+    /// The metric candidates are compared on (default `valid.auc` for binary objectives,
+    /// `valid.logloss` otherwise); `*loss`, `rmse` and `mae` metrics are lower-is-better.
+    #[serde(default)]
+    pub metric: Option<String>,
     /// Seed of every random choice.
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -213,8 +222,77 @@ impl TrainingJob {
     }
 
     /// Runs the job: tracks everything in a new run, ends it finished or failed, and registers
-    /// the model version when asked.
+    /// the model version when asked. With `candidates`, trains each kind in its own run on the
+    /// same split and registers the best by `metric` (returned, with every run tagged).
     pub fn run(&self, registry: &Registry, data: &TrainingData) -> Result<JobOutcome> {
+        if self.config.candidates.is_empty() {
+            return self.run_one(registry, data);
+        }
+        let metric = self.config.metric.clone().unwrap_or_else(|| {
+            if self.objective() == "binary" && !self.config.candidates.is_empty() {
+                "valid.auc".into()
+            } else {
+                "valid.logloss".into()
+            }
+        });
+        let lower = ["loss", "rmse", "mae"].iter().any(|m| metric.ends_with(m));
+        let mut outs = Vec::with_capacity(self.config.candidates.len());
+        for kind in &self.config.candidates {
+            let mut cfg = self.config.clone();
+            cfg.kind = *kind;
+            cfg.candidates.clear();
+            cfg.register = false;
+            let out = TrainingJob::new(cfg).run_one(registry, data)?;
+            let score = *out.metrics.get(&metric).ok_or_else(|| {
+                TrainError::Config(format!(
+                    "candidate {} has no metric `{metric}` (it has {:?})",
+                    kind.as_str(),
+                    out.metrics.keys().collect::<Vec<_>>()
+                ))
+            })?;
+            outs.push((score, out));
+        }
+        let best = (0..outs.len())
+            .reduce(|a, b| {
+                let better = if lower {
+                    outs[b].0 < outs[a].0
+                } else {
+                    outs[b].0 > outs[a].0
+                };
+                if better {
+                    b
+                } else {
+                    a
+                }
+            })
+            .unwrap_or(0);
+        let summary = outs
+            .iter()
+            .map(|(s, o)| format!("{}={s:.6} (run {})", o.kind.as_str(), o.run.id))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (i, (_, o)) in outs.iter_mut().enumerate() {
+            let mut r = registry.resume_run(&o.run.id)?;
+            r.set_tag(
+                "candidate",
+                if i == best {
+                    "selected"
+                } else {
+                    "not selected"
+                },
+            )?;
+            r.set_tag("candidates", &format!("by {metric}: {summary}"))?;
+            o.run = r.record().clone();
+        }
+        let mut out = outs.swap_remove(best).1;
+        if self.config.register {
+            out.version = Some(self.register(registry, &out)?);
+        }
+        Ok(out)
+    }
+
+    /// Trains `kind` (or `auto`'s choice) in one tracked run.
+    fn run_one(&self, registry: &Registry, data: &TrainingData) -> Result<JobOutcome> {
         let mut run = registry.start_run(&self.config.experiment)?;
         match self.run_tracked(&mut run, data) {
             Ok(mut out) => {

@@ -18,7 +18,8 @@ pub enum ModelKind {
     Sequence,
     /// keel-deep's CNN on one image per row (`[cnn]`, `[train]`).
     Cnn,
-    /// Chosen from the data: see [`choose`].
+    /// Chosen from the data: pixel columns of a `[cnn]` section -> `cnn`; a `[sequence]` column
+    /// of free text -> `sequence`; otherwise `gbdt` (the run records the choice and why).
     Auto,
 }
 

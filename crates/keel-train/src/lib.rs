@@ -21,6 +21,11 @@
 //! | `cnn` | one image per row, columns `{prefix}_0..` | `[cnn]` ([`CnnJob`]), `[train]` | `cnn` |
 //! | `auto` | chosen from the data: pixel columns -> `cnn`, free text -> `sequence`, else `gbdt`; the run records `kind` and `kind.reason` | all of the above | as chosen |
 //!
+//! `candidates = ["gbdt", "mlp"]` trains each kind on the same split in its own run and
+//! registers the best by `metric` (default `valid.auc` for binary objectives, else
+//! `valid.logloss`); every run is tagged `candidate = selected | not selected` with the scores
+//! of all.
+//!
 //! Deep kinds log `epoch.train.loss`, `epoch.valid.loss` and `epoch.valid.accuracy` with the
 //! epoch as step. Evaluation,
 //! the reference profile and the retraining gate score the trained bundle through the model

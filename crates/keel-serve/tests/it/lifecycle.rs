@@ -402,3 +402,42 @@ fn trained_text_and_image_models_answer_tritonclient() {
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok\n"));
     server.stop().unwrap();
 }
+
+/// `candidates`: every kind trains on the same split in its own run; the best by the job's
+/// metric is registered and every run says whether it was selected.
+#[test]
+fn candidates_train_on_the_same_split_and_the_best_is_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let text = format!(
+        "experiment = \"pick\"\nmodel = \"pick\"\nlabel = \"label\"\ncandidates = [\"gbdt\", \"mlp\"]\nmetric = \"valid.logloss\"\nparams = {{ objective = \"binary\", num_iterations = 10, num_leaves = 7 }}\n{TRANSFORMS}\n[mlp]\nhidden = [8]\nhead = {{ kind = \"binary\" }}\n{DEEP_TRAIN}"
+    );
+    let out = TrainingJob::from_toml(&text)
+        .unwrap()
+        .run(&reg, &TrainingData::from_frame(data("gbdt", 400, 1)))
+        .unwrap();
+    let runs = reg
+        .search_runs(&keel_registry::RunFilter::parse("experiment=pick").unwrap())
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    let selected: Vec<&keel_registry::Run> = runs
+        .iter()
+        .filter(|r| r.tags.get("candidate").map(String::as_str) == Some("selected"))
+        .collect();
+    assert_eq!(selected.len(), 1);
+    assert_eq!(selected[0].id, out.run.id);
+    let best = runs
+        .iter()
+        .map(|r| r.metric("valid.logloss").unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(out.metrics["valid.logloss"], best, "lower logloss wins");
+    assert!(runs
+        .iter()
+        .all(|r| r.tags["candidates"].starts_with("by valid.logloss: gbdt=")));
+    assert_eq!(out.version.unwrap().meta.flavor, out.flavor);
+    assert_eq!(
+        reg.versions("pick").unwrap(),
+        vec![1],
+        "only the best is registered"
+    );
+}
