@@ -9,6 +9,8 @@ use keel_store::{FeatureRef, HistoricalOptions, Store};
 use keel_transform::{FittedPipeline, Spec};
 use serde::{Deserialize, Serialize};
 
+use keel_model::{bundle, Flavor};
+
 use crate::kinds::{self, CnnJob, DeepTrain, MlpJob, ModelKind, SequenceJob};
 use crate::metrics;
 use crate::{Result, TrainError};
@@ -381,18 +383,18 @@ impl TrainingJob {
                     },
                 )?;
                 let files = BTreeMap::from([
-                    ("model".to_string(), trained.model.to_bytes()?),
+                    (bundle::MODEL.to_string(), trained.model.to_bytes()?),
                     (
                         "model.txt".to_string(),
                         trained.lightgbm_text.as_bytes().to_vec(),
                     ),
-                    ("pipeline".to_string(), p.to_bytes()?),
+                    (bundle::PIPELINE.to_string(), p.to_bytes()?),
                 ]);
                 run.log_artifact("model.txt", trained.lightgbm_text.as_bytes())?;
                 lightgbm_text = Some(trained.lightgbm_text);
                 let schema = p.input_schema().clone();
                 pipeline = Some(p);
-                ("gbdt", files, schema, self.objective())
+                (Flavor::Gbdt, files, schema, self.objective())
             }
             ModelKind::Mlp => {
                 let job = cfg.mlp.as_ref().ok_or_else(|| {
@@ -427,14 +429,14 @@ impl TrainingJob {
                 epochs = report.epochs;
                 let (manifest, weights) = m.to_parts(BTreeMap::new())?;
                 let files = BTreeMap::from([
-                    ("model".to_string(), manifest),
-                    ("weights".to_string(), weights),
-                    ("pipeline".to_string(), p.to_bytes()?),
+                    (bundle::MODEL.to_string(), manifest),
+                    (bundle::WEIGHTS.to_string(), weights),
+                    (bundle::PIPELINE.to_string(), p.to_bytes()?),
                 ]);
                 let schema = p.input_schema().clone();
                 pipeline = Some(p);
                 (
-                    "deep",
+                    Flavor::Mlp,
                     files,
                     schema,
                     kinds::objective_of(job.head).to_string(),
@@ -472,13 +474,13 @@ impl TrainingJob {
                 epochs = report.epochs;
                 let (manifest, weights) = m.to_parts(BTreeMap::new())?;
                 let files = BTreeMap::from([
-                    ("model".to_string(), manifest),
-                    ("weights".to_string(), weights),
+                    (bundle::MODEL.to_string(), manifest),
+                    (bundle::WEIGHTS.to_string(), weights),
                 ]);
                 let schema =
                     Schema::new(vec![Field::required(&job.column, keel_core::DType::String)])?;
                 (
-                    "sequence",
+                    Flavor::Sequence,
                     files,
                     schema,
                     kinds::objective_of(job.config.head).to_string(),
@@ -512,13 +514,13 @@ impl TrainingJob {
                 epochs = report.epochs;
                 let (manifest, weights) = m.to_parts(BTreeMap::new())?;
                 let files = BTreeMap::from([
-                    ("model".to_string(), manifest),
-                    ("weights".to_string(), weights),
+                    (bundle::MODEL.to_string(), manifest),
+                    (bundle::WEIGHTS.to_string(), weights),
                 ]);
                 let schema =
                     Schema::new(vec![Field::required(&job.prefix, keel_core::DType::F32)])?;
                 (
-                    "cnn",
+                    Flavor::Cnn,
                     files,
                     schema,
                     kinds::objective_of(c.head).to_string(),
@@ -544,7 +546,7 @@ impl TrainingJob {
             metrics: BTreeMap::new(),
             data_hash,
             kind,
-            flavor: flavor.to_string(),
+            flavor: flavor.as_str().to_string(),
             files,
             input_schema,
             pipeline,
@@ -591,7 +593,7 @@ impl TrainingJob {
             .clone();
         let mut files = out.files.clone();
         files.insert(
-            "reference".to_string(),
+            bundle::REFERENCE.to_string(),
             keel_core::envelope::encode(&out.reference).map_err(keel_core::Error::from)?,
         );
         let bundle = Bundle {
