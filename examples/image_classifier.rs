@@ -14,11 +14,11 @@ use anyhow::{Context, Result};
 use keel::core::{Column, DType, Field, Frame, Validity};
 use keel::registry::rollout::Rollout;
 use keel::registry::Registry;
-use keel::serve::http::{self, ServerConfig};
-use keel::serve::{Deployment, DeploymentConfig};
 use keel::train::{TrainingData, TrainingJob};
-use serde_json::{json, Value};
-use std::sync::Arc;
+use serde_json::json;
+
+#[path = "shared/ask.rs"]
+mod ask;
 
 const SHAPES: [&str; 3] = ["horizontal", "vertical", "diagonal"];
 
@@ -101,42 +101,15 @@ fn main() -> Result<()> {
     );
     Rollout::new(&registry, "shapes").first_champion(v.version, "first model")?;
 
-    let deployment = Arc::new(Deployment::from_registry(
-        registry.clone(),
-        "shapes",
-        None,
-        DeploymentConfig::default(),
-    )?);
-    let server = http::start(
-        vec![deployment],
-        ServerConfig {
-            addr: "127.0.0.1:0".parse()?,
-            threads: 2,
-            ..ServerConfig::default()
-        },
-    )?;
     let mut s = 99u64;
     let asks: Vec<f32> = (0..3).flat_map(|k| picture(k, &mut s)).collect();
     let body = json!({"inputs": [{"name": "px", "shape": [3, 1, 8, 8], "datatype": "FP32", "data": asks}]});
-    let answer: Value = ureq::post(&format!("http://{}/v2/models/shapes/infer", server.addr()))
-        .send_json(&body)?
-        .body_mut()
-        .read_json()?;
-    let probs: Vec<f64> = answer["outputs"][0]["data"]
-        .as_array()
-        .context("predict")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let probs = ask::serve_and_ask(&registry, "shapes", &body)?;
     println!("2. POST /v2/models/shapes/infer (FP32 [3, 1, 8, 8]) -> predict [3, 3]:");
     for (k, row) in probs.chunks(3).enumerate() {
-        let (q, p) = row.iter().enumerate().fold(
-            (0, f64::MIN),
-            |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
-        );
+        let (q, p) = ask::best(row);
         println!("   a {} bar -> {} ({p:.2})", SHAPES[k], SHAPES[q]);
     }
-    server.stop()?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

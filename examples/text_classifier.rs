@@ -18,11 +18,11 @@ use keel::core::{Column, DType, Field, Frame, Validity};
 use keel::deep::ticket_corpus;
 use keel::registry::rollout::Rollout;
 use keel::registry::Registry;
-use keel::serve::http::{self, ServerConfig};
-use keel::serve::{Deployment, DeploymentConfig};
 use keel::train::{TrainingData, TrainingJob};
-use serde_json::{json, Value};
-use std::sync::Arc;
+use serde_json::json;
+
+#[path = "shared/ask.rs"]
+mod ask;
 use std::time::Instant;
 
 const QUEUES: [&str; 3] = ["billing", "shipping", "technical"];
@@ -106,45 +106,18 @@ fn main() -> Result<()> {
     Rollout::new(&registry, "tickets").first_champion(v.version, "first model")?;
 
     // 2. Serve it over V2 and ask.
-    let deployment = Arc::new(Deployment::from_registry(
-        registry.clone(),
-        "tickets",
-        None,
-        DeploymentConfig::default(),
-    )?);
-    let server = http::start(
-        vec![deployment],
-        ServerConfig {
-            addr: "127.0.0.1:0".parse()?,
-            threads: 2,
-            ..ServerConfig::default()
-        },
-    )?;
     let asks = [
         "I was charged twice for my subscription",
         "the parcel never arrived and tracking is stuck",
         "app crashes at login after the update",
     ];
     let body = json!({"inputs": [{"name": "ticket", "shape": [asks.len()], "datatype": "BYTES", "data": asks}]});
-    let answer: Value = ureq::post(&format!("http://{}/v2/models/tickets/infer", server.addr()))
-        .send_json(&body)?
-        .body_mut()
-        .read_json()?;
-    let probs: Vec<f64> = answer["outputs"][0]["data"]
-        .as_array()
-        .context("predict")?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
+    let probs = ask::serve_and_ask(&registry, "tickets", &body)?;
     println!("2. POST /v2/models/tickets/infer (BYTES [3]) -> predict [3, 3]:");
     for (t, row) in asks.iter().zip(probs.chunks(3)) {
-        let (q, p) = row.iter().enumerate().fold(
-            (0, f64::MIN),
-            |b, (i, v)| if *v > b.1 { (i, *v) } else { b },
-        );
+        let (q, p) = ask::best(row);
         println!("   {t:<48} -> {} ({p:.2})", QUEUES[q]);
     }
-    server.stop()?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

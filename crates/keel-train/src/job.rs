@@ -360,6 +360,8 @@ impl TrainingJob {
         run.log_params([("kind", kind.as_str()), ("kind.reason", why.as_str())])?;
         let y = |f: &Frame| labels(f, &cfg.label);
         let (ytrain, yvalid) = (y(&train)?, y(&valid)?);
+        let f32s = |y: &[f64]| y.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+        let (ftrain, fvalid) = (f32s(&ytrain), f32s(&yvalid));
         let mut epochs = Vec::new();
         let mut lightgbm_text = None;
         let mut pipeline = None;
@@ -427,12 +429,8 @@ impl TrainingJob {
                     &mut |_| {},
                 )?;
                 epochs = report.epochs;
-                let (manifest, weights) = m.to_parts(BTreeMap::new())?;
-                let files = BTreeMap::from([
-                    (bundle::MODEL.to_string(), manifest),
-                    (bundle::WEIGHTS.to_string(), weights),
-                    (bundle::PIPELINE.to_string(), p.to_bytes()?),
-                ]);
+                let mut files = deep_files(m.to_parts(BTreeMap::new())?);
+                files.insert(bundle::PIPELINE.to_string(), p.to_bytes()?);
                 let schema = p.input_schema().clone();
                 pipeline = Some(p);
                 (
@@ -456,8 +454,6 @@ impl TrainingJob {
                         .collect())
                 };
                 let (ttrain, tvalid) = (texts(&train)?, texts(&valid)?);
-                let f32s = |y: &[f64]| y.iter().map(|v| *v as f32).collect::<Vec<f32>>();
-                let (ftrain, fvalid) = (f32s(&ytrain), f32s(&yvalid));
                 let (m, report) = keel_deep::train_text(
                     job.config.clone(),
                     &cfg.train.config(cfg.seed),
@@ -472,17 +468,10 @@ impl TrainingJob {
                     &mut |_| {},
                 )?;
                 epochs = report.epochs;
-                let (manifest, weights) = m.to_parts(BTreeMap::new())?;
-                let files = BTreeMap::from([
-                    (bundle::MODEL.to_string(), manifest),
-                    (bundle::WEIGHTS.to_string(), weights),
-                ]);
-                let schema =
-                    Schema::new(vec![Field::required(&job.column, keel_core::DType::String)])?;
                 (
                     Flavor::Sequence,
-                    files,
-                    schema,
+                    deep_files(m.to_parts(BTreeMap::new())?),
+                    one_column(&job.column, keel_core::DType::String)?,
                     kinds::objective_of(job.config.head).to_string(),
                 )
             }
@@ -496,8 +485,6 @@ impl TrainingJob {
                     keel_model::tensor_columns(&train, &job.prefix, len)?,
                     keel_model::tensor_columns(&valid, &job.prefix, len)?,
                 );
-                let f32s = |y: &[f64]| y.iter().map(|v| *v as f32).collect::<Vec<f32>>();
-                let (ftrain, fvalid) = (f32s(&ytrain), f32s(&yvalid));
                 let (m, report) = keel_deep::train_images(
                     c.clone(),
                     &cfg.train.config(cfg.seed),
@@ -512,17 +499,10 @@ impl TrainingJob {
                     &mut |_| {},
                 )?;
                 epochs = report.epochs;
-                let (manifest, weights) = m.to_parts(BTreeMap::new())?;
-                let files = BTreeMap::from([
-                    (bundle::MODEL.to_string(), manifest),
-                    (bundle::WEIGHTS.to_string(), weights),
-                ]);
-                let schema =
-                    Schema::new(vec![Field::required(&job.prefix, keel_core::DType::F32)])?;
                 (
                     Flavor::Cnn,
-                    files,
-                    schema,
+                    deep_files(m.to_parts(BTreeMap::new())?),
+                    one_column(&job.prefix, keel_core::DType::F32)?,
                     kinds::objective_of(c.head).to_string(),
                 )
             }
@@ -616,6 +596,19 @@ impl TrainingJob {
         };
         Ok(registry.register(&self.config.model, &run.id, bundle)?)
     }
+}
+
+/// A deep model's bundle files: its manifest and weights.
+fn deep_files((manifest, weights): (Vec<u8>, Vec<u8>)) -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([
+        (bundle::MODEL.to_string(), manifest),
+        (bundle::WEIGHTS.to_string(), weights),
+    ])
+}
+
+/// The input schema of a model reading one column.
+fn one_column(name: &str, dtype: keel_core::DType) -> Result<Schema> {
+    Ok(Schema::new(vec![Field::required(name, dtype)])?)
 }
 
 fn json_text(v: &serde_json::Value) -> String {
