@@ -683,7 +683,18 @@ pub fn train(reg: &RegistryArg, args: TrainArgs) -> Result<()> {
     if let Some(k) = &args.signing_key {
         registry = registry.with_signing_key(SigningKey::from_file(k)?);
     }
-    let out = job.run(&registry, &TrainingData::from_frame(frame))?;
+    // A bar over epochs (deep kinds) or the one LightGBM call, with rate and ETA.
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (t, d) = (total.clone(), done.clone());
+    let job = job.on_progress(move |p| {
+        t.store(p.total.max(1), std::sync::atomic::Ordering::Relaxed);
+        d.store(p.done, std::sync::atomic::Ordering::Relaxed);
+    });
+    let data = TrainingData::from_frame(frame);
+    let out = crate::progress::watch("train", "epochs", &total, &done, || {
+        job.run(&registry, &data)
+    })?;
     println!(
         "run {} finished (data {})",
         out.run.id,

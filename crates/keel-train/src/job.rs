@@ -201,16 +201,59 @@ impl JobOutcome {
     }
 }
 
+/// Where a running job is, for progress displays ([`TrainingJob::on_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// What is training.
+    pub kind: ModelKind,
+    /// Epochs done (deep kinds), or 0 / 1 around a GBDT's single LightGBM call.
+    pub done: u64,
+    /// Epochs planned (an upper bound with early stopping), or 1.
+    pub total: u64,
+    /// The last epoch's training loss (deep kinds).
+    pub train_loss: Option<f64>,
+    /// The last epoch's validation loss (deep kinds).
+    pub valid_loss: Option<f64>,
+}
+
+/// A progress callback.
+type ProgressFn = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// Runs a [`JobConfig`] against a registry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrainingJob {
     config: JobConfig,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for TrainingJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingJob")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TrainingJob {
     /// A job for `config`.
     pub fn new(config: JobConfig) -> TrainingJob {
-        TrainingJob { config }
+        TrainingJob {
+            config,
+            progress: None,
+        }
+    }
+
+    /// Calls `progress` as training moves: after every epoch of a deep kind, before and after a
+    /// GBDT's training (for the CLI's progress bar; any thread).
+    pub fn on_progress(mut self, progress: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(std::sync::Arc::new(progress));
+        self
+    }
+
+    fn report(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(&p);
+        }
     }
 
     /// Parses a TOML job description.
@@ -244,7 +287,11 @@ impl TrainingJob {
             cfg.kind = *kind;
             cfg.candidates.clear();
             cfg.register = false;
-            let out = TrainingJob::new(cfg).run_one(registry, data)?;
+            let out = TrainingJob {
+                config: cfg,
+                progress: self.progress.clone(),
+            }
+            .run_one(registry, data)?;
             let score = *out.metrics.get(&metric).ok_or_else(|| {
                 TrainError::Config(format!(
                     "candidate {} has no metric `{metric}` (it has {:?})",
@@ -374,6 +421,14 @@ impl TrainingJob {
                 let xvalid = with_label(&p.output_frame(&mvalid)?, &yvalid, &cfg.label)?;
                 let mut lgbm = cfg.params.clone();
                 lgbm.entry("objective").or_insert("binary".into());
+                let step = |done| Progress {
+                    kind,
+                    done,
+                    total: 1,
+                    train_loss: None,
+                    valid_loss: None,
+                };
+                self.report(step(0));
                 let trained = keel_gbdt::train(
                     &xtrain,
                     (valid.nrows() > 0).then_some(&xvalid),
@@ -392,6 +447,7 @@ impl TrainingJob {
                     ),
                     (bundle::PIPELINE.to_string(), p.to_bytes()?),
                 ]);
+                self.report(step(1));
                 run.log_artifact("model.txt", trained.lightgbm_text.as_bytes())?;
                 lightgbm_text = Some(trained.lightgbm_text);
                 let schema = p.input_schema().clone();
@@ -426,7 +482,7 @@ impl TrainingJob {
                     &cfg.train.config(cfg.seed),
                     &dtrain,
                     (dvalid.rows > 0).then_some(&dvalid),
-                    &mut |_| {},
+                    &mut |e| self.epoch_done(kind, e),
                 )?;
                 epochs = report.epochs;
                 let mut files = deep_files(m.to_parts(BTreeMap::new())?);
@@ -465,7 +521,7 @@ impl TrainingJob {
                         texts: &tvalid,
                         targets: &fvalid,
                     }),
-                    &mut |_| {},
+                    &mut |e| self.epoch_done(kind, e),
                 )?;
                 epochs = report.epochs;
                 (
@@ -496,7 +552,7 @@ impl TrainingJob {
                         pixels: &pvalid,
                         targets: &fvalid,
                     }),
-                    &mut |_| {},
+                    &mut |e| self.epoch_done(kind, e),
                 )?;
                 epochs = report.epochs;
                 (
@@ -552,6 +608,16 @@ impl TrainingJob {
         out.metrics = scores;
         out.run = run.record().clone();
         Ok(out)
+    }
+
+    fn epoch_done(&self, kind: ModelKind, e: &keel_deep::EpochReport) {
+        self.report(Progress {
+            kind,
+            done: e.epoch as u64,
+            total: self.config.train.epochs as u64,
+            train_loss: Some(e.train_loss),
+            valid_loss: e.valid_loss,
+        });
     }
 
     /// Registers a finished job's model as a new version (what `run` does when `register` is

@@ -67,6 +67,6 @@ mod retrain;
 pub use error::{Result, TrainError};
 pub use keel_monitor::metrics;
 
-pub use job::{evaluate, JobConfig, JobOutcome, SplitConfig, TrainingData, TrainingJob};
+pub use job::{evaluate, JobConfig, JobOutcome, Progress, SplitConfig, TrainingData, TrainingJob};
 pub use kinds::{CnnJob, DeepTrain, MlpJob, ModelKind, SequenceJob};
 pub use retrain::{RetrainLoop, RetrainOutcome, CHAMPION_ALIAS, SHADOW_ALIAS};

@@ -441,3 +441,32 @@ fn candidates_train_on_the_same_split_and_the_best_is_registered() {
         "only the best is registered"
     );
 }
+
+/// A job reports its progress: every epoch of a deep kind, and around a GBDT's one call.
+#[test]
+fn jobs_report_progress_per_epoch() {
+    use std::sync::{Arc, Mutex};
+    for (kind, want) in [("mlp", vec![1, 2, 3]), ("gbdt", vec![0, 1])] {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        job(kind, 1)
+            .on_progress(move |p| {
+                s.lock()
+                    .unwrap()
+                    .push((p.done, p.total, p.train_loss.is_some()))
+            })
+            .run(&reg, &TrainingData::from_frame(data(kind, 300, 1)))
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.iter().map(|p| p.0).collect::<Vec<_>>(), want, "{kind}");
+        assert!(seen
+            .iter()
+            .all(|p| p.1 == if kind == "mlp" { 3 } else { 1 }));
+        assert!(
+            seen.iter().all(|p| p.2 == (kind == "mlp")),
+            "{kind}: losses only for epochs"
+        );
+    }
+}
