@@ -135,6 +135,34 @@ pub enum ModelsCmd {
         #[arg(long)]
         to: String,
     },
+    /// Score every entity of a CSV with the champion, exactly as online requests are scored
+    /// (store lookup + frozen transforms + model), and write every output into the store as
+    /// view `NAME_predictions` (version = the champion's) served by `NAME_precomputed`.
+    #[command(
+        after_help = "Example:\n  keel models precompute fraud --service fraud_v1 --path keel-data/store \\\n    --view card_stats@1 --entities cards.csv"
+    )]
+    Precompute {
+        /// Model name.
+        name: String,
+        /// The feature service the model reads.
+        #[arg(long)]
+        service: String,
+        /// The store.
+        #[command(flatten)]
+        store: crate::store_cmd::StoreAt,
+        /// The view whose entities are scored, `VIEW@VERSION` (the predictions are keyed alike).
+        #[arg(long)]
+        view: String,
+        /// CSV of entity keys: a header naming the service's join keys, one entity per row.
+        #[arg(long)]
+        entities: PathBuf,
+        /// Scoring threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// `table`, `json` or `csv` (fields: view, service, model_version, scored, errors, seconds).
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
 }
 
 /// One rollout move (`keel models rollout NAME ...`).
@@ -448,6 +476,70 @@ pub fn models(reg: &RegistryArg, cmd: ModelsCmd) -> Result<()> {
                 out.created,
                 out.versions.len() - out.created
             );
+        }
+        ModelsCmd::Precompute {
+            name,
+            service,
+            store,
+            view,
+            entities,
+            threads,
+            format,
+        } => {
+            use keel::store::{StoreOptions, Value};
+            let st = std::sync::Arc::new(crate::store_cmd::open_store(
+                &store,
+                StoreOptions::default(),
+                false,
+            )?);
+            let keys = st.service_keys(&service)?;
+            let schema = keel::core::Schema::new(keys.clone())?;
+            let frame = crate::progress::read_csv(&entities, Some(&schema))?;
+            let cols = keys
+                .iter()
+                .map(|k| frame.column(&k.name))
+                .collect::<keel::core::Result<Vec<_>>>()?;
+            let rows: Vec<Vec<Value>> = (0..frame.nrows())
+                .map(|i| cols.iter().map(|c| Value::from(c.get(i))).collect())
+                .collect();
+            let d = keel::serve::Deployment::from_registry(
+                r,
+                &name,
+                Some((std::sync::Arc::clone(&st), service)),
+                keel::serve::DeploymentConfig::default(),
+            )?;
+            let (v, ver) = crate::store_cmd::parse_view(&view)?;
+            let threads = match threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let rep = d.precompute(&st, (&v, ver), &rows, now, threads)?;
+            Records::new(
+                &[
+                    "view",
+                    "service",
+                    "model_version",
+                    "scored",
+                    "errors",
+                    "seconds",
+                ],
+                vec![vec![
+                    rep.view.clone(),
+                    rep.service.clone(),
+                    rep.model_version.to_string(),
+                    rep.scored.to_string(),
+                    rep.errors.to_string(),
+                    format!("{:.3}", rep.seconds),
+                ]],
+            )
+            .with_json(json!({
+                "view": rep.view, "service": rep.service, "model_version": rep.model_version,
+                "scored": rep.scored, "errors": rep.errors, "seconds": rep.seconds,
+            }))
+            .print(format)?;
         }
         ModelsCmd::Verify { trusted_keys } => {
             let r = match trusted_keys {

@@ -170,7 +170,7 @@ pub enum StoreCmd {
 /// Where a store lives: an embedded store's directory, or a shared store's URL.
 #[derive(clap::Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
-pub struct StoreAt {
+pub(crate) struct StoreAt {
     /// Embedded store directory (RocksDB).
     #[arg(long)]
     path: Option<PathBuf>,
@@ -333,7 +333,7 @@ key     {}",
     Ok(())
 }
 
-fn parse_view(s: &str) -> Result<(String, u32)> {
+pub(crate) fn parse_view(s: &str) -> Result<(String, u32)> {
     Ok(match s.split_once('@') {
         Some((v, ver)) => (
             v.to_string(),
@@ -346,7 +346,7 @@ fn parse_view(s: &str) -> Result<(String, u32)> {
 }
 
 /// Opens the store at a directory or URL (an embedded one must exist unless `create`).
-fn open_store(at: &StoreAt, opts: StoreOptions, create: bool) -> Result<Store> {
+pub(crate) fn open_store(at: &StoreAt, opts: StoreOptions, create: bool) -> Result<Store> {
     match (&at.path, &at.url) {
         (Some(path), _) => open_dir(path, opts, create),
         (None, Some(url)) => {

@@ -333,3 +333,136 @@ fn serve_logs_each_request_as_json(reg: &str) {
         "{refused}"
     );
 }
+
+/// `keel models precompute`: the champion scores every listed entity through the store, and
+/// the predictions are one lookup away.
+#[test]
+fn precompute_writes_the_champions_predictions_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let mut csv = String::from("t,x,c,y\n");
+    for i in 0..400u64 {
+        let x = ((i * 7919) % 1000) as f64 / 100.0;
+        let c = ["a", "b", "c"][(i % 3) as usize];
+        csv.push_str(&format!("{i},{x},{c},{}\n", u8::from(x > 5.0)));
+    }
+    std::fs::write(p("data.csv"), csv).unwrap();
+    std::fs::write(p("job.toml"), JOB).unwrap();
+    let reg = p("registry");
+    let (ok, _, err) = keel(&[
+        "train",
+        "--registry",
+        &reg,
+        "--config",
+        &p("job.toml"),
+        "--data",
+        &p("data.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = keel(&[
+        "models",
+        "rollout",
+        "demo",
+        "first-champion",
+        "1",
+        "--registry",
+        &reg,
+        "--reason",
+        "first",
+    ]);
+    assert!(ok, "{err}");
+    std::fs::write(
+        p("defs.toml"),
+        r#"
+[[entities]]
+name = "user"
+join_keys = [{ name = "user_id", dtype = "string", nullable = false }]
+[[views]]
+name = "user_stats"
+version = 1
+entities = ["user"]
+features = [{ name = "x", dtype = "f64" }, { name = "c", dtype = "string" }]
+owner = "risk"
+[[services]]
+name = "svc"
+features = ["user_stats@1:x", "user_stats@1:c"]
+"#,
+    )
+    .unwrap();
+    let store = p("store");
+    let (ok, _, err) = keel(&[
+        "store",
+        "apply",
+        "--path",
+        &store,
+        "--definitions",
+        &p("defs.toml"),
+    ]);
+    assert!(ok, "{err}");
+    std::fs::write(
+        p("rows.csv"),
+        "user_id,event_timestamp,x,c\nu1,2026-01-01T00:00:00Z,9.5,a\nu2,2026-01-01T00:00:00Z,0.5,b\n",
+    )
+    .unwrap();
+    let (ok, _, err) = keel(&[
+        "store",
+        "ingest",
+        "--path",
+        &store,
+        "--view",
+        "user_stats@1",
+        "--input",
+        &p("rows.csv"),
+    ]);
+    assert!(ok, "{err}");
+    std::fs::write(p("keys.csv"), "user_id\nu1\nu2\n").unwrap();
+    let (ok, out, err) = keel(&[
+        "models",
+        "precompute",
+        "demo",
+        "--registry",
+        &reg,
+        "--service",
+        "svc",
+        "--path",
+        &store,
+        "--view",
+        "user_stats@1",
+        "--entities",
+        &p("keys.csv"),
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (rep["scored"].as_u64(), rep["errors"].as_u64()),
+        (Some(2), Some(0)),
+        "{out}"
+    );
+    assert_eq!(rep["service"], "demo_precomputed");
+    let score = |user: &str| -> f64 {
+        let (ok, out, err) = keel(&[
+            "store",
+            "get",
+            "--path",
+            &store,
+            "--service",
+            "demo_precomputed",
+            "--key",
+            &format!("user_id={user}"),
+            "--format",
+            "json",
+        ]);
+        assert!(ok, "{err}");
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["feature"].as_str().unwrap().ends_with(":score"))
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(score("u1") > score("u2"), "x = 9.5 scores above x = 0.5");
+}
