@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::registry::ModelVersion;
-use crate::remote::{status_name, MlflowRegistry};
+use crate::remote::status_name;
 use crate::run::{Run, RunId};
 use crate::{Registry, RegistryError, Result};
 
@@ -200,7 +200,9 @@ impl MlflowClient {
     /// found by their tag, aliases already in place are left alone.
     pub fn export_model(&self, registry: &Registry, name: &str) -> Result<ModelExport> {
         let target = Registry::mlflow(&self.base)?;
-        let remote = MlflowRegistry::connect(&self.base)?;
+        let remote = target
+            .mlflow_place()
+            .ok_or_else(|| RegistryError::Mlflow("not an MLflow registry".into()))?;
         let mut done: BTreeMap<u32, u32> = remote
             .versions_tagged(name)?
             .into_iter()

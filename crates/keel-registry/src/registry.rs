@@ -492,7 +492,7 @@ impl Registry {
     /// signing for versions registered before it. Verifies the version's files first.
     pub fn sign(&self, name: &str, version: u32, key: &SigningKey) -> Result<()> {
         let _l = self.lock(name)?;
-        let (mv, manifest, _, source) = self.version_bytes(name, version)?;
+        let (mv, manifest, source) = self.version_bytes(name, version)?;
         let signature = key.sign_manifest(&manifest);
         match &self.place {
             Place::Dir(root) => {
@@ -523,6 +523,15 @@ impl Registry {
             Place::Dir(root) => root.display().to_string(),
             #[cfg(feature = "mlflow")]
             Place::Mlflow(m) => m.base().to_string(),
+        }
+    }
+
+    /// The MLflow half, when the registry lives there.
+    #[cfg(feature = "mlflow")]
+    pub(crate) fn mlflow_place(&self) -> Option<&MlflowRegistry> {
+        match &self.place {
+            Place::Mlflow(m) => Some(m),
+            Place::Dir(_) => None,
         }
     }
 
@@ -882,13 +891,9 @@ impl Registry {
         Ok(self.version_bytes(name, version)?.0)
     }
 
-    /// A version's manifest, decoded and as stored; its signature when it has one; where its
-    /// files are (a directory, or an `mlflow-artifacts:` location).
-    fn version_bytes(
-        &self,
-        name: &str,
-        version: u32,
-    ) -> Result<(ModelVersion, Vec<u8>, Option<String>, String)> {
+    /// A version's manifest, decoded and as stored, and where its files are (a directory, or
+    /// an `mlflow-artifacts:` location).
+    fn version_bytes(&self, name: &str, version: u32) -> Result<(ModelVersion, Vec<u8>, String)> {
         check_name("model", name)?;
         match &self.place {
             Place::Dir(root) => {
@@ -908,31 +913,41 @@ impl Registry {
                         reason: "manifest names another version".into(),
                     });
                 }
-                let sig = dir.join(SIGNATURE);
-                let signature = if sig.exists() {
-                    Some(String::from_utf8(read_bounded(&sig, 4096)?).unwrap_or_default())
-                } else {
-                    None
-                };
-                Ok((mv, bytes, signature, dir.display().to_string()))
+                Ok((mv, bytes, dir.display().to_string()))
             }
             #[cfg(feature = "mlflow")]
             Place::Mlflow(m) => m.version_bytes(name, version),
         }
     }
 
-    /// With trusted keys: the version's `SIGNATURE` must verify against its manifest.
+    /// With trusted keys: the version's `SIGNATURE` (beside its files; `source` on MLflow) must
+    /// verify against its manifest. Without them nothing is read.
+    #[cfg_attr(not(feature = "mlflow"), allow(unused_variables))]
     fn check_signature(
         &self,
         name: &str,
         version: u32,
         manifest: &[u8],
-        signature: Option<&str>,
+        source: &str,
     ) -> Result<()> {
         let Some(trusted) = &self.trusted else {
             return Ok(());
         };
-        let Some(text) = signature else {
+        let signature = match &self.place {
+            Place::Dir(root) => {
+                let sig = model_dir(root, name)?
+                    .join(format!("v{version}"))
+                    .join(SIGNATURE);
+                if sig.exists() {
+                    Some(String::from_utf8(read_bounded(&sig, 4096)?).unwrap_or_default())
+                } else {
+                    None
+                }
+            }
+            #[cfg(feature = "mlflow")]
+            Place::Mlflow(m) => m.signature(source)?,
+        };
+        let Some(text) = signature.as_deref() else {
             return Err(RegistryError::Unsigned {
                 name: name.to_string(),
                 version,
@@ -951,8 +966,8 @@ impl Registry {
     /// Reads a version and every file in it, verifying each sha256: a tampered or truncated
     /// bundle is refused with [`RegistryError::Tampered`].
     pub fn load(&self, name: &str, version: u32) -> Result<LoadedVersion> {
-        let (mv, manifest, signature, source) = self.version_bytes(name, version)?;
-        self.check_signature(name, version, &manifest, signature.as_deref())?;
+        let (mv, manifest, source) = self.version_bytes(name, version)?;
+        self.check_signature(name, version, &manifest, &source)?;
         match &self.place {
             Place::Dir(root) => Registry::read_files(root, name, version, mv),
             #[cfg(feature = "mlflow")]
@@ -1163,6 +1178,7 @@ impl Registry {
         check_name("model", name)?;
         let _l = self.lock(name)?;
         let mut st = self.alias_state(name)?;
+        #[cfg(feature = "mlflow")]
         let already = st.audit.len();
         let moves = decide(&st.current)?;
         let mut events = Vec::with_capacity(moves.len());
@@ -1231,7 +1247,6 @@ impl Registry {
             #[cfg(feature = "mlflow")]
             Place::Mlflow(m) => m.commit(name, already, &events)?,
         }
-        let _ = already;
         Ok(events)
     }
 }

@@ -456,13 +456,13 @@ impl MlflowRegistry {
         Ok(out)
     }
 
-    /// A version's manifest (decoded and as stored, checked against the version's tags), its
-    /// signature when it has one, and where its files are.
+    /// A version's manifest (decoded and as stored, checked against the version's tags) and
+    /// where its files are.
     pub(crate) fn version_bytes(
         &self,
         name: &str,
         version: u32,
-    ) -> Result<(ModelVersion, Vec<u8>, Option<String>, String)> {
+    ) -> Result<(ModelVersion, Vec<u8>, String)> {
         let unknown = || RegistryError::UnknownVersion {
             name: name.to_string(),
             version,
@@ -519,15 +519,19 @@ impl MlflowRegistry {
                 reason: "the version's keel.sha256.* tags and its manifest disagree".into(),
             });
         }
-        let signature = match self
+        Ok((mv, manifest, source))
+    }
+
+    /// The signature beside a version's files at `source`, if it has one.
+    pub(crate) fn signature(&self, source: &str) -> Result<Option<String>> {
+        match self
             .client
             .get_artifact(&format!("{source}/{}", crate::registry::SIGNATURE), 4096)
         {
-            Ok(b) => Some(String::from_utf8(b).unwrap_or_default()),
-            Err(e) if e.is_mlflow_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        Ok((mv, manifest, signature, source))
+            Ok(b) => Ok(Some(String::from_utf8(b).unwrap_or_default())),
+            Err(e) if e.is_mlflow_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Downloads every file of a manifest, verifying size and sha256.

@@ -170,35 +170,40 @@ impl JobOutcome {
     /// The trained model through the model seam (`keel_model::Model::load`), exactly as
     /// serving and the retraining gate load it.
     pub fn model(&self) -> Result<keel_model::Model> {
-        Ok(keel_model::Model::load(&self.loaded(0)?)?)
+        seam_model(&self.run.id, &self.flavor, &self.files, &self.input_schema)
     }
+}
 
-    /// The bundle as a loaded registry version (numbered `version`), without the registry.
-    fn loaded(&self, version: u32) -> Result<LoadedVersion> {
-        let files = self.files.clone();
-        Ok(LoadedVersion {
-            version: ModelVersion {
-                name: String::new(),
-                version,
-                run_id: self.run.id.clone(),
-                created_ms: 0,
-                meta: ModelMeta {
-                    flavor: self.flavor.clone(),
-                    input_schema: Some(self.input_schema.clone()),
-                    ..ModelMeta::default()
-                },
-                files: files
-                    .iter()
-                    .map(|(n, b)| keel_registry::FileEntry {
-                        name: n.clone(),
-                        sha256: String::new(),
-                        size: b.len() as u64,
-                    })
-                    .collect(),
+/// A bundle's files loaded through the model seam as an (unregistered) version would be.
+fn seam_model(
+    run_id: &keel_registry::RunId,
+    flavor: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    input_schema: &Schema,
+) -> Result<keel_model::Model> {
+    let version = LoadedVersion {
+        version: ModelVersion {
+            name: String::new(),
+            version: 0,
+            run_id: run_id.clone(),
+            created_ms: 0,
+            meta: ModelMeta {
+                flavor: flavor.to_string(),
+                input_schema: Some(input_schema.clone()),
+                ..ModelMeta::default()
             },
-            files,
-        })
-    }
+            files: files
+                .iter()
+                .map(|(n, b)| keel_registry::FileEntry {
+                    name: n.clone(),
+                    sha256: String::new(),
+                    size: b.len() as u64,
+                })
+                .collect(),
+        },
+        files: files.clone(),
+    };
+    Ok(keel_model::Model::load(&version)?)
 }
 
 /// Where a running job is, for progress displays ([`TrainingJob::on_progress`]).
@@ -274,7 +279,7 @@ impl TrainingJob {
             return self.run_one(registry, data);
         }
         let metric = self.config.metric.clone().unwrap_or_else(|| {
-            if self.objective() == "binary" && !self.config.candidates.is_empty() {
+            if self.objective() == "binary" {
                 "valid.auc".into()
             } else {
                 "valid.logloss".into()
@@ -576,21 +581,8 @@ impl TrainingJob {
         if let Some(p) = &pipeline {
             run.log_artifact("pipeline.bin", &p.to_bytes()?)?;
         }
-        let mut out = JobOutcome {
-            run: run.record().clone(),
-            version: None,
-            metrics: BTreeMap::new(),
-            data_hash,
-            kind,
-            flavor: flavor.as_str().to_string(),
-            files,
-            input_schema,
-            pipeline,
-            reference: keel_monitor::Profile::new(&[], 1, cfg.seed),
-            lightgbm_text,
-        };
         // Evaluation and the reference profile score through the model seam, as serving does.
-        let model = out.model()?;
+        let model = seam_model(&run.record().id, flavor.as_str(), &files, &input_schema)?;
         let k = model.outputs().max(1);
         let mut scores = BTreeMap::new();
         for (name, f) in [("valid", &valid), ("test", &test)] {
@@ -604,10 +596,20 @@ impl TrainingJob {
         }
         run.log_metrics(scores.iter().map(|(k, v)| (k.as_str(), *v)), 0)?;
         let preds = model.score_frame(&train)?;
-        out.reference = reference_profile(out.pipeline.as_ref(), &preds, k, &train, cfg.seed)?;
-        out.metrics = scores;
-        out.run = run.record().clone();
-        Ok(out)
+        let reference = reference_profile(pipeline.as_ref(), &preds, k, &train, cfg.seed)?;
+        Ok(JobOutcome {
+            run: run.record().clone(),
+            version: None,
+            metrics: scores,
+            data_hash,
+            kind,
+            flavor: flavor.as_str().to_string(),
+            files,
+            input_schema,
+            pipeline,
+            reference,
+            lightgbm_text,
+        })
     }
 
     fn epoch_done(&self, kind: ModelKind, e: &keel_deep::EpochReport) {

@@ -27,23 +27,6 @@ fn ok(args: &[&str]) -> String {
     out
 }
 
-const DEFS: &str = r#"
-[[entities]]
-name = "user"
-join_keys = [{ name = "user_id", dtype = "string", nullable = false }]
-
-[[views]]
-name = "user_stats"
-version = 1
-entities = ["user"]
-features = [{ name = "x", dtype = "f64" }, { name = "c", dtype = "string" }]
-owner = "risk"
-
-[[services]]
-name = "svc"
-features = ["user_stats@1:x", "user_stats@1:c"]
-"#;
-
 const JOB: &str = r#"
 experiment = "fleet"
 model = "demo"
@@ -212,7 +195,7 @@ fn a_fleet_follows_the_rollout_with_no_failed_request() {
     let store = redis.url();
 
     // Features of 50 users in Redis; two versions trained and registered in MLflow.
-    std::fs::write(p("defs.toml"), DEFS).unwrap();
+    std::fs::write(p("defs.toml"), crate::USER_DEFS).unwrap();
     ok(&[
         "store",
         "apply",

@@ -7,6 +7,25 @@ mod fleet;
 mod ml_cli;
 mod store_cli;
 
+/// Store definitions of the CLI tests that serve a model from a store: entity `user`, view
+/// `user_stats@1` (`x` f64, `c` string), service `svc` reading both.
+pub const USER_DEFS: &str = r#"
+[[entities]]
+name = "user"
+join_keys = [{ name = "user_id", dtype = "string", nullable = false }]
+
+[[views]]
+name = "user_stats"
+version = 1
+entities = ["user"]
+features = [{ name = "x", dtype = "f64" }, { name = "c", dtype = "string" }]
+owner = "risk"
+
+[[services]]
+name = "svc"
+features = ["user_stats@1:x", "user_stats@1:c"]
+"#;
+
 /// Runs the `keel` binary: `(success, stdout, stderr)`.
 pub fn keel(args: &[&str]) -> (bool, String, String) {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))

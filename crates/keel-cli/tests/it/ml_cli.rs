@@ -371,24 +371,7 @@ fn precompute_writes_the_champions_predictions_into_the_store() {
         "first",
     ]);
     assert!(ok, "{err}");
-    std::fs::write(
-        p("defs.toml"),
-        r#"
-[[entities]]
-name = "user"
-join_keys = [{ name = "user_id", dtype = "string", nullable = false }]
-[[views]]
-name = "user_stats"
-version = 1
-entities = ["user"]
-features = [{ name = "x", dtype = "f64" }, { name = "c", dtype = "string" }]
-owner = "risk"
-[[services]]
-name = "svc"
-features = ["user_stats@1:x", "user_stats@1:c"]
-"#,
-    )
-    .unwrap();
+    std::fs::write(p("defs.toml"), crate::USER_DEFS).unwrap();
     let store = p("store");
     let (ok, _, err) = keel(&[
         "store",
